@@ -1,0 +1,1 @@
+//! One module per subcommand. Each turns its arguments into a plan, then carries it out.

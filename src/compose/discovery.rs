@@ -1,0 +1,1 @@
+//! Finds the Compose files and the project directory the way Compose does.

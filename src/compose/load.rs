@@ -1,0 +1,1 @@
+//! Reads, interpolates and merges Compose files into a [`Project`](super::Project).

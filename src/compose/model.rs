@@ -1,0 +1,200 @@
+//! The loaded Compose project, reduced to what concerns data: services, their mounts, and the top-level
+//! volumes. Every later command works from this model, never from raw YAML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// How much a piece of data matters; keys backup scope, the `down -v` guard and `clean`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Cannot be regenerated: databases, uploads, object stores.
+    Critical,
+    /// Costly to lose: queues with state, search indexes, certificates, metrics.
+    Important,
+    /// Rebuilt from source or packages: dependencies, collected assets, build caches.
+    Regenerable,
+    /// Logs and temporary files.
+    Optional,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [
+        Tier::Critical,
+        Tier::Important,
+        Tier::Regenerable,
+        Tier::Optional,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Critical => "critical",
+            Tier::Important => "important",
+            Tier::Regenerable => "regenerable",
+            Tier::Optional => "optional",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a tier name that is not one of the four.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a tier (expected one of: critical, important, regenerable, optional)")]
+pub struct InvalidTier(pub String);
+
+impl FromStr for Tier {
+    type Err = InvalidTier;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" => Ok(Tier::Critical),
+            "important" => Ok(Tier::Important),
+            "regenerable" => Ok(Tier::Regenerable),
+            "optional" => Ok(Tier::Optional),
+            _ => Err(InvalidTier(s.to_string())),
+        }
+    }
+}
+
+/// The `x-persist` extension found on a top-level volume or a long-syntax service volume entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PersistSpec {
+    /// `tier:` when given (validated while loading).
+    pub tier: Option<Tier>,
+    /// The whole mapping as written (after interpolation), for settings later features read.
+    pub raw: serde_json::Value,
+}
+
+/// A loaded Compose project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Normalized project name (`-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name).
+    pub name: String,
+    /// The project directory: relative paths in the files resolve against it.
+    pub directory: PathBuf,
+    /// The Compose files loaded, in merge order, as absolute paths.
+    pub files: Vec<PathBuf>,
+    /// Services in file order.
+    pub services: IndexMap<String, Service>,
+    /// Top-level `volumes:` in file order, by key.
+    pub volumes: IndexMap<String, VolumeDef>,
+    /// Top-level `x-persist:` mapping (project defaults), `Null` when absent.
+    pub persist: serde_json::Value,
+    /// The environment used for interpolation (OS environment over `.env`).
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Project {
+    /// The engine's name for the top-level volume `key`: `name:` as is; `external` → key; else
+    /// `<project>_<key>`. Returns `None` for a key that is not declared.
+    pub fn engine_volume_name(&self, key: &str) -> Option<String> {
+        self.volumes.get(key).map(|v| v.engine_name(&self.name))
+    }
+}
+
+/// A service, reduced to what concerns data.
+#[derive(Debug, Clone, Default)]
+pub struct Service {
+    pub name: String,
+    /// `image:` after interpolation, if any (a build-only service has none).
+    pub image: Option<String>,
+    /// `container_name:` if set.
+    pub container_name: Option<String>,
+    /// `profiles:`; empty means always enabled.
+    pub profiles: Vec<String>,
+    /// Services this one depends on (`depends_on`, list or mapping form), in file order.
+    pub depends_on: Vec<String>,
+    /// Mounts from `volumes:` (short and long syntax), merged across files by target.
+    pub mounts: Vec<Mount>,
+}
+
+/// What a service mount refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    /// A named volume (`source` is the top-level key) or an anonymous one (`source` is `None`).
+    Volume,
+    /// A host path (`source` is absolute, resolved against the project directory, `~` expanded).
+    Bind,
+    /// Memory only; nothing persists.
+    Tmpfs,
+    /// Windows named pipe, image mount, cluster volume: loaded, never treated as data.
+    Other,
+}
+
+/// One entry of a service's `volumes:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub kind: MountType,
+    /// Volume key for a named volume, absolute host path for a bind, `None` for anonymous/tmpfs.
+    pub source: Option<String>,
+    /// The source exactly as written in the file (after interpolation), for display: `./data`.
+    pub source_as_written: Option<String>,
+    /// Path inside the container.
+    pub target: String,
+    pub read_only: bool,
+    /// `x-persist:` on a long-syntax entry.
+    pub persist: Option<PersistSpec>,
+}
+
+/// A top-level volume definition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VolumeDef {
+    pub key: String,
+    /// `name:` if set (or the legacy `external: {name: …}`).
+    pub name: Option<String>,
+    pub external: bool,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub persist: Option<PersistSpec>,
+}
+
+impl VolumeDef {
+    /// The engine's name for this volume in project `project`.
+    pub fn engine_name(&self, project: &str) -> String {
+        match (&self.name, self.external) {
+            (Some(name), _) => name.clone(),
+            (None, true) => self.key.clone(),
+            (None, false) => format!("{project}_{}", self.key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_parses_case_insensitively_and_rejects_others() {
+        assert_eq!("Critical".parse::<Tier>().ok(), Some(Tier::Critical));
+        assert_eq!(" optional ".parse::<Tier>().ok(), Some(Tier::Optional));
+        let err = "precious".parse::<Tier>().unwrap_err();
+        assert!(err.to_string().contains("`precious` is not a tier"));
+    }
+
+    #[test]
+    fn engine_name_follows_compose_rules() {
+        let mut v = VolumeDef {
+            key: "db".into(),
+            ..Default::default()
+        };
+        assert_eq!(v.engine_name("app"), "app_db");
+        v.external = true;
+        assert_eq!(v.engine_name("app"), "db");
+        v.name = Some("shared-db".into());
+        assert_eq!(v.engine_name("app"), "shared-db");
+        v.external = false;
+        assert_eq!(v.engine_name("app"), "shared-db");
+    }
+}

@@ -1,0 +1,26 @@
+//! Connecting to the engine at a resolved [`Endpoint`]: unix, tcp (with TLS) and ssh, with API version
+//! negotiation.
+
+use bollard::Docker;
+
+use super::EngineError;
+use crate::context::Endpoint;
+
+/// A connected engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) docker: Docker,
+    pub(crate) endpoint: Endpoint,
+}
+
+impl Engine {
+    /// Connects to `endpoint`, checks that the engine answers, and negotiates the API version.
+    pub async fn connect(_endpoint: &Endpoint) -> Result<Engine, EngineError> {
+        todo!("connect")
+    }
+
+    /// The endpoint this engine was reached at.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}

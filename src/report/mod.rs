@@ -1,0 +1,1 @@
+//! The only module that writes to the terminal: stdout for data, stderr for status, warnings and errors.
