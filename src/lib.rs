@@ -1,10 +1,99 @@
 //! docker-persist: back up, restore, verify and protect the data of Docker Compose projects, keyed to a tier
 //! for every volume and bind mount.
+//!
+//! `main.rs` parses arguments and calls [`run`]; everything else lives in the modules below.
 
 pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod context;
 pub mod engine;
+pub mod inventory;
 pub mod plugin;
 pub mod report;
+
+use cli::{Cli, Command, DockerGlobals};
+use commands::{ExitStatus, Session};
+use report::Printer;
+
+/// Runs one parsed command line. Ctrl-C and the Docker CLI closing the plugin socket end it with
+/// [`ExitStatus::Interrupted`]; the command's own guards clean up as its future is dropped.
+pub async fn run(
+    globals: DockerGlobals,
+    cli: Cli,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let session = Session {
+        globals: &globals,
+        project_args: &cli.project,
+        printer,
+    };
+    let command = async {
+        match &cli.command {
+            Command::Ls(args) => commands::ls::run(&session, args).await,
+            Command::Inspect(args) => commands::inspect::run(&session, args).await,
+            Command::Rules => commands::rules::run(printer),
+        }
+    };
+    tokio::select! {
+        result = command => result,
+        () = plugin::interrupted() => {
+            printer.warn("interrupted");
+            Ok(ExitStatus::Interrupted)
+        }
+    }
+}
+
+/// Maps an error to its exit status and the hints that help with it.
+pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
+    use compose::ComposeError;
+    use context::ContextError;
+    use engine::EngineError;
+
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<commands::UsageError>() {
+            return (ExitStatus::Usage, e.hint.iter().cloned().collect());
+        }
+        if let Some(e) = cause.downcast_ref::<EngineError>() {
+            if let EngineError::Connect { .. } = e {
+                return (
+                    ExitStatus::Failure,
+                    vec![
+                        "is the Docker daemon running? `docker context ls` shows where docker persist connects"
+                            .to_string(),
+                    ],
+                );
+            }
+            return (ExitStatus::Failure, Vec::new());
+        }
+        if let Some(e) = cause.downcast_ref::<ContextError>() {
+            let hint = match e {
+                ContextError::NotFound { .. } => {
+                    vec!["`docker context ls` lists the contexts".to_string()]
+                }
+                ContextError::HostAndContext => {
+                    return (ExitStatus::Usage, Vec::new());
+                }
+                _ => Vec::new(),
+            };
+            return (ExitStatus::Failure, hint);
+        }
+        if let Some(e) = cause.downcast_ref::<ComposeError>() {
+            let hint = match e {
+                ComposeError::NotFound { .. } => vec![
+                    "run it in a Compose project's directory, or name the file with `-f FILE`"
+                        .to_string(),
+                ],
+                ComposeError::MissingVariable { name, .. } => vec![format!(
+                    "set `{name}` in the environment or in the project's `.env` file"
+                )],
+                ComposeError::UndefinedVolume { volume, .. } => vec![format!(
+                    "declare `{volume}` under the top-level `volumes:` key"
+                )],
+                _ => Vec::new(),
+            };
+            return (ExitStatus::Failure, hint);
+        }
+    }
+    (ExitStatus::Failure, Vec::new())
+}

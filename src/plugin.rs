@@ -34,6 +34,76 @@ pub fn metadata_json() -> String {
     serde_json::to_string_pretty(&METADATA).unwrap_or_default()
 }
 
+/// The environment variable through which the Docker CLI names its plugin socket.
+pub const SOCKET_ENV: &str = "DOCKER_CLI_PLUGIN_SOCKET";
+
+/// Resolves when the user interrupts (SIGINT, SIGTERM) or the Docker CLI closes the plugin socket (which
+/// it does when it is itself interrupted or exits). Never resolves otherwise.
+pub async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let socket_closed = async {
+        match std::env::var(SOCKET_ENV) {
+            Ok(name) if !name.is_empty() => wait_for_socket_close(&name).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let sigterm = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+        () = socket_closed => {}
+    }
+}
+
+/// Connects to the CLI's plugin socket (an abstract unix socket on Linux, named `@name`) and waits for
+/// the CLI to close it. When the socket cannot be reached, waits forever: signals still work.
+async fn wait_for_socket_close(name: &str) {
+    use tokio::io::AsyncReadExt;
+
+    let Some(stream) = connect_plugin_socket(name) else {
+        return std::future::pending().await;
+    };
+    let Ok(mut stream) = tokio::net::UnixStream::from_std(stream) else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn connect_plugin_socket(name: &str) -> Option<std::os::unix::net::UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+
+    let addr = match name.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()).ok()?,
+        None => SocketAddr::from_pathname(name).ok()?,
+    };
+    let stream = UnixStream::connect_addr(&addr).ok()?;
+    stream.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_plugin_socket(name: &str) -> Option<std::os::unix::net::UnixStream> {
+    let stream = std::os::unix::net::UnixStream::connect(name).ok()?;
+    stream.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

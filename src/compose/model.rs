@@ -92,6 +92,8 @@ pub struct Project {
     pub persist: serde_json::Value,
     /// The environment used for interpolation (OS environment over `.env`).
     pub environment: BTreeMap<String, String>,
+    /// What Compose would warn about while loading (unset variables, several default files).
+    pub warnings: Vec<String>,
 }
 
 impl Project {

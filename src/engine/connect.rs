@@ -19,6 +19,11 @@ impl Engine {
         todo!("connect")
     }
 
+    /// Whether the engine runs on this machine, so host paths it mounts are paths here too.
+    pub fn is_local(&self) -> bool {
+        self.endpoint.host.starts_with("unix://")
+    }
+
     /// The endpoint this engine was reached at.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint

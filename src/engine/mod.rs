@@ -14,3 +14,19 @@ pub enum EngineError {
     #[error("failed to {operation}: {message}")]
     Api { operation: String, message: String },
 }
+
+pub mod state;
+
+pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
+
+/// A one-line description of a bollard error: the engine's own message when it sent one.
+pub(crate) fn describe(err: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,215 @@
+//! `ls`: every piece of data the project keeps, with its tier and why.
+
+use serde::Serialize;
+
+use super::{ExitStatus, Session};
+use crate::cli::LsArgs;
+use crate::compose::Tier;
+use crate::compose::classify::{DataKind, TierSource};
+use crate::inventory::{self, DataItem, Inventory, User};
+use crate::report::{Printer, human_size, table};
+
+/// Version of the `--json` output of `ls` and `inspect`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct LsJson<'a> {
+    schema_version: u32,
+    project: &'a str,
+    volumes: Vec<ItemJson<'a>>,
+}
+
+/// The JSON form of one inventory item; `inspect --json` extends it.
+#[derive(Serialize)]
+pub struct ItemJson<'a> {
+    pub key: &'a str,
+    pub name: Option<&'a str>,
+    pub kind: DataKind,
+    pub tier: Tier,
+    pub reason: &'a str,
+    pub tier_source: TierSource,
+    pub rule: Option<&'static str>,
+    pub users: &'a [User],
+    pub size_bytes: Option<u64>,
+    pub exists: Option<bool>,
+    pub removed_by_down_v: bool,
+    pub declared: bool,
+}
+
+impl<'a> From<&'a DataItem> for ItemJson<'a> {
+    fn from(i: &'a DataItem) -> Self {
+        ItemJson {
+            key: &i.key,
+            name: i.name.as_deref(),
+            kind: i.kind,
+            tier: i.tier(),
+            reason: &i.classification.reason,
+            tier_source: i.classification.source,
+            rule: i.classification.rule,
+            users: &i.users,
+            size_bytes: i.size_bytes,
+            exists: i.exists,
+            removed_by_down_v: i.removed_by_down_v,
+            declared: i.declared,
+        }
+    }
+}
+
+pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitStatus> {
+    let project = session.load_project()?;
+    let engine = session.connect().await?;
+    let inventory = inventory::build(project, &engine).await?;
+    let mut items: Vec<&DataItem> = inventory
+        .items
+        .iter()
+        .filter(|i| args.tiers.is_empty() || args.tiers.contains(&i.tier()))
+        .collect();
+    // Most valuable first; file order within a tier.
+    items.sort_by_key(|i| i.tier());
+
+    let printer = session.printer;
+    if printer.json_mode() {
+        printer.json(&LsJson {
+            schema_version: SCHEMA_VERSION,
+            project: &inventory.project.name,
+            volumes: items.iter().map(|i| ItemJson::from(*i)).collect(),
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    if items.is_empty() {
+        printer.status(format!(
+            "Project `{}` keeps no data{}",
+            inventory.project.name,
+            if args.tiers.is_empty() {
+                ": no volumes or bind mounts in its Compose files"
+            } else {
+                " of the requested tiers"
+            }
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    printer.data(render(printer, &items));
+    printer.status(summary(&inventory, &items));
+    Ok(ExitStatus::Success)
+}
+
+/// The `ls` table.
+fn render(printer: &Printer, items: &[&DataItem]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.key.clone(),
+                i.name.clone().unwrap_or_else(|| "-".to_string()),
+                i.kind.to_string(),
+                printer.tier(i.tier()),
+                i.size_bytes
+                    .map(human_size)
+                    .unwrap_or_else(|| "-".to_string()),
+                yes_no(i.exists),
+                if i.removed_by_down_v { "yes" } else { "no" }.to_string(),
+                users_text(&i.users),
+                i.classification.reason.clone(),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "KEY", "NAME", "KIND", "TIER", "SIZE", "EXISTS", "DOWN -V", "USED BY", "WHY",
+        ],
+        &rows,
+    )
+}
+
+/// `yes`, `no`, or `?` when unknown.
+pub fn yes_no(value: Option<bool>) -> String {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "?",
+    }
+    .to_string()
+}
+
+/// `db:/var/lib/postgresql/data, backup:/src (ro)`.
+pub fn users_text(users: &[User]) -> String {
+    if users.is_empty() {
+        return "-".to_string();
+    }
+    users
+        .iter()
+        .map(|u| {
+            format!(
+                "{}:{}{}",
+                u.service,
+                u.target,
+                if u.read_only { " (ro)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line on stderr: counts per tier and what `down -v` would take.
+fn summary(inventory: &Inventory, items: &[&DataItem]) -> String {
+    let counts: Vec<String> = Tier::ALL
+        .iter()
+        .filter_map(|t| {
+            let n = items.iter().filter(|i| i.tier() == *t).count();
+            (n > 0).then(|| format!("{n} {t}"))
+        })
+        .collect();
+    let removed = items.iter().filter(|i| i.removed_by_down_v).count();
+    let at_risk = items
+        .iter()
+        .filter(|i| {
+            i.removed_by_down_v
+                && i.exists == Some(true)
+                && matches!(i.tier(), Tier::Critical | Tier::Important)
+        })
+        .count();
+    let mut line = format!(
+        "Project `{}`: {} ({})",
+        inventory.project.name,
+        plural(items.len(), "piece of data", "pieces of data"),
+        counts.join(", ")
+    );
+    if removed > 0 {
+        line.push_str(&format!(
+            "; `docker compose down -v` would remove {removed}"
+        ));
+        if at_risk > 0 {
+            line.push_str(&format!(", {at_risk} of them critical or important"));
+        }
+    }
+    line
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_text_marks_read_only_mounts() {
+        let users = vec![
+            User {
+                service: "db".into(),
+                target: "/data".into(),
+                read_only: false,
+                image: None,
+            },
+            User {
+                service: "web".into(),
+                target: "/srv".into(),
+                read_only: true,
+                image: None,
+            },
+        ];
+        assert_eq!(users_text(&users), "db:/data, web:/srv (ro)");
+        assert_eq!(users_text(&[]), "-");
+    }
+}

@@ -1,0 +1,283 @@
+//! Read-only queries of engine state that the inventory joins with the Compose model: the project's
+//! volumes, its containers and their mounts, and volume sizes from the disk usage API.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
+use serde::Deserialize;
+
+use super::{Engine, EngineError, describe};
+
+/// The label Compose puts on everything it creates for a project.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The label Compose puts on a container with the service name.
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+/// The label Compose puts on a volume with its key (v2) or name (v1).
+pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
+
+/// A volume as the engine describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub scope: Option<String>,
+    pub created_at: Option<String>,
+}
+
+/// A container as far as data is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// `com.docker.compose.service`, when Compose made it.
+    pub service: Option<String>,
+    pub image: String,
+    /// `running`, `exited`, `created`, …
+    pub state: String,
+    pub mounts: Vec<ContainerMount>,
+}
+
+impl ContainerInfo {
+    pub fn is_running(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "restarting" | "paused")
+    }
+}
+
+/// One mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMount {
+    /// `volume`, `bind`, `tmpfs`, …
+    pub kind: String,
+    /// Volume name, for volumes.
+    pub name: Option<String>,
+    /// Host path (bind) or the volume's mountpoint.
+    pub source: String,
+    pub destination: String,
+    pub read_write: bool,
+}
+
+impl Engine {
+    /// The volumes labelled as belonging to Compose project `project`.
+    pub async fn project_volumes(&self, project: &str) -> Result<Vec<VolumeInfo>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{PROJECT_LABEL}={project}")],
+        )]);
+        let response = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| EngineError::api("list volumes", &e))?;
+        Ok(response
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(volume_info)
+            .collect())
+    }
+
+    /// One volume by name; `None` when it does not exist.
+    pub async fn volume(&self, name: &str) -> Result<Option<VolumeInfo>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(volume_info(v))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(EngineError::api(format!("inspect volume `{name}`"), &e)),
+        }
+    }
+
+    /// The containers of Compose project `project`, running or not.
+    pub async fn project_containers(
+        &self,
+        project: &str,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        self.containers_with_filter("label", format!("{PROJECT_LABEL}={project}"))
+            .await
+    }
+
+    /// Every container (of any project) that mounts volume `name`, running or not.
+    pub async fn containers_using_volume(
+        &self,
+        name: &str,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        self.containers_with_filter("volume", name.to_string())
+            .await
+    }
+
+    async fn containers_with_filter(
+        &self,
+        key: &str,
+        value: String,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let filters = HashMap::from([(key.to_string(), vec![value])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| EngineError::api("list containers", &e))?;
+        Ok(list.into_iter().map(container_info).collect())
+    }
+
+    /// Sizes of all volumes in bytes, from the disk usage API (`/system/df`). Volumes the engine could not
+    /// measure (size -1, or a driver that does not report) are absent.
+    ///
+    /// bollard 0.21 types this endpoint in its API 1.52 shape (`VolumeUsage.Items`), while engines answering
+    /// at an older API version (Docker 20.10–28) send `Volumes`. The body is therefore read as text and
+    /// parsed here in both shapes; the request goes through a clone of the client whose request modifier
+    /// points bollard's plain-text `_ping` call at `system/df`.
+    pub async fn volume_sizes(&self) -> Result<HashMap<String, u64>, EngineError> {
+        let docker = self.docker.clone().with_request_modifier(|mut req| {
+            let rewritten = req
+                .uri()
+                .to_string()
+                .replacen("/_ping", "/system/df?type=volume", 1);
+            if let Ok(uri) = rewritten.parse() {
+                *req.uri_mut() = uri;
+            }
+            req
+        });
+        let body = docker
+            .ping()
+            .await
+            .map_err(|e| EngineError::api("read disk usage", &e))?;
+        parse_volume_sizes(&body).map_err(|message| EngineError::Api {
+            operation: "read disk usage".to_string(),
+            message,
+        })
+    }
+}
+
+fn volume_info(v: bollard::models::Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        driver: v.driver,
+        mountpoint: v.mountpoint,
+        labels: v.labels.into_iter().collect(),
+        options: v.options.into_iter().collect(),
+        scope: v.scope.map(|s| s.to_string()),
+        created_at: v.created_at.map(|d| d.to_string()),
+    }
+}
+
+fn container_info(c: bollard::models::ContainerSummary) -> ContainerInfo {
+    let labels = c.labels.unwrap_or_default();
+    let name = c
+        .names
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name,
+        service: labels.get(SERVICE_LABEL).cloned(),
+        image: c.image.unwrap_or_default(),
+        state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        mounts: c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ContainerMount {
+                kind: m.typ.unwrap_or_default(),
+                name: m.name.filter(|n| !n.is_empty()),
+                source: m.source.unwrap_or_default(),
+                destination: m.destination.unwrap_or_default(),
+                read_write: m.rw.unwrap_or(true),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DiskUsage {
+    #[serde(rename = "Volumes", default)]
+    volumes: Option<Vec<DiskUsageVolume>>,
+    #[serde(rename = "VolumeUsage", default)]
+    volume_usage: Option<DiskUsageItems>,
+}
+
+#[derive(Deserialize)]
+struct DiskUsageItems {
+    #[serde(rename = "Items", default)]
+    items: Option<Vec<DiskUsageVolume>>,
+}
+
+#[derive(Deserialize)]
+struct DiskUsageVolume {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "UsageData", default)]
+    usage: Option<DiskUsageData>,
+}
+
+#[derive(Deserialize)]
+struct DiskUsageData {
+    #[serde(rename = "Size")]
+    size: i64,
+}
+
+/// Volume sizes from a `/system/df` body of either shape.
+fn parse_volume_sizes(body: &str) -> Result<HashMap<String, u64>, String> {
+    let du: DiskUsage =
+        serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))?;
+    let items = du
+        .volumes
+        .or(du.volume_usage.and_then(|u| u.items))
+        .unwrap_or_default();
+    Ok(items
+        .into_iter()
+        .filter_map(|v| {
+            let size = v.usage?.size;
+            u64::try_from(size).ok().map(|s| (v.name, s))
+        })
+        .collect())
+}
+
+impl EngineError {
+    /// An API error for `operation`, with the engine's own message when it sent one.
+    pub(crate) fn api(operation: impl Into<String>, err: &bollard::errors::Error) -> EngineError {
+        EngineError::Api {
+            operation: operation.into(),
+            message: describe(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_usage_legacy_shape() {
+        let body = r#"{"LayersSize":0,"Volumes":[
+            {"Name":"a","UsageData":{"Size":1234,"RefCount":1}},
+            {"Name":"b","UsageData":{"Size":-1,"RefCount":0}},
+            {"Name":"c"}]}"#;
+        let sizes = parse_volume_sizes(body).unwrap();
+        assert_eq!(sizes.get("a"), Some(&1234));
+        assert_eq!(sizes.len(), 1);
+    }
+
+    #[test]
+    fn disk_usage_api_1_52_shape() {
+        let body = r#"{"VolumeUsage":{"TotalSize":5,"Items":[
+            {"Name":"x","UsageData":{"Size":5,"RefCount":0}}]}}"#;
+        assert_eq!(parse_volume_sizes(body).unwrap().get("x"), Some(&5));
+    }
+
+    #[test]
+    fn disk_usage_garbage_is_an_error() {
+        assert!(parse_volume_sizes("OK").is_err());
+    }
+}
