@@ -128,19 +128,25 @@ pub fn split_docker_globals(argv: Vec<OsString>) -> Result<SplitArgs, GlobalsErr
 }
 
 /// Back up, restore, verify and protect the data of a Docker Compose project.
-///
-/// docker persist reads the project's Compose files, classifies every volume and bind mount into a tier
-/// (critical, important, regenerable, optional) and keys backup, restore and cleanup to that tier.
 #[derive(Debug, Parser)]
 #[command(
     name = "docker persist",
     bin_name = "docker persist",
     version,
     disable_version_flag = true,
-    propagate_version = false,
-    max_term_width = 100
+    long_about = None,
+    max_term_width = 100,
+    after_help = "docker persist reads the project's Compose files and classifies every volume and bind mount \
+into a tier: critical, important, regenerable or optional (`docker persist rules` explains how).\n\n\
+Examples:\n  docker persist ls                 every piece of data, its tier and why\n  \
+docker persist ls --json          the same, for scripts\n  \
+docker persist inspect dbdata     where one volume lives and who uses it"
 )]
 pub struct Cli {
+    /// Print the version
+    #[arg(long, action = clap::ArgAction::Version)]
+    version: Option<bool>,
+
     #[command(flatten)]
     pub project: ProjectArgs,
 

@@ -1,0 +1,114 @@
+//! CLI snapshot tests: help texts, the rules table, usage errors and the plugin protocol. These run the
+//! binary with a fixed environment (no colour, fixed width, temp HOME and DOCKER_CONFIG).
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn persist(home: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("docker-persist").expect("binary is built");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .current_dir(home);
+    cmd
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = persist(home.path()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn help_as_a_docker_plugin() {
+    // The Docker CLI passes its own argv: global flags, then `persist`.
+    let (code, stdout, _) = run(&["-H", "unix:///nowhere.sock", "persist", "--help"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, run(&["--help"]).1);
+}
+
+#[test]
+fn ls_help() {
+    let (code, stdout, _) = run(&["ls", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn inspect_help() {
+    let (code, stdout, _) = run(&["inspect", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn rules() {
+    let (code, stdout, _) = run(&["rules"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn rules_json_lists_every_rule_with_a_tier() {
+    let (code, stdout, _) = run(&["rules", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), docker_persist::compose::classify::RULES.len());
+    assert_eq!(rules[0]["id"], "host-system");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["tier"].is_string() && r["reason"].is_string())
+    );
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let (code, stdout, stderr) = run(&["ls", "--bogus"]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn invalid_tier_is_a_usage_error() {
+    let (code, _, stderr) = run(&["ls", "--tier", "precious"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`precious` is not a tier"), "{stderr}");
+}
+
+#[test]
+fn docker_flag_without_value_is_a_usage_error() {
+    let (code, _, stderr) = run(&["-H"]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr, "error: flag `-H` needs an argument\n");
+}
+
+#[test]
+fn metadata_is_the_plugin_metadata_file() {
+    let (code, stdout, _) = run(&["docker-cli-plugin-metadata"]);
+    assert_eq!(code, 0);
+    let file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plugin-metadata")).unwrap();
+    assert_eq!(stdout.trim_end(), file.trim_end());
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["SchemaVersion"], "0.1.0");
+    assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
+}
