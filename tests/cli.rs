@@ -112,3 +112,14 @@ fn metadata_is_the_plugin_metadata_file() {
     assert_eq!(v["SchemaVersion"], "0.1.0");
     assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn readme_shows_the_rules_table_of_the_code() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = docker_persist::compose::classify::rules_markdown();
+    assert!(
+        readme.contains(&table),
+        "README.md's tier rules table is out of date; replace it with:\n{table}"
+    );
+}

@@ -412,6 +412,22 @@ pub fn classify(subject: &Subject<'_>) -> Classification {
     }
 }
 
+/// The rules as a Markdown table, as the README shows them.
+pub fn rules_markdown() -> String {
+    let mut out = String::from("| # | rule | tier | matches | reason |\n|---|---|---|---|---|\n");
+    for (n, r) in RULES.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} |\n",
+            n + 1,
+            r.id,
+            r.tier,
+            r.matcher.describe(),
+            r.reason
+        ));
+    }
+    out
+}
+
 /// `Some(evidence)` when the matcher applies; the evidence names what matched.
 fn matches(matcher: &Matcher, s: &Subject<'_>) -> Option<Option<String>> {
     match matcher {
