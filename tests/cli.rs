@@ -1,6 +1,8 @@
 //! CLI snapshot tests: help texts, the rules table, usage errors and the plugin protocol. These run the
 //! binary with a fixed environment (no colour, fixed width, temp HOME and DOCKER_CONFIG).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use assert_cmd::Command;
