@@ -1,7 +1,9 @@
 //! The only module that talks to the Docker Engine (and the only one that imports bollard): connecting,
 //! volumes, containers and disk usage, with errors that name the operation.
 
+pub mod archive;
 pub mod connect;
+pub mod helper;
 
 pub use connect::Engine;
 

@@ -1,0 +1,262 @@
+//! Helper containers: how docker persist reaches the inside of a volume without pulling any image.
+//!
+//! The universal data path creates a container from an empty, locally imported image, mounts the volume
+//! (or bind mount) at a fixed path and never starts it; the engine's archive endpoints then read and write
+//! the mounted data. Helper containers carry the label `persist.helper=true`, have no network, and are
+//! removed on every exit path: by [`HelperContainer::remove`], by its `Drop`, and by
+//! [`Engine::remove_leftover_helpers`] at the end of a command and at the start of the next one (for a
+//! process that was killed outright).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use futures_util::StreamExt;
+
+use super::{Engine, EngineError};
+
+/// The label on every helper image and container.
+pub const HELPER_LABEL: &str = "persist.helper";
+/// The label naming the process that created a helper container: `<hostname>:<pid>`.
+pub const OWNER_LABEL: &str = "persist.helper.owner";
+/// The empty image of the universal path.
+pub const EMPTY_IMAGE: &str = "docker-persist-empty:1";
+/// Where a helper mounts the data it works on.
+pub const DATA_PATH: &str = "/data";
+
+/// Helper containers this process created and has not removed yet.
+static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// What a helper mounts at [`DATA_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperMount {
+    /// A volume by engine name.
+    Volume { name: String, read_only: bool },
+    /// A host path (on the engine's host).
+    Bind { path: String, read_only: bool },
+}
+
+/// A created (never started) helper container. Remove it with [`HelperContainer::remove`]; dropping it
+/// schedules the removal instead.
+#[derive(Debug)]
+pub struct HelperContainer {
+    engine: Engine,
+    id: String,
+    removed: bool,
+}
+
+impl HelperContainer {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Removes the container (and nothing else: the volume stays).
+    pub async fn remove(mut self) -> Result<(), EngineError> {
+        self.removed = true;
+        remove_container(&self.engine, &self.id).await
+    }
+}
+
+impl Drop for HelperContainer {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        // Best effort now; `remove_leftover_helpers` at the end of the command catches the rest.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let engine = self.engine.clone();
+            let id = self.id.clone();
+            handle.spawn(async move {
+                let _ = remove_container(&engine, &id).await;
+            });
+        }
+    }
+}
+
+async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let result = engine
+        .docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: false,
+                link: false,
+            }),
+        )
+        .await;
+    match result {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            if let Ok(mut live) = LIVE.lock() {
+                live.remove(id);
+            }
+            Ok(())
+        }
+        Err(e) => Err(EngineError::api(
+            format!("remove helper container `{id}`"),
+            &e,
+        )),
+    }
+}
+
+/// `<hostname>:<pid>` of this process.
+fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether the owner of a helper is certainly gone: a process of this host that no longer runs.
+fn owner_is_gone(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return true;
+    };
+    let this = self::owner();
+    let this_host = this.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
+    host == this_host && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Engine {
+    /// Makes sure the empty helper image exists, importing it from an empty tar when it does not.
+    pub async fn ensure_empty_image(&self) -> Result<(), EngineError> {
+        if self.docker.inspect_image(EMPTY_IMAGE).await.is_ok() {
+            return Ok(());
+        }
+        let (repo, tag) = EMPTY_IMAGE
+            .split_once(':')
+            .unwrap_or((EMPTY_IMAGE, "latest"));
+        // An empty tar archive is two 512-byte blocks of zeros.
+        let body = bollard::body_full(vec![0u8; 1024].into());
+        let mut progress = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_src: Some("-".to_string()),
+                repo: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+                changes: vec![format!("LABEL {HELPER_LABEL}=true")],
+                ..Default::default()
+            }),
+            Some(body),
+            None,
+        );
+        while let Some(item) = progress.next().await {
+            let info = item.map_err(|e| EngineError::api("import the empty helper image", &e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api {
+                    operation: "import the empty helper image".to_string(),
+                    message: err,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a helper container from the empty image with `mount` at [`DATA_PATH`]. It is never started.
+    pub async fn create_helper(&self, mount: &HelperMount) -> Result<HelperContainer, EngineError> {
+        self.ensure_empty_image().await?;
+        let (typ, source, read_only) = match mount {
+            HelperMount::Volume { name, read_only } => (MountType::VOLUME, name, *read_only),
+            HelperMount::Bind { path, read_only } => (MountType::BIND, path, *read_only),
+        };
+        let labels = HashMap::from([
+            (HELPER_LABEL.to_string(), "true".to_string()),
+            (OWNER_LABEL.to_string(), owner()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(EMPTY_IMAGE.to_string()),
+            cmd: Some(vec!["/docker-persist-helper-never-started".to_string()]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_string()),
+                mounts: Some(vec![Mount {
+                    target: Some(DATA_PATH.to_string()),
+                    source: Some(source.clone()),
+                    typ: Some(typ),
+                    read_only: Some(read_only),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| {
+                EngineError::api(format!("create a helper container for `{source}`"), &e)
+            })?;
+        if let Ok(mut live) = LIVE.lock() {
+            live.insert(created.id.clone());
+        }
+        Ok(HelperContainer {
+            engine: self.clone(),
+            id: created.id,
+            removed: false,
+        })
+    }
+
+    /// Removes the helper containers this process created and has not removed, and those left by
+    /// processes of this host that no longer run. Returns how many were removed.
+    pub async fn remove_leftover_helpers(&self) -> Result<usize, EngineError> {
+        let mine: Vec<String> = LIVE
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default();
+        let filters = HashMap::from([("label".to_string(), vec![format!("{HELPER_LABEL}=true")])]);
+        let all = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| EngineError::api("list helper containers", &e))?;
+        let mut removed = 0;
+        for c in all {
+            let Some(id) = c.id else { continue };
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL).cloned())
+                .unwrap_or_default();
+            if mine.contains(&id) || owner_is_gone(&owner) {
+                remove_container(self, &id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_host_and_pid() {
+        let o = owner();
+        assert!(o.ends_with(&format!(":{}", std::process::id())), "{o}");
+    }
+
+    #[test]
+    fn a_running_owner_is_not_gone_and_a_dead_one_is() {
+        assert!(!owner_is_gone(&owner()));
+        let host = owner()
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap();
+        // PIDs are below 2^22 on Linux.
+        assert!(owner_is_gone(&format!("{host}:99999999")));
+        // Another host's helper is left to that host.
+        assert!(!owner_is_gone("some-other-host:1"));
+    }
+}
