@@ -697,6 +697,7 @@ fn parse_ssh(addr: &str) -> Result<SshSpec, ContextError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::fs;
@@ -729,7 +730,8 @@ mod tests {
             fs::write(self.config_dir().join("config.json"), text).unwrap();
         }
 
-        /// Writes a context the way `docker context create` does (store.Metadata marshalled by Go).
+        /// Writes a context the way `docker context create` does; docker 28.2 wrote exactly
+        /// `{"Name":"tlsctx","Metadata":{},"Endpoints":{"docker":{"Host":"tcp://…","SkipTLSVerify":false}}}`.
         fn add_context(&self, config_dir: &Path, name: &str, host: &str, skip_verify: bool) {
             let dir = config_dir
                 .join("contexts/meta")
@@ -737,7 +739,7 @@ mod tests {
             fs::create_dir_all(&dir).unwrap();
             let meta = serde_json::json!({
                 "Name": name,
-                "Metadata": {"Description": "made by a test"},
+                "Metadata": {},
                 "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": skip_verify}}
             });
             fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
