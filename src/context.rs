@@ -75,14 +75,18 @@ pub enum HostAddr {
 }
 
 impl HostAddr {
-    /// True for a unix socket, or TCP to a loopback address or `localhost`: the engine runs on this
-    /// machine, so paths it reports can be read here.
+    /// True for a unix socket, or TCP to a loopback address, `localhost` or `0.0.0.0`: the engine runs
+    /// on this machine, so paths it reports can be read here. ssh is never local, even to localhost (the
+    /// remote user and mount namespace may differ).
     pub fn is_local(&self) -> bool {
         match self {
             HostAddr::Unix(_) => true,
             HostAddr::Tcp { host, .. } => {
                 host.eq_ignore_ascii_case("localhost")
-                    || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                    || host
+                        .parse::<IpAddr>()
+                        // connecting to 0.0.0.0 or :: reaches this machine too
+                        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
             }
             HostAddr::Ssh { .. } => false,
         }
@@ -1478,6 +1482,8 @@ mod tests {
             "tcp://localhost:2376",
             "tcp://LOCALHOST:2376",
             "tcp://[::1]:2375",
+            "tcp://127.0.0.2:2375",
+            "tcp://0.0.0.0:2375",
         ] {
             assert!(ep(local).is_local(), "{local} should be local");
         }

@@ -470,10 +470,21 @@ async fn ssh_request(
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
+            // ssh's notices about known_hosts are not the reason
+            let said: Vec<&str> = said
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+                .collect();
             if said.is_empty() {
                 Err(BollardError::from(e))
             } else {
-                Err(ssh_failure(format!("ssh: {said}")))
+                let said = said.join("; ");
+                Err(ssh_failure(if said.starts_with("ssh:") {
+                    said
+                } else {
+                    format!("ssh: {said}")
+                }))
             }
         }
     }
