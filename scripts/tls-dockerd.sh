@@ -76,6 +76,7 @@ start() {
 		return
 	fi
 	mkdir -p "$DIR"
+	touch "$DIR/.persist-tls-dockerd" # stop removes only a directory that carries this mark
 	[[ -f "$DIR/client/ca.pem" ]] || gen_certs
 	local c="$DIR/certs"
 	# its own (empty) daemon.json, so that /etc/docker/daemon.json cannot clash with the flags below
@@ -115,8 +116,10 @@ stop() {
 		fi
 	fi
 	# vfs leaves plain directories; a killed overlay daemon may leave mounts
-	if [[ -d "$DIR" ]]; then
-		grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount "$m" 2>/dev/null || true; done
+	if [[ -f "$DIR/.persist-tls-dockerd" ]]; then
+		{ grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
+			umount "$m" 2>/dev/null || true
+		done
 		rm -rf "$DIR"
 	fi
 }
