@@ -87,8 +87,8 @@ start() {
 		--tlsverify --tlscacert "$c/ca.pem" --tlscert "$c/server-cert.pem" --tlskey "$c/server-key.pem" \
 		--bridge none --iptables=false --ip-masq=false --storage-driver "$STORAGE" \
 		>"$DIR/dockerd.log" 2>&1 &
-	local dpid=$! i
-	for i in $(seq 1 60); do
+	local dpid=$! _
+	for _ in $(seq 1 60); do
 		kill -0 "$dpid" 2>/dev/null || break
 		if docker -H "unix://$DIR/docker.sock" version >/dev/null 2>&1; then
 			print_env
@@ -107,8 +107,8 @@ stop() {
 		pid=$(cat "$DIR/pid")
 		if kill -0 "$pid" 2>/dev/null; then
 			kill "$pid"
-			local i
-			for i in $(seq 1 40); do
+			local _
+			for _ in $(seq 1 40); do
 				kill -0 "$pid" 2>/dev/null || break
 				sleep 0.25
 			done
