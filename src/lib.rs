@@ -48,23 +48,29 @@ pub async fn run(
 pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
     use compose::ComposeError;
     use context::ContextError;
-    use engine::EngineError;
+    use engine::{ConnectFailure, EngineError};
 
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<commands::UsageError>() {
             return (ExitStatus::Usage, e.hint.iter().cloned().collect());
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
-            if let EngineError::Connect { .. } = e {
-                return (
-                    ExitStatus::Failure,
-                    vec![
-                        "is the Docker daemon running? `docker context ls` shows where docker persist connects"
-                            .to_string(),
-                    ],
-                );
-            }
-            return (ExitStatus::Failure, Vec::new());
+            let hints = match e.connect_failure() {
+                Some(ConnectFailure::PermissionDenied) => vec![
+                    "add this user to the `docker` group, or run with the rights to open the socket"
+                        .to_string(),
+                ],
+                Some(ConnectFailure::Tls) => vec![
+                    "check the certificates of the context or of `--tlscacert`/`--tlscert`/`--tlskey`"
+                        .to_string(),
+                ],
+                Some(_) => vec![
+                    "is the Docker daemon running? `docker context ls` shows where docker persist connects"
+                        .to_string(),
+                ],
+                None => Vec::new(),
+            };
+            return (ExitStatus::Failure, hints);
         }
         if let Some(e) = cause.downcast_ref::<ContextError>() {
             let hint = match e {

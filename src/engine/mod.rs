@@ -5,30 +5,70 @@ pub mod archive;
 pub mod connect;
 pub mod helper;
 
-pub use connect::Engine;
+pub mod state;
+
+pub use connect::{Engine, EngineVersion};
+pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
+
+/// Why a connection to the engine failed, so that the top level can pick a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// The unix socket does not exist.
+    NoSocket,
+    /// The socket exists but this user may not open it.
+    PermissionDenied,
+    /// Nothing listens at the address.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// The TLS handshake failed (certificates, or TLS on one side only).
+    Tls,
+    /// `ssh` could not reach the machine or run `docker system dial-stdio` there.
+    Ssh,
+    /// Something answered, but not like a Docker Engine.
+    Protocol,
+    /// Anything else (name resolution, reset connections, …).
+    Other,
+}
 
 /// Everything that can go wrong talking to the engine. bollard's own error text is kept as a source,
 /// never shown alone.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot connect to the Docker engine at `{host}`: {message}")]
-    Connect { host: String, message: String },
+    Connect {
+        host: String,
+        message: String,
+        kind: ConnectFailure,
+    },
+    /// The endpoint cannot be used as configured (unreadable TLS files, an address bollard cannot reach);
+    /// not a sign that the engine is down.
+    #[error("cannot use the Docker engine endpoint `{host}`: {message}")]
+    InvalidEndpoint { host: String, message: String },
     #[error("failed to {operation}: {message}")]
     Api { operation: String, message: String },
 }
 
-pub mod state;
+impl EngineError {
+    /// `Some` when the engine could not be reached at all — the case for the hint "is the Docker daemon
+    /// running? `docker context ls` shows where docker persist connects".
+    pub fn connect_failure(&self) -> Option<ConnectFailure> {
+        match self {
+            EngineError::Connect { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 
-pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
+    /// An API call failed: the engine's own message for error responses, a described cause otherwise.
+    pub(crate) fn api(operation: impl Into<String>, err: &bollard::errors::Error) -> EngineError {
+        EngineError::Api {
+            operation: operation.into(),
+            message: connect::describe(err).1,
+        }
+    }
+}
 
 /// A one-line description of a bollard error: the engine's own message when it sent one.
 pub(crate) fn describe(err: &bollard::errors::Error) -> String {
-    use bollard::errors::Error as E;
-    match err {
-        E::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} (HTTP {status_code})"),
-        other => other.to_string(),
-    }
+    connect::describe(err).1
 }

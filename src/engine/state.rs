@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
 use serde::Deserialize;
 
-use super::{Engine, EngineError, describe};
+use super::{Engine, EngineError};
 
 /// The label Compose puts on everything it creates for a project.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -242,16 +242,6 @@ fn parse_volume_sizes(body: &str) -> Result<HashMap<String, u64>, String> {
             u64::try_from(size).ok().map(|s| (v.name, s))
         })
         .collect())
-}
-
-impl EngineError {
-    /// An API error for `operation`, with the engine's own message when it sent one.
-    pub(crate) fn api(operation: impl Into<String>, err: &bollard::errors::Error) -> EngineError {
-        EngineError::Api {
-            operation: operation.into(),
-            message: describe(err),
-        }
-    }
 }
 
 #[cfg(test)]
