@@ -241,6 +241,138 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// Helper tests share this process's registry of live helpers, which the sweep empties: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    async fn local_engine() -> Engine {
+        let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        let ep = crate::context::resolve(&crate::cli::DockerGlobals::default(), &env).unwrap();
+        Engine::connect(&ep).await.unwrap()
+    }
+
+    /// A volume for one test, removed when dropped (with any container still using it).
+    struct TestVolume(Engine, String);
+
+    impl TestVolume {
+        async fn new(engine: &Engine, name: &str) -> TestVolume {
+            use bollard::models::VolumeCreateRequest;
+            let name = format!("persist-unit-{name}-{}", std::process::id());
+            engine
+                .docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name.clone()),
+                    labels: Some(HashMap::from([(
+                        "persist.test.run".to_string(),
+                        "unit".to_string(),
+                    )])),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            TestVolume(engine.clone(), name)
+        }
+    }
+
+    impl Drop for TestVolume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &self.1])
+                .output();
+        }
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        // A minimal ustar writer is not needed: the engine accepts GNU tar too, so build with `tar`.
+        let dir = tempfile::tempdir().unwrap();
+        for (name, data) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        let out = std::process::Command::new("tar")
+            .args([
+                "-C",
+                dir.path().to_str().unwrap(),
+                "--owner=999",
+                "--group=999",
+                "-cf",
+                "-",
+                ".",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    #[tokio::test]
+    async fn helper_uploads_and_downloads_volume_data_and_is_removed() {
+        let _serial = SERIAL.lock().await;
+        let engine = local_engine().await;
+        let volume = TestVolume::new(&engine, "helper-rt").await;
+        let helper = engine
+            .create_helper(&HelperMount::Volume {
+                name: volume.1.clone(),
+                read_only: false,
+            })
+            .await
+            .unwrap();
+        let id = helper.id().to_string();
+        let tar = tar_of(&[("a.txt", b"hello"), ("sub/b.bin", &[7u8; 5000])]);
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(tar))]);
+        engine.upload_data(&helper, body).await.unwrap();
+
+        let mut stream = std::pin::pin!(engine.download_data(&helper));
+        let mut downloaded = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            downloaded.extend_from_slice(&chunk.unwrap());
+        }
+        let listing = std::process::Command::new("tar")
+            .args(["-tvf", "-", "--numeric-owner"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(&downloaded)?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(
+            listing.contains("999/999") && listing.contains("./sub/b.bin"),
+            "{listing}"
+        );
+        assert!(listing.contains("5000"), "{listing}");
+
+        // The helper is never started, and removing it leaves the volume.
+        let inspect = engine.docker.inspect_container(&id, None).await.unwrap();
+        assert_eq!(inspect.state.and_then(|s| s.running), Some(false));
+        helper.remove().await.unwrap();
+        assert!(engine.docker.inspect_container(&id, None).await.is_err());
+        assert!(engine.volume(&volume.1).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn dropped_helpers_are_removed_at_the_end() {
+        let _serial = SERIAL.lock().await;
+        let engine = local_engine().await;
+        let volume = TestVolume::new(&engine, "helper-drop").await;
+        let helper = engine
+            .create_helper(&HelperMount::Volume {
+                name: volume.1.clone(),
+                read_only: true,
+            })
+            .await
+            .unwrap();
+        let id = helper.id().to_string();
+        // Forgotten without Drop running: only the end-of-command sweep can remove it.
+        std::mem::forget(helper);
+        assert!(engine.docker.inspect_container(&id, None).await.is_ok());
+        assert!(engine.remove_leftover_helpers().await.unwrap() >= 1);
+        assert!(engine.docker.inspect_container(&id, None).await.is_err());
+    }
+
     #[test]
     fn owner_is_host_and_pid() {
         let o = owner();
