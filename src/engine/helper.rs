@@ -251,7 +251,7 @@ mod tests {
     }
 
     /// A volume for one test, removed when dropped (with any container still using it).
-    struct TestVolume(Engine, String);
+    struct TestVolume(String);
 
     impl TestVolume {
         async fn new(engine: &Engine, name: &str) -> TestVolume {
@@ -269,14 +269,14 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            TestVolume(engine.clone(), name)
+            TestVolume(name)
         }
     }
 
     impl Drop for TestVolume {
         fn drop(&mut self) {
             let _ = std::process::Command::new("docker")
-                .args(["volume", "rm", "-f", &self.1])
+                .args(["volume", "rm", "-f", &self.0])
                 .output();
         }
     }
@@ -312,7 +312,7 @@ mod tests {
         let volume = TestVolume::new(&engine, "helper-rt").await;
         let helper = engine
             .create_helper(&HelperMount::Volume {
-                name: volume.1.clone(),
+                name: volume.0.clone(),
                 read_only: false,
             })
             .await
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(inspect.state.and_then(|s| s.running), Some(false));
         helper.remove().await.unwrap();
         assert!(engine.docker.inspect_container(&id, None).await.is_err());
-        assert!(engine.volume(&volume.1).await.unwrap().is_some());
+        assert!(engine.volume(&volume.0).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -360,7 +360,7 @@ mod tests {
         let volume = TestVolume::new(&engine, "helper-drop").await;
         let helper = engine
             .create_helper(&HelperMount::Volume {
-                name: volume.1.clone(),
+                name: volume.0.clone(),
                 read_only: true,
             })
             .await
