@@ -52,7 +52,9 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
 /// standalone forms `docker-persist ARGS…` and `docker-persist [DOCKER FLAGS] ARGS…` work too.
 pub fn split_docker_globals(argv: Vec<OsString>) -> Result<SplitArgs, GlobalsError> {
     let mut it = argv.into_iter();
-    let argv0 = it.next().unwrap_or_else(|| OsString::from("docker-persist"));
+    let argv0 = it
+        .next()
+        .unwrap_or_else(|| OsString::from("docker-persist"));
     let mut rest: Vec<OsString> = it.collect();
     let mut globals = DockerGlobals::default();
     let mut i = 0;
@@ -227,7 +229,8 @@ pub struct InspectArgs {
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
-    s.parse().map_err(|e: crate::compose::model::InvalidTier| e.to_string())
+    s.parse()
+        .map_err(|e: crate::compose::model::InvalidTier| e.to_string())
 }
 
 #[cfg(test)]
