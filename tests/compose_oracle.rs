@@ -14,6 +14,8 @@
 //! `--no-consistency` and `--profile '*'` (every service, as the loader sees them). Files it still refuses
 //! must be listed in `KNOWN_REFUSED` with the reason.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -274,13 +276,13 @@ fn compare(label: &str, ours: &Project, v2: &Value, check_name: bool) -> Vec<Str
     // Compose prints only the volumes services use; each of those the loader sees must be there.
     for svc in ours.services.values() {
         for m in &svc.mounts {
-            if let (MountType::Volume, Some(src)) = (m.kind, &m.source) {
-                if !v2_volumes.contains_key(src) {
-                    diffs.push(format!(
-                        "{label}: volume `{src}` used by `{}` is not in v2's output",
-                        svc.name
-                    ));
-                }
+            if let (MountType::Volume, Some(src)) = (m.kind, &m.source)
+                && !v2_volumes.contains_key(src)
+            {
+                diffs.push(format!(
+                    "{label}: volume `{src}` used by `{}` is not in v2's output",
+                    svc.name
+                ));
             }
         }
     }

@@ -195,20 +195,20 @@ pub fn discover(opts: &ProjectOptions) -> Result<Discovery, ComposeError> {
     let first_env_files = env_files_for(opts, &first_dir);
     load_env_files_into(&first_env_files, &mut env, &mut warnings)?;
 
-    if files.is_empty() {
-        if let Some(list) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            let sep = env
-                .get("COMPOSE_PATH_SEPARATOR")
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .unwrap_or_else(|| ":".to_string());
-            for part in list.split(sep.as_str()) {
-                let path = absolutize(&wd, Path::new(part));
-                if let Err(source) = std::fs::metadata(&path) {
-                    return Err(ComposeError::Read { path, source });
-                }
-                files.push(path);
+    if files.is_empty()
+        && let Some(list) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty())
+    {
+        let sep = env
+            .get("COMPOSE_PATH_SEPARATOR")
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| ":".to_string());
+        for part in list.split(sep.as_str()) {
+            let path = absolutize(&wd, Path::new(part));
+            if let Err(source) = std::fs::metadata(&path) {
+                return Err(ComposeError::Read { path, source });
             }
+            files.push(path);
         }
     }
     if files.is_empty() {
@@ -295,11 +295,8 @@ pub mod dotenv {
         let mut out: IndexMap<String, String> = IndexMap::new();
         let mut line = 1usize;
         let mut rest = src;
-        loop {
-            // Skip blank space and comment lines.
-            let Some(start) = rest.find(|c: char| !c.is_whitespace()) else {
-                break;
-            };
+        // Skip blank space and comment lines up to each statement.
+        while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
             line += rest[..start].matches('\n').count();
             rest = &rest[start..];
             if rest.starts_with('#') {
@@ -313,10 +310,10 @@ pub mod dotenv {
             }
 
             // `export KEY=…`
-            if let Some(after) = rest.strip_prefix("export") {
-                if after.starts_with(is_space) {
-                    rest = after.trim_start_matches(is_space);
-                }
+            if let Some(after) = rest.strip_prefix("export")
+                && after.starts_with(is_space)
+            {
+                rest = after.trim_start_matches(is_space);
             }
 
             // The key runs to `=`, `:` or a line break (a bare inherited key).
@@ -552,6 +549,7 @@ pub mod dotenv {
     }
 
     #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
     mod tests {
         use super::*;
 
@@ -696,6 +694,7 @@ pub mod dotenv {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -410,10 +410,10 @@ fn project_name(
     }
     let mut from_yaml = None;
     for doc in docs {
-        if let Some(raw) = doc.map.get("name").and_then(scalar_string) {
-            if !raw.is_empty() {
-                from_yaml = Some((raw, &doc.file));
-            }
+        if let Some(raw) = doc.map.get("name").and_then(scalar_string)
+            && !raw.is_empty()
+        {
+            from_yaml = Some((raw, &doc.file));
         }
     }
     if let Some((raw, file)) = from_yaml {
@@ -753,13 +753,13 @@ impl Merged {
                 persist: None,
             }));
             for m in &mounts {
-                if let (MountType::Volume, Some(src)) = (m.kind, &m.source) {
-                    if !volumes.contains_key(src) {
-                        return Err(ComposeError::UndefinedVolume {
-                            service: service_name.clone(),
-                            volume: src.clone(),
-                        });
-                    }
+                if let (MountType::Volume, Some(src)) = (m.kind, &m.source)
+                    && !volumes.contains_key(src)
+                {
+                    return Err(ComposeError::UndefinedVolume {
+                        service: service_name.clone(),
+                        volume: src.clone(),
+                    });
                 }
             }
             services.insert(
@@ -830,7 +830,7 @@ impl Loader<'_> {
             Some(Value::Mapping(volumes)) => {
                 for (key, value) in volumes {
                     let key = key_display(key);
-                    let entry = self.volume_entry(&key, value, ctx)?;
+                    let entry = self.volume_entry(&key, value)?;
                     layer.volumes.insert(key, entry);
                 }
             }
@@ -1030,12 +1030,7 @@ impl Loader<'_> {
         })
     }
 
-    fn volume_entry(
-        &mut self,
-        key: &str,
-        value: &Value,
-        ctx: &FileCtx,
-    ) -> Result<VolumeEntry, ComposeError> {
+    fn volume_entry(&mut self, key: &str, value: &Value) -> Result<VolumeEntry, ComposeError> {
         let invalid = |message: String| ComposeError::InvalidVolume {
             volume: key.to_string(),
             message,
@@ -1043,7 +1038,7 @@ impl Loader<'_> {
         let map = match value {
             Value::Null => return Ok(VolumeEntry::Define(VolumePatch::default())),
             Value::Tagged(t) if t.tag == "reset" => return Ok(VolumeEntry::Reset),
-            Value::Tagged(t) => return self.volume_entry(key, &t.value, ctx),
+            Value::Tagged(t) => return self.volume_entry(key, &t.value),
             Value::Mapping(map) => map,
             _ => return Err(invalid("it must be a mapping".into())),
         };
@@ -1397,6 +1392,7 @@ pub fn clean_target(target: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
