@@ -93,7 +93,7 @@ fn oracle() -> Oracle {
     assert!(
         o.works(),
         "Compose v2 not found: neither DOCKER_PERSIST_COMPOSE_V2 is set nor does `docker compose version` work. \
-         Run the tests through `scripts/test.sh`, which installs Compose v2 and exports DOCKER_PERSIST_COMPOSE_V2, \
+         Run the tests through `scripts/test.sh`, which locates Compose v2 and exports DOCKER_PERSIST_COMPOSE_V2, \
          or set DOCKER_PERSIST_COMPOSE_V2 to a docker-compose v2 binary"
     );
     o

@@ -176,7 +176,11 @@ fn load_env_files_into(
 
 /// Finds the files, project directory and environment for `opts` (see the module documentation).
 pub fn discover(opts: &ProjectOptions) -> Result<Discovery, ComposeError> {
-    let wd = clean_path(&opts.working_dir);
+    // A relative working directory is taken against the process's own.
+    let wd = match std::env::current_dir() {
+        Ok(cwd) if opts.working_dir.is_relative() => absolutize(&cwd, &opts.working_dir),
+        _ => clean_path(&opts.working_dir),
+    };
     let mut warnings = Vec::new();
     let mut env = opts.os_env.clone();
 
