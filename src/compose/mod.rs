@@ -10,6 +10,7 @@ pub mod model;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use load::load_project;
 pub use model::{Mount, MountType, PersistSpec, Project, Service, Tier, VolumeDef};
 
 /// How to find and load a project: the Compose-style command-line options plus the process environment.
@@ -67,7 +68,12 @@ pub enum ComposeError {
     #[error("`{}` is not a Compose file: {message}", path.display())]
     Structure { path: PathBuf, message: String },
 
-    #[error("required variable `{name}` is missing a value: {message}")]
+    /// `${V:?message}` / `${V?message}` with `V` missing; `message` is empty when the file gives none (the
+    /// error then reads like Compose's: "required variable `V` is missing a value").
+    #[error(
+        "required variable `{name}` is missing a value{}",
+        if message.is_empty() { String::new() } else { format!(": {message}") }
+    )]
     MissingVariable { name: String, message: String },
 
     #[error("invalid interpolation format in `{}` for `{value}`: {message}", path.display())]
@@ -99,4 +105,7 @@ pub enum ComposeError {
 
     #[error("invalid project name `{name}`: {message}")]
     ProjectName { name: String, message: String },
+
+    #[error("top-level volume `{volume}` is invalid: {message}")]
+    InvalidVolume { volume: String, message: String },
 }

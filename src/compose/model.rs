@@ -92,7 +92,8 @@ pub struct Project {
     pub persist: serde_json::Value,
     /// The environment used for interpolation (OS environment over `.env`).
     pub environment: BTreeMap<String, String>,
-    /// What Compose would warn about while loading (unset variables, several default files).
+    /// What Compose would have warned about while loading (several candidate files, unset variables,
+    /// repeated keys, obsolete `version`…), each once, for the caller to print.
     pub warnings: Vec<String>,
 }
 
