@@ -93,9 +93,6 @@ pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
                 ComposeError::MissingVariable { name, .. } => vec![format!(
                     "set `{name}` in the environment or in the project's `.env` file"
                 )],
-                ComposeError::UndefinedVolume { volume, .. } => vec![format!(
-                    "declare `{volume}` under the top-level `volumes:` key"
-                )],
                 _ => Vec::new(),
             };
             return (ExitStatus::Failure, hint);

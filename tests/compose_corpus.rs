@@ -921,19 +921,23 @@ fn mattermost_without_its_paths_is_a_clear_empty_source_error() {
 }
 
 #[test]
-fn compose_go_full_example_alone_refers_to_an_undefined_volume() {
-    let err = try_load(
+fn compose_go_full_example_alone_loads_with_a_warning_about_its_undefined_volume() {
+    let p = try_load(
         "39-compose-spec-compose-go-full-example.yml",
         base_env(),
         Vec::new(),
     )
-    .unwrap_err();
-    match err {
-        ComposeError::UndefinedVolume { service, volume } => {
-            assert_eq!((service.as_str(), volume.as_str()), ("foo", "datavolume"));
-        }
-        other => panic!("expected an undefined-volume error, got {other:?}"),
-    }
+    .unwrap();
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("service `foo` refers to undefined volume `datavolume`")),
+        "{:?}",
+        p.warnings
+    );
+    let v = &p.volumes["datavolume"];
+    assert!(!v.external);
+    assert_eq!(v.engine_name(&p.name), format!("{}_datavolume", p.name));
 }
 
 #[test]

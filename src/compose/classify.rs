@@ -98,6 +98,8 @@ pub enum Matcher {
     Target(&'static [&'static str]),
     /// A bind mount that every service mounts read-only.
     ReadOnlyBind,
+    /// A bind mount that every service mounts at or under one of these paths.
+    BindTarget(&'static [&'static str]),
     /// A word of the volume key, the bind path or a mount target (split at `/`, `-`, `_`, `.`).
     Word(&'static [&'static str]),
     /// The image of a service that mounts it (its name without registry, path or tag, split at `-`).
@@ -119,6 +121,7 @@ impl Matcher {
             Matcher::HostPath(xs) => format!("bind of host path {}", list(xs)),
             Matcher::Target(xs) => format!("mounted at {}", list(xs)),
             Matcher::ReadOnlyBind => "bind mounted read-only by every service".to_string(),
+            Matcher::BindTarget(xs) => format!("bind mounted at {} by every service", list(xs)),
             Matcher::Word(xs) => format!("name or path contains the word {}", list(xs)),
             Matcher::Image(xs) => format!("used by image {}", list(xs)),
             Matcher::Anonymous => "anonymous volume".to_string(),
@@ -221,6 +224,12 @@ pub const RULES: &[Rule] = &[
         matcher: Matcher::ReadOnlyBind,
         tier: Tier::Regenerable,
         reason: "read-only everywhere: configuration or source the services only read",
+    },
+    Rule {
+        id: "config-bind",
+        matcher: Matcher::BindTarget(&["/etc", "/usr/local/etc", "/docker-entrypoint.d"]),
+        tier: Tier::Regenerable,
+        reason: "configuration files, kept with the project's source",
     },
     Rule {
         id: "logs",
@@ -452,6 +461,16 @@ fn matches(matcher: &Matcher, s: &Subject<'_>) -> Option<Option<String>> {
             (s.kind == DataKind::Bind && !s.uses.is_empty() && s.uses.iter().all(|u| u.read_only))
                 .then_some(None)
         }
+        Matcher::BindTarget(prefixes) => (s.kind == DataKind::Bind
+            && !s.uses.is_empty()
+            && s.uses
+                .iter()
+                .all(|u| prefixes.iter().any(|p| under(u.target, p))))
+        .then(|| {
+            s.uses
+                .first()
+                .map(|u| format!("`{}` in `{}`", u.target, u.service))
+        }),
         Matcher::Word(words) => {
             let own = words_of(s.key);
             if let Some(w) = own.iter().find(|w| words.contains(&w.as_str())) {
@@ -614,6 +633,21 @@ mod tests {
         let uses = [use_("postgres:16", "/etc/postgresql/postgresql.conf", true)];
         let c = classify(&bind("./pg.conf", "/p/pg.conf", &uses));
         assert_eq!(c.tier, Tier::Regenerable);
+    }
+
+    #[test]
+    fn writable_config_bind_is_regenerable_but_a_named_volume_there_is_not() {
+        let uses = [use_("prom/prometheus:v2", "/etc/prometheus", false)];
+        let c = classify(&bind("./prometheus", "/p/prometheus", &uses));
+        assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("config-bind")));
+        let uses = [use_("myapp:1", "/etc/myapp/secrets", false)];
+        assert_eq!(classify(&named("secrets", &uses)).tier, Tier::Important);
+        // Certificates under /etc are state, not configuration.
+        let uses = [use_("certbot:1", "/etc/letsencrypt", false)];
+        assert_eq!(
+            classify(&bind("./le", "/p/le", &uses)).tier,
+            Tier::Important
+        );
     }
 
     #[test]

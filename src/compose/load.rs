@@ -91,6 +91,7 @@ pub fn load_project(opts: &ProjectOptions) -> Result<Project, ComposeError> {
     for w in warnings
         .into_iter()
         .chain(unset.iter().map(|name| interpolate::unset_warning(name)))
+        .chain(project.warnings.iter().cloned())
     {
         if seen.insert(w.clone()) {
             all_warnings.push(w);
@@ -742,6 +743,7 @@ impl Merged {
             );
         }
         let mut services = IndexMap::new();
+        let mut warnings = Vec::new();
         for (service_name, state) in self.services {
             let mut mounts = state.mounts;
             mounts.extend(state.tmpfs.into_iter().map(|target| Mount {
@@ -753,13 +755,21 @@ impl Merged {
                 persist: None,
             }));
             for m in &mounts {
+                // Compose refuses such a file; the inventory still shows the data, as the volume Compose
+                // would create once it is declared.
                 if let (MountType::Volume, Some(src)) = (m.kind, &m.source)
                     && !volumes.contains_key(src)
                 {
-                    return Err(ComposeError::UndefinedVolume {
-                        service: service_name.clone(),
-                        volume: src.clone(),
-                    });
+                    warnings.push(format!(
+                        "service `{service_name}` refers to undefined volume `{src}`: Compose refuses this file until `{src}` is declared under the top-level `volumes:` key"
+                    ));
+                    volumes.insert(
+                        src.clone(),
+                        VolumeDef {
+                            key: src.clone(),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             services.insert(
@@ -782,7 +792,7 @@ impl Merged {
             volumes,
             persist: self.persist.unwrap_or(serde_json::Value::Null),
             environment,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 }
@@ -2033,14 +2043,19 @@ mod tests {
     }
 
     #[test]
-    fn undefined_named_volume_is_an_error() {
-        let e = err(&[(
+    fn undefined_named_volume_is_a_warning_and_an_implicit_volume() {
+        let p = ok(&[(
             "compose.yaml",
             "services:\n  web:\n    image: x\n    volumes: [data:/data]\n",
         )]);
+        assert!(
+            p.warnings[0].starts_with("service `web` refers to undefined volume `data`"),
+            "{:?}",
+            p.warnings
+        );
         assert_eq!(
-            e.to_string(),
-            "service `web` refers to undefined volume `data`"
+            p.volumes["data"].engine_name(&p.name),
+            format!("{}_data", p.name)
         );
     }
 

@@ -97,9 +97,6 @@ pub enum ComposeError {
         message: String,
     },
 
-    #[error("service `{service}` refers to undefined volume `{volume}`")]
-    UndefinedVolume { service: String, volume: String },
-
     #[error("invalid `x-persist` in {location}: {message}")]
     InvalidPersist { location: String, message: String },
 
