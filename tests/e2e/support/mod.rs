@@ -101,10 +101,10 @@ pub fn unique_project() -> String {
 fn docker_host() -> Option<&'static str> {
     static HOST: OnceLock<Option<String>> = OnceLock::new();
     HOST.get_or_init(|| {
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            if !host.is_empty() {
-                return Some(host);
-            }
+        if let Ok(host) = std::env::var("DOCKER_HOST")
+            && !host.is_empty()
+        {
+            return Some(host);
         }
         let out = Command::new("docker")
             .args([
