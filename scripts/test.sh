@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The test command: `scripts/test.sh [CARGO TEST ARGS…]`.
+#
+# 1. makes sure a Docker Engine answers (scripts/engine.sh: the one at DOCKER_HOST / the current context, or a
+#    private dockerd when running as root);
+# 2. creates the local test images (scripts/test-images.sh: busybox tagged postgres:16, redis:7, …);
+# 3. checks Compose v1 (`docker-compose`) and installs Compose v2 (scripts/compose-v2.sh);
+# 4. builds the plugin and runs `cargo test --all-targets`: unit tests, insta snapshot tests (checked, never
+#    written: INSTA_UPDATE=no) and the end-to-end binary tests/e2e;
+# 5. checks that the tests left no container, volume or network behind.
+#
+# Extra arguments go to `cargo test`; when they pick targets (`--test e2e`, `--lib`, …) they replace
+# `--all-targets`. Examples:
+#   scripts/test.sh                                 everything
+#   scripts/test.sh --test e2e guard                e2e tests whose name contains `guard`
+#   scripts/test.sh --test e2e -- --exact harness::compose_v2_labels_a_named_volume_with_its_key
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() {
+    printf '\nerror: %s\n' "$*" >&2
+    exit 1
+}
+is_ci() { [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; }
+
+step "Docker Engine"
+command -v docker >/dev/null 2>&1 || die "the \`docker\` CLI is not on PATH"
+# shellcheck source=scripts/engine.sh
+source scripts/engine.sh
+persist_engine_ensure || die "no Docker Engine to test against (see above)"
+
+step "Test images"
+bash scripts/test-images.sh || die "could not create the local test images (see above)"
+
+step "Compose v1 and v2"
+command -v docker-compose >/dev/null 2>&1 ||
+    die "Compose v1 (\`docker-compose\`) is not on PATH; the e2e tests drive it (Debian: apt-get install docker-compose)"
+printf 'compose-v1: %s\n' "$(docker-compose version --short 2>/dev/null || echo '?')" >&2
+# shellcheck source=scripts/compose-v2.sh
+source scripts/compose-v2.sh || die "could not install Compose v2 (see above)"
+
+cargo_flags=()
+# CI builds exactly what Cargo.lock says; locally cargo may update it as usual.
+is_ci && cargo_flags+=(--locked)
+
+step "Build"
+cargo build "${cargo_flags[@]}" --bin docker-persist || die "cargo build failed"
+
+step "Tests"
+# Snapshots are compared, never written or updated (`cargo insta review` is the way to accept new ones).
+# CI always checks; a developer may set INSTA_UPDATE themselves.
+if is_ci; then
+    export INSTA_UPDATE=no
+else
+    export INSTA_UPDATE="${INSTA_UPDATE:-no}"
+fi
+# The e2e harness puts this in front of its run ids, so the leak check below finds what this run made.
+PERSIST_TEST_RUN_PREFIX="t$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+export PERSIST_TEST_RUN_PREFIX
+targets=(--all-targets)
+for arg in "$@"; do
+    [[ "$arg" == -- ]] && break
+    case "$arg" in
+    --lib | --bins | --bin | --bin=* | --tests | --test | --test=* | --examples | --example | --example=* | \
+        --benches | --bench | --bench=* | --doc | --all-targets)
+        targets=()
+        break
+        ;;
+    esac
+done
+test_status=0
+cargo test "${cargo_flags[@]}" "${targets[@]}" "$@" || test_status=$?
+
+step "Leftovers"
+if [[ "${PERSIST_TEST_KEEP:-}" == 1 ]]; then
+    printf 'not checked: PERSIST_TEST_KEEP=1 keeps what the tests made\n' >&2
+else
+    fmt='\t{{.Label "com.docker.compose.project"}}\t{{.Label "persist.test.run"}}'
+    leftovers=$(
+        {
+            docker ps --all --format "container\t{{.ID}}$fmt"
+            docker network ls --format "network\t{{.ID}}$fmt"
+            docker volume ls --format "volume\t{{.Name}}$fmt"
+        } | awk -F '\t' -v run="$PERSIST_TEST_RUN_PREFIX" \
+            'index($3, "dp-" run) == 1 || index($4, run) == 1 { print $1, $2 }'
+    )
+    if [[ -n "$leftovers" ]]; then
+        printf 'error: the tests left these engine objects behind (removing them now):\n' >&2
+        printf '%s\n' "$leftovers" | sed 's/^/    /' >&2
+        # In the order listed: containers (with their anonymous volumes), networks, volumes.
+        while read -r kind id; do
+            case "$kind" in
+            container) docker rm --force --volumes "$id" >/dev/null 2>&1 || true ;;
+            network) docker network rm "$id" >/dev/null 2>&1 || true ;;
+            volume) docker volume rm --force "$id" >/dev/null 2>&1 || true ;;
+            esac
+        done <<<"$leftovers"
+        ((test_status != 0)) || test_status=1
+    else
+        printf 'none\n' >&2
+    fi
+fi
+
+elapsed=$((SECONDS - started))
+if ((test_status != 0)); then
+    die "tests failed (exit $test_status) after ${elapsed}s; the failures are listed above"
+fi
+printf '\n==> all tests passed in %ss\n' "$elapsed" >&2

@@ -1,0 +1,9 @@
+//! End-to-end tests: the built plugin, the real `docker` CLI, Compose v1 and v2, and a real engine. One test
+//! binary (`cargo test --test e2e`), one module per area; `support` is the harness (sandboxes, labels,
+//! guards). Run them through `scripts/test.sh`, which provides the engine, the local test images and
+//! Compose v2; see docs/testing.md.
+
+mod support;
+
+mod harness;
+mod plugin;

@@ -1,0 +1,655 @@
+//! The harness of the end-to-end tests. They run the real `docker` CLI, the real Compose v1 and v2 and the
+//! built plugin against a real engine, so each test works in a sandbox of its own: a [`TestEnv`] with a
+//! unique project name, a temp `HOME` and `DOCKER_CONFIG` (holding only our plugin and Compose v2), and a
+//! guard that removes every engine object of the test when the `TestEnv` is dropped, panics included.
+//!
+//! Labels tie engine objects to tests:
+//! - `com.docker.compose.project=<project>`: whatever Compose makes for the test's project;
+//! - `persist.test.project=<project>`: what a test makes by hand (see [`TestEnv::volume_create`]);
+//! - `persist.test.run=<run id>`: everything a test process makes; Compose files put it on their volumes
+//!   (`labels: {persist.test.run: "{{RUN}}"}`, rendered by [`TestEnv::render`]).
+//!
+//! A `TestEnv`'s drop removes its project's objects (the first two labels). When the last live `TestEnv` of
+//! the process drops, the guard also sweeps everything labelled with the run id, so that nothing a test made
+//! outlives the run even if it forgot a project label; tests running in parallel are never swept from under
+//! each other, because the sweep only happens while no `TestEnv` is alive. `PERSIST_TEST_KEEP=1` keeps the
+//! objects (and temp dirs) for debugging and prints how to remove them.
+//!
+//! Everything that must exist (an engine, the local test images, Compose v2) is checked when a `TestEnv` is
+//! created and missing pieces make the test fail with a hint: an e2e test never passes by skipping.
+//! `scripts/test.sh` prepares all of it.
+
+#![allow(dead_code)] // Helpers are used by some test modules and not others.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::ffi::OsStr;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Label with the id of the test process that made an object.
+pub const RUN_LABEL: &str = "persist.test.run";
+/// Label with the project of the test that made an object by hand.
+pub const PROJECT_LABEL: &str = "persist.test.project";
+/// Label Compose puts on everything it makes for a project.
+pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// Label Compose puts on the volumes it makes.
+pub const COMPOSE_VOLUME_LABEL: &str = "com.docker.compose.volume";
+/// Label of the local test image (scripts/test-images.sh).
+pub const TEST_IMAGE_LABEL: &str = "persist.test";
+
+/// The image names tests may use, all tagging the one local busybox image.
+const TEST_IMAGES: &str = include_str!("../../../scripts/test-images.txt");
+
+/// The repository root (where `plugin-metadata` and `scripts/` are).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The plugin binary cargo built for these tests.
+pub fn plugin_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_docker-persist"))
+}
+
+/// The image names from `scripts/test-images.txt`.
+pub fn test_images() -> Vec<&'static str> {
+    TEST_IMAGES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The id of this test process: unique per run, lowercase hex, usable in names and labels.
+/// `PERSIST_TEST_RUN_PREFIX` (set by scripts/test.sh) is put in front so that a script can find what a run
+/// left behind.
+pub fn run_id() -> &'static str {
+    static RUN: OnceLock<String> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let prefix: String = std::env::var("PERSIST_TEST_RUN_PREFIX")
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            .take(8)
+            .collect();
+        let mut h = RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        format!("{prefix}{:08x}", h.finish() as u32)
+    })
+}
+
+/// A project name no other test (of this or another run) uses: `dp-<run>-<n>`.
+pub fn unique_project() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    format!("dp-{}-{}", run_id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The engine endpoint the tests use, resolved once with the caller's Docker config: `DOCKER_HOST` if set,
+/// else the host of the current context, so that a temp `DOCKER_CONFIG` reaches the same engine.
+fn docker_host() -> Option<&'static str> {
+    static HOST: OnceLock<Option<String>> = OnceLock::new();
+    HOST.get_or_init(|| {
+        if let Ok(host) = std::env::var("DOCKER_HOST")
+            && !host.is_empty()
+        {
+            return Some(host);
+        }
+        let out = Command::new("docker")
+            .args([
+                "context",
+                "inspect",
+                "--format",
+                "{{.Endpoints.docker.Host}}",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let host = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !host.is_empty()).then_some(host)
+    })
+    .as_deref()
+}
+
+/// A command with a clean environment: only what the tools need from ours, plus the fixed settings
+/// tests rely on. Callers set `HOME` and `DOCKER_CONFIG`.
+fn clean_command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for key in [
+        "PATH",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "RUST_BACKTRACE",
+        "RUST_LOG",
+        "LLVM_PROFILE_FILE",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_CERT_PATH",
+    ] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    if let Some(host) = docker_host() {
+        cmd.env("DOCKER_HOST", host);
+    }
+    cmd.env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `docker ARGS` outside any `TestEnv` (the caller's `HOME`, the tests' engine).
+pub fn docker<I, S>(args: I) -> Ran
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = clean_command("docker");
+    if let Some(home) = std::env::var_os("HOME") {
+        cmd.env("HOME", home);
+    }
+    cmd.args(args);
+    Ran::run(cmd)
+}
+
+/// The output of a finished command, with the command line, for assertions that show everything on failure.
+pub struct Ran {
+    pub command: String,
+    pub output: Output,
+}
+
+impl Ran {
+    fn run(mut cmd: Command) -> Ran {
+        let command = describe(&cmd);
+        let output = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+        Ran { command, output }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Non-empty trimmed lines of stdout.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.output.status.success(), "expected success\n{self}");
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        assert!(!self.output.status.success(), "expected failure\n{self}");
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.output.status.code(),
+            Some(code),
+            "expected exit code {code}\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout().contains(needle),
+            "expected stdout to contain {needle:?}\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr().contains(needle),
+            "expected stderr to contain {needle:?}\n{self}"
+        );
+        self
+    }
+
+    /// Stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{self}"))
+    }
+}
+
+impl Deref for Ran {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.output
+    }
+}
+
+impl fmt::Display for Ran {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.command)?;
+        writeln!(f, "status:  {}", self.output.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout().trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr().trim_end())
+    }
+}
+
+impl fmt::Debug for Ran {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        s.push_str(&format!("  (in {})", dir.display()));
+    }
+    s
+}
+
+/// Checks once per process that the engine answers and the test images are the local ones.
+fn preflight() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let info = docker(["info", "--format", "{{.ServerVersion}}"]);
+        if !info.status.success() {
+            return Err(format!(
+                "no Docker Engine answers; run the tests with scripts/test.sh, which starts one\n{info}"
+            ));
+        }
+        let images = test_images();
+        let mut args = vec!["image", "inspect", "--format"];
+        let format = format!("{{{{index .Config.Labels \"{TEST_IMAGE_LABEL}\"}}}}");
+        args.push(&format);
+        args.extend(images.iter().copied());
+        let inspect = docker(&args);
+        let all_local = inspect.status.success()
+            && inspect.stdout_lines().len() == images.len()
+            && inspect.stdout_lines().iter().all(|l| l == "true");
+        if !all_local {
+            return Err(format!(
+                "the local test images ({}) are missing or not the ones scripts/test-images.sh makes; run \
+                 scripts/test-images.sh (scripts/test.sh does)\n{inspect}",
+                images.join(", ")
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The Compose v2 plugin binary (`DOCKER_PERSIST_COMPOSE_V2`, set by scripts/compose-v2.sh).
+fn compose_v2_binary() -> PathBuf {
+    let path = std::env::var_os("DOCKER_PERSIST_COMPOSE_V2").unwrap_or_else(|| {
+        panic!(
+            "DOCKER_PERSIST_COMPOSE_V2 is not set: the e2e tests need Compose v2; run them with scripts/test.sh, \
+             or `source scripts/compose-v2.sh` first"
+        )
+    });
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "DOCKER_PERSIST_COMPOSE_V2={} is not a file; `source scripts/compose-v2.sh` installs it",
+        path.display()
+    );
+    path
+}
+
+/// How many `TestEnv`s are alive in this process; the run sweep happens, under this lock, when it drops to 0.
+static LIVE: Mutex<usize> = Mutex::new(0);
+
+fn live() -> MutexGuard<'static, usize> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn keep_objects() -> bool {
+    std::env::var("PERSIST_TEST_KEEP").is_ok_and(|v| v == "1")
+}
+
+/// One test's sandbox: a unique project name, a project directory, a temp `HOME` and `DOCKER_CONFIG` with
+/// our plugin and Compose v2 in `cli-plugins/`. Dropping it removes the engine objects of the project.
+pub struct TestEnv {
+    pub project: String,
+    pub run: &'static str,
+    /// `<tmp>/<project>`: Compose files go here; commands run here. Named after the project so that a
+    /// command without `-p` derives the same project name.
+    pub project_dir: PathBuf,
+    pub home: PathBuf,
+    pub docker_config: PathBuf,
+    /// Volumes without a label of ours that the test asked the guard to remove (see [`track_volume`]).
+    ///
+    /// [`track_volume`]: Self::track_volume
+    tracked_volumes: Mutex<Vec<String>>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl TestEnv {
+    #[track_caller]
+    pub fn new() -> TestEnv {
+        preflight();
+        let compose_v2 = compose_v2_binary();
+        let project = unique_project();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{project}."))
+            .tempdir()
+            .expect("create a temp dir");
+        let project_dir = tmp.path().join(&project);
+        let home = tmp.path().join("home");
+        let docker_config = tmp.path().join("docker-config");
+        let plugins = docker_config.join("cli-plugins");
+        for dir in [&project_dir, &home, &plugins] {
+            std::fs::create_dir_all(dir).expect("create a test dir");
+        }
+        symlink(plugin_binary(), &plugins.join("docker-persist"));
+        symlink(&compose_v2, &plugins.join("docker-compose"));
+        *live() += 1;
+        TestEnv {
+            project,
+            run: run_id(),
+            project_dir,
+            home,
+            docker_config,
+            tracked_volumes: Mutex::new(Vec::new()),
+            tmp: Some(tmp),
+        }
+    }
+
+    /// Fills in `{{RUN}}` (the run id) and `{{PROJECT}}` (the project name).
+    pub fn render(&self, template: &str) -> String {
+        template
+            .replace("{{RUN}}", self.run)
+            .replace("{{PROJECT}}", &self.project)
+    }
+
+    /// Writes `compose.yaml` (rendered, see [`render`](Self::render)) and, if given, `.env` into the project
+    /// directory; returns the directory.
+    pub fn write_project(&self, compose: &str, dotenv: Option<&str>) -> &Path {
+        self.write_file("compose.yaml", compose);
+        if let Some(env) = dotenv {
+            self.write_file(".env", env);
+        }
+        &self.project_dir
+    }
+
+    /// Writes a file (rendered) under the project directory, creating parent directories.
+    pub fn write_file(&self, relative: impl AsRef<Path>, content: &str) -> PathBuf {
+        let path = self.project_dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&path, self.render(content))
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// A command with this sandbox's environment, run in the project directory.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = clean_command(program);
+        cmd.env("HOME", &self.home)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .current_dir(&self.project_dir);
+        cmd
+    }
+
+    /// Runs a prepared command (from [`command`](Self::command)).
+    pub fn run(&self, cmd: Command) -> Ran {
+        Ran::run(cmd)
+    }
+
+    /// `docker persist ARGS` through the real Docker CLI, in the project directory.
+    pub fn persist<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command("docker");
+        cmd.arg("persist").args(args);
+        Ran::run(cmd)
+    }
+
+    /// The plugin binary run directly (as the Docker CLI would, without it).
+    pub fn plugin<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command(plugin_binary());
+        cmd.args(args);
+        Ran::run(cmd)
+    }
+
+    /// `docker ARGS` with this sandbox's environment.
+    pub fn docker<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command("docker");
+        cmd.args(args);
+        Ran::run(cmd)
+    }
+
+    /// Compose v1: `docker-compose -p PROJECT ARGS`.
+    pub fn compose_v1<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command("docker-compose");
+        cmd.args(["-p", &self.project]).args(args);
+        Ran::run(cmd)
+    }
+
+    /// Compose v2: `docker compose -p PROJECT ARGS`.
+    pub fn compose_v2<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command("docker");
+        cmd.args(["compose", "-p", &self.project]).args(args);
+        Ran::run(cmd)
+    }
+
+    /// Creates a volume outside Compose (an "external" one), labelled for this test and run.
+    #[track_caller]
+    pub fn volume_create(&self, name: &str) {
+        self.docker([
+            "volume",
+            "create",
+            "--label",
+            &format!("{RUN_LABEL}={}", self.run),
+            "--label",
+            &format!("{PROJECT_LABEL}={}", self.project),
+            name,
+        ])
+        .assert_success();
+    }
+
+    /// Has the guard remove a volume that carries none of our labels, e.g. an anonymous volume the engine
+    /// made for a Compose service (Compose does not label those) that outlives its container.
+    pub fn track_volume(&self, name: &str) {
+        self.tracked_volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.to_owned());
+    }
+
+    /// The labels of an engine volume, or `None` if it does not exist.
+    pub fn volume_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let ran = self.docker(["volume", "inspect", "--format", "{{json .Labels}}", name]);
+        if !ran.status.success() {
+            return None;
+        }
+        let labels: Option<BTreeMap<String, String>> = serde_json::from_slice(&ran.stdout)
+            .unwrap_or_else(|e| panic!("volume labels are not a JSON map: {e}\n{ran}"));
+        Some(labels.unwrap_or_default())
+    }
+
+    /// Names of the engine volumes labelled as this project's by Compose, sorted.
+    pub fn compose_volumes(&self) -> Vec<String> {
+        let mut names = list_names(
+            "volume",
+            &format!("{COMPOSE_PROJECT_LABEL}={}", self.project),
+        );
+        names.sort();
+        names
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        TestEnv::new()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if keep_objects() {
+            let tmp = self.tmp.take().map(tempfile::TempDir::keep);
+            eprintln!(
+                "PERSIST_TEST_KEEP=1: kept the objects of project `{}` (remove them with: docker rm -fv $(docker ps \
+                 -aq --filter label={COMPOSE_PROJECT_LABEL}={p}); docker volume rm $(docker volume ls -q --filter \
+                 label={RUN_LABEL}={r})) and its dir {}",
+                self.project,
+                tmp.as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                p = self.project,
+                r = self.run,
+            );
+        } else {
+            let mut problems = remove_project_objects(&self.project);
+            let tracked = std::mem::take(
+                &mut *self
+                    .tracked_volumes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            if !tracked.is_empty() {
+                let ran = docker(
+                    ["volume", "rm", "--force"]
+                        .into_iter()
+                        .chain(tracked.iter().map(String::as_str)),
+                );
+                if !ran.status.success() {
+                    problems.push(format!(
+                        "could not remove volumes {tracked:?}: {}",
+                        ran.stderr().trim()
+                    ));
+                }
+            }
+            for problem in problems {
+                eprintln!("warning: cleaning up project `{}`: {problem}", self.project);
+            }
+        }
+        let mut live = live();
+        *live = live.saturating_sub(1);
+        if *live == 0 && !keep_objects() {
+            for problem in remove_labelled(&format!("{RUN_LABEL}={}", self.run)) {
+                eprintln!("warning: cleaning up run `{}`: {problem}", self.run);
+            }
+        }
+    }
+}
+
+#[track_caller]
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link)
+        .unwrap_or_else(|e| panic!("symlink {} -> {}: {e}", link.display(), target.display()));
+}
+
+/// Ids (containers, networks) or names (volumes) of the objects of a kind with a label `key=value`.
+fn list_names(kind: &str, label: &str) -> Vec<String> {
+    let args: Vec<&str> = match kind {
+        "container" => vec!["ps", "--all", "--quiet", "--no-trunc", "--filter"],
+        "volume" => vec!["volume", "ls", "--quiet", "--filter"],
+        "network" => vec!["network", "ls", "--quiet", "--no-trunc", "--filter"],
+        other => panic!("unknown object kind {other}"),
+    };
+    let filter = format!("label={label}");
+    let ran = docker(args.iter().copied().chain([filter.as_str()]));
+    if !ran.status.success() {
+        return Vec::new();
+    }
+    ran.stdout_lines()
+}
+
+/// Removes every container (with its anonymous volumes), volume and network labelled `label`; returns the
+/// problems it met (it never panics: it runs during unwinding).
+pub fn remove_labelled(label: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (kind, rm) in [
+        ("container", &["rm", "--force", "--volumes"][..]),
+        ("volume", &["volume", "rm", "--force"][..]),
+        ("network", &["network", "rm"][..]),
+    ] {
+        let names = list_names(kind, label);
+        if names.is_empty() {
+            continue;
+        }
+        let ran = docker(rm.iter().copied().chain(names.iter().map(String::as_str)));
+        if !ran.status.success() {
+            problems.push(format!(
+                "could not remove {kind}s labelled {label}: {}",
+                ran.stderr().trim()
+            ));
+        }
+    }
+    problems
+}
+
+/// Removes what Compose made for `project` and what the test labelled as the project's.
+pub fn remove_project_objects(project: &str) -> Vec<String> {
+    let mut problems = remove_labelled(&format!("{COMPOSE_PROJECT_LABEL}={project}"));
+    problems.extend(remove_labelled(&format!("{PROJECT_LABEL}={project}")));
+    problems
+}
+
+/// Everything (containers, volumes, networks) still labelled `label`, as `kind name` lines.
+pub fn objects_labelled(label: &str) -> Vec<String> {
+    ["container", "volume", "network"]
+        .iter()
+        .flat_map(|kind| {
+            list_names(kind, label)
+                .into_iter()
+                .map(move |n| format!("{kind} {n}"))
+        })
+        .collect()
+}
