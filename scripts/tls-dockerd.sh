@@ -29,6 +29,7 @@ DIR=${PERSIST_TLS_DIR:-${TMPDIR:-/tmp}/persist-tls-dockerd}
 PORT=${PERSIST_TLS_PORT:-23760}
 STORAGE=${PERSIST_TLS_STORAGE:-vfs}
 HOST="tcp://127.0.0.1:${PORT}"
+BRIDGE=${PERSIST_TLS_BRIDGE:-dptls0}
 
 die() {
 	echo "tls-dockerd: $*" >&2
@@ -79,13 +80,19 @@ start() {
 	touch "$DIR/.persist-tls-dockerd" # stop removes only a directory that carries this mark
 	[[ -f "$DIR/client/ca.pem" ]] || gen_certs
 	local c="$DIR/certs"
+	# A bridge of its own: `--bridge none` would make dockerd delete the host engine's `docker0`.
+	if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+		ip link add "$BRIDGE" type bridge
+		ip addr add 198.18.254.1/24 dev "$BRIDGE"
+		ip link set "$BRIDGE" up
+	fi
 	# its own (empty) daemon.json, so that /etc/docker/daemon.json cannot clash with the flags below
 	echo '{}' >"$DIR/daemon.json"
 	dockerd --config-file "$DIR/daemon.json" \
 		--data-root "$DIR/data" --exec-root "$DIR/exec" --pidfile "$DIR/pid" \
 		-H "$HOST" -H "unix://$DIR/docker.sock" \
 		--tlsverify --tlscacert "$c/ca.pem" --tlscert "$c/server-cert.pem" --tlskey "$c/server-key.pem" \
-		--bridge none --iptables=false --ip-masq=false --storage-driver "$STORAGE" \
+		--bridge "$BRIDGE" --iptables=false --ip-masq=false --storage-driver "$STORAGE" \
 		>"$DIR/dockerd.log" 2>&1 &
 	local dpid=$! _
 	for _ in $(seq 1 60); do
@@ -115,6 +122,7 @@ stop() {
 			kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
 		fi
 	fi
+	ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
 	# vfs leaves plain directories; a killed overlay daemon may leave mounts
 	if [[ -f "$DIR/.persist-tls-dockerd" ]]; then
 		{ grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
