@@ -63,6 +63,8 @@ pub struct Inventory {
     pub items: Vec<DataItem>,
     /// The project's containers, running or not.
     pub containers: Vec<ContainerInfo>,
+    /// What could not be found out (sizes), for the command to report.
+    pub warnings: Vec<String>,
 }
 
 impl Inventory {
@@ -87,12 +89,19 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
         .values()
         .map(|v| v.engine_name(&project.name))
         .collect();
-    let (containers, labelled, sizes, declared) = tokio::try_join!(
+    let (containers, labelled, declared, sizes) = tokio::join!(
         engine.project_containers(&project.name),
         engine.project_volumes(&project.name),
-        engine.volume_sizes(),
         try_join_all(declared_names.iter().map(|n| engine.volume(n))),
-    )?;
+        engine.volume_sizes(),
+    );
+    let (containers, labelled, declared) = (containers?, labelled?, declared?);
+    let mut warnings = Vec::new();
+    // Sizes are worth having, not worth failing for.
+    let sizes = sizes.unwrap_or_else(|e| {
+        warnings.push(format!("volume sizes are unknown: {e}"));
+        HashMap::new()
+    });
     let local = engine.is_local();
 
     let mut items = Vec::new();
@@ -185,6 +194,7 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
         project,
         items,
         containers,
+        warnings,
     })
 }
 

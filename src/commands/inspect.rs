@@ -45,6 +45,9 @@ pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<Ex
     let project = session.load_project()?;
     let engine = session.connect().await?;
     let inventory = inventory::build(project, &engine).await?;
+    for w in &inventory.warnings {
+        session.printer.warn(w);
+    }
     let Some(item) = inventory.find(&args.volume) else {
         let keys: Vec<String> = inventory
             .items

@@ -59,6 +59,9 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
     let project = session.load_project()?;
     let engine = session.connect().await?;
     let inventory = inventory::build(project, &engine).await?;
+    for w in &inventory.warnings {
+        session.printer.warn(w);
+    }
     let mut items: Vec<&DataItem> = inventory
         .items
         .iter()

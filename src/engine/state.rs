@@ -146,10 +146,21 @@ impl Engine {
             }
             req
         });
-        let body = docker
-            .ping()
-            .await
-            .map_err(|e| EngineError::api("read disk usage", &e))?;
+        // Engines run one disk usage computation at a time and refuse a second one meanwhile (another
+        // `docker system df`, another docker persist): wait for it rather than fail.
+        let mut attempt = 0;
+        let body = loop {
+            match docker.ping().await {
+                Ok(body) => break body,
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                    if message.contains("already running") && attempt < 100 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(EngineError::api("read disk usage", &e)),
+            }
+        };
         parse_volume_sizes(&body).map_err(|message| EngineError::Api {
             operation: "read disk usage".to_string(),
             message,

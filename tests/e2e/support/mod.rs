@@ -442,6 +442,17 @@ impl TestEnv {
         Ran::run(cmd)
     }
 
+    /// `docker FLAGS persist ARGS`: Docker's global flags before the plugin's name, as users type them.
+    /// `DOCKER_HOST` is left out of the environment, so the flags alone choose the engine.
+    pub fn persist_with_docker_flags(&self, flags: &[&str], args: &[&str]) -> Ran {
+        let mut cmd = self.command("docker");
+        cmd.env_remove("DOCKER_HOST")
+            .args(flags)
+            .arg("persist")
+            .args(args);
+        Ran::run(cmd)
+    }
+
     /// The plugin binary run directly (as the Docker CLI would, without it).
     pub fn plugin<I, S>(&self, args: I) -> Ran
     where
