@@ -8,8 +8,9 @@
 #   scripts/tls-dockerd.sh stop    stop the daemon and remove its directory (data, certificates, logs)
 #
 # Needs root (dockerd), `dockerd` and `openssl` on PATH. It never touches the system engine: the daemon has
-# its own data root, exec root (and so its own containerd), pid file and unix socket, all under $DIR, no
-# bridge network and no iptables rules.
+# its own data root, exec root (and so its own containerd), pid file and unix socket, all under $DIR, a
+# bridge of its own ($PERSIST_TLS_BRIDGE, default dptls0: `--bridge none` would delete the host's docker0)
+# and no iptables rules.
 #
 # Settings (environment):
 #   PERSIST_TLS_DIR      where everything lives (default: ${TMPDIR:-/tmp}/persist-tls-dockerd)

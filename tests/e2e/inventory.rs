@@ -646,3 +646,118 @@ fn host_flag_and_contexts_choose_the_engine() {
     );
     assert!(ran.stderr().contains("hint: `docker context ls`"), "{ran}");
 }
+
+/// A private engine on `tcp://127.0.0.1:PORT` with mutual TLS (`scripts/tls-dockerd.sh`), stopped when
+/// dropped.
+struct TlsEngine {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl TlsEngine {
+    fn start(env: &TestEnv) -> TlsEngine {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = env.home.join("tls-engine");
+        let engine = TlsEngine { dir, port };
+        let ran = env.run(engine.script("start"));
+        ran.assert_success();
+        engine
+    }
+
+    fn script(&self, verb: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(crate::support::repo_root().join("scripts/tls-dockerd.sh"))
+            .arg(verb)
+            .env("PERSIST_TLS_DIR", &self.dir)
+            .env("PERSIST_TLS_PORT", self.port.to_string())
+            .env("PERSIST_TLS_BRIDGE", format!("dptls{}", self.port));
+        cmd
+    }
+
+    fn host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self, file: &str) -> String {
+        self.dir.join("client").join(file).display().to_string()
+    }
+}
+
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        let _ = self.script("stop").output();
+    }
+}
+
+#[test]
+fn tcp_engine_with_tls_by_flags_environment_and_context() {
+    let env = TestEnv::new();
+    write_shop(&env);
+    // The external volume exists on the usual engine only: seen from the TLS engine it does not.
+    env.volume_create(&format!("{}-ext", env.project));
+    let tls = TlsEngine::start(&env);
+    let (ca, cert, key) = (
+        tls.client("ca.pem"),
+        tls.client("cert.pem"),
+        tls.client("key.pem"),
+    );
+
+    let flags = [
+        "-H",
+        &tls.host(),
+        "--tlsverify",
+        "--tlscacert",
+        &ca,
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+    ];
+    let ran = env.persist_with_docker_flags(&flags, &["ls", "--json"]);
+    ran.assert_success();
+    assert_eq!(item(&ran.json(), "ext")["exists"], false, "{ran}");
+
+    // The same through DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
+    let mut cmd = env.command(crate::support::plugin_binary());
+    cmd.env("DOCKER_HOST", tls.host())
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", tls.dir.join("client"))
+        .args(["ls", "--json"]);
+    let ran = env.run(cmd);
+    ran.assert_success();
+    assert_eq!(item(&ran.json(), "ext")["exists"], false, "{ran}");
+
+    // A context with TLS material, as `docker context create` stores it.
+    let ctx = format!("tls-{}", env.project);
+    env.docker([
+        "context",
+        "create",
+        &ctx,
+        "--docker",
+        &format!("host={},ca={ca},cert={cert},key={key}", tls.host()),
+    ])
+    .assert_success();
+    let ran = env.persist_with_docker_flags(&["--context", &ctx], &["ls", "--json"]);
+    ran.assert_success();
+    assert_eq!(item(&ran.json(), "ext")["exists"], false, "{ran}");
+
+    // Without a client certificate the engine refuses: one error, a hint about certificates, exit 1.
+    let nocert = tls.dir.join("client-nocert/ca.pem").display().to_string();
+    let ran = env.persist_with_docker_flags(
+        &["-H", &tls.host(), "--tlsverify", "--tlscacert", &nocert],
+        &["ls"],
+    );
+    ran.assert_code(1);
+    assert!(
+        ran.stderr()
+            .starts_with("error: cannot connect to the Docker engine at"),
+        "{ran}"
+    );
+    assert!(
+        ran.stderr().contains("hint: check the certificates"),
+        "{ran}"
+    );
+}
