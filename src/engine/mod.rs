@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod connect;
 pub mod helper;
+pub mod ops;
 
 pub mod state;
 

@@ -168,7 +168,7 @@ impl Engine {
     }
 }
 
-fn volume_info(v: bollard::models::Volume) -> VolumeInfo {
+pub(crate) fn volume_info(v: bollard::models::Volume) -> VolumeInfo {
     VolumeInfo {
         name: v.name,
         driver: v.driver,
