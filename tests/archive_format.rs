@@ -334,7 +334,7 @@ fn gnu_tar_and_zstd_read_the_file_without_the_tool() {
     }
     sh(
         &format!(
-            "mkdir restored && tar -xOf {file} volumes/db.tar.zst | zstd -d | tar -x -C restored --strip-components=1"
+            "mkdir -p restored && tar -xOf {file} volumes/db.tar.zst | zstd -d | tar -x --numeric-owner -C restored --strip-components=1"
         ),
         dir,
     );
@@ -376,6 +376,11 @@ fn gnu_tar_and_zstd_read_the_file_without_the_tool() {
         serde_json::from_slice(&fs::read(dir.join("outer/manifest.json")).unwrap()).unwrap();
     let member_sha = sha256_of(fs::File::open(dir.join("outer/volumes/db.tar.zst")).unwrap());
     assert_eq!(manifest.volume("db").unwrap().sha256, member_sha);
+    let piped = sh(
+        &format!("tar -xOf {file} volumes/db.tar.zst | sha256sum"),
+        dir,
+    );
+    assert_eq!(piped.split_whitespace().next(), Some(member_sha.as_str()));
 
     if which::which("bsdtar").is_ok() {
         let listing = sh(&format!("bsdtar -tf {file}"), dir);

@@ -863,5 +863,19 @@ mod tests {
             .find(|m| m.name == "volumes/big.tar.zst")
             .unwrap();
         assert_eq!(big.size, size);
+        let report = backup.verify().unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(
+            report.problems[0].kind,
+            crate::archive::ProblemKind::UnexpectedMember
+        );
+    }
+
+    #[test]
+    fn handles_can_move_to_blocking_threads() {
+        fn send<T: Send>() {}
+        send::<BackupWriter>();
+        send::<crate::archive::Backup>();
+        send::<crate::archive::VolumeStream>();
     }
 }
