@@ -3,6 +3,7 @@
 //!
 //! `main.rs` parses arguments and calls [`run`]; everything else lives in the modules below.
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod compose;

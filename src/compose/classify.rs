@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::Tier;
 
@@ -14,7 +14,7 @@ use super::model::Tier;
 pub const TIER_LABEL: &str = "persist.tier";
 
 /// What kind of data a row of the inventory is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataKind {
     /// A project volume Compose creates and `down -v` removes.

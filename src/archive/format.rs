@@ -1,0 +1,589 @@
+//! What a format 1 backup file holds and how its parts are named: the manifest (`manifest.json`), the file
+//! name `<project>-<YYYYMMDDTHHMMSSZ>[-<tag>].tar`, and the member name of each volume.
+//!
+//! The manifest is read leniently: fields a later version adds are ignored, so an older docker-persist still
+//! lists and restores a newer backup of the same format. A different `format` number is refused with a clear
+//! error instead of being guessed at. Tier and kind reuse the crate's own enums; a new tier or kind is a format
+//! change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::ArchiveError;
+use super::digest::ContentDigest;
+use crate::compose::Tier;
+use crate::compose::classify::DataKind;
+
+/// The format number this module writes and reads.
+pub const FORMAT: u32 = 1;
+/// The manifest's member name; the last member of every backup.
+pub const MANIFEST_MEMBER: &str = "manifest.json";
+/// Directory of the Compose file members.
+pub const COMPOSE_DIR: &str = "compose/";
+/// Directory of the volume members.
+pub const VOLUMES_DIR: &str = "volumes/";
+/// Directory of logical dumps (`dumps/<service>.<ext>.zst`); reserved, not written yet.
+pub const DUMPS_DIR: &str = "dumps/";
+/// Suffix of a volume member.
+pub const VOLUME_SUFFIX: &str = ".tar.zst";
+/// Extension of a complete backup file.
+pub const BACKUP_EXTENSION: &str = ".tar";
+/// Suffix of a backup file being written.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// Longest accepted tag.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// The manifest: what the backup holds and how to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    pub tool: Tool,
+    /// When the backup was taken, UTC, whole seconds (RFC 3339 in JSON); the same instant as in the file name.
+    pub created: Timestamp,
+    /// The Compose project name.
+    pub project: String,
+    /// The `--tag` label, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub engine: EngineInfo,
+    /// File names of the `compose/<name>` members, in the order the project loaded them.
+    #[serde(default)]
+    pub compose_files: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeRecord>,
+}
+
+impl Manifest {
+    /// The record of volume `key`.
+    pub fn volume(&self, key: &str) -> Option<&VolumeRecord> {
+        self.volumes.iter().find(|v| v.key == key)
+    }
+}
+
+/// The program that wrote the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+impl Tool {
+    /// This program.
+    pub fn current() -> Self {
+        Tool {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+impl Default for Tool {
+    fn default() -> Self {
+        Tool::current()
+    }
+}
+
+/// The engine the volumes were read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+}
+
+/// A service that mounts the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeUser {
+    pub service: String,
+    /// The mount path inside the service's containers.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// One volume in the backup: where it came from, where its member is, and what to check it against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// The Compose key (`db`), or for an anonymous volume `<service>:<target>`.
+    pub key: String,
+    /// The engine's volume name (`app_db`).
+    pub name: String,
+    pub kind: DataKind,
+    pub tier: Tier,
+    /// Why it has that tier.
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub users: Vec<VolumeUser>,
+    /// How the data was kept consistent while it was read (`stop`, `live`, …).
+    #[serde(default)]
+    pub consistency: String,
+    /// The member holding the volume's tar, `volumes/<encoded key>.tar.zst`.
+    pub member: String,
+    /// The leading path component of every entry of the inner tar (`data` when the engine archived `/data`),
+    /// absent when entries are relative to the volume root (`x`, `./x`). See [`super::digest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_prefix: Option<String>,
+    /// Entries of the tree, the root directory included.
+    pub entries: u64,
+    /// Bytes of regular-file content, each hardlinked file once.
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// Bytes of the inner tar stream.
+    pub uncompressed_bytes: u64,
+    /// Bytes of the member as stored (compressed).
+    pub stored_bytes: u64,
+    /// SHA-256 of the member as stored, lowercase hex.
+    pub sha256: String,
+    pub content_digest: ContentDigest,
+}
+
+/// The parts of a backup file name: `<project>-<YYYYMMDDTHHMMSSZ>[-<tag>].tar`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupName {
+    project: String,
+    created: Timestamp,
+    tag: Option<String>,
+}
+
+impl BackupName {
+    /// Checks the project name and tag, and truncates `created` to whole seconds (the file name's precision,
+    /// also used in the manifest so that both say the same).
+    pub fn new(
+        project: &str,
+        created: Timestamp,
+        tag: Option<&str>,
+    ) -> Result<BackupName, ArchiveError> {
+        validate_project(project)?;
+        if let Some(tag) = tag {
+            validate_tag(tag)?;
+        }
+        let created =
+            Timestamp::from_second(created.as_second()).map_err(|_| ArchiveError::InvalidName {
+                name: project.to_string(),
+                reason: "the creation time is out of range",
+            })?;
+        Ok(BackupName {
+            project: project.to_string(),
+            created,
+            tag: tag.map(str::to_string),
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn created(&self) -> Timestamp {
+        self.created
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// `app-20261122T101500Z-pre-restore.tar`.
+    pub fn file_name(&self) -> String {
+        let mut name = format!("{}-{}", self.project, format_stamp(self.created));
+        if let Some(tag) = &self.tag {
+            name.push('-');
+            name.push_str(tag);
+        }
+        name.push_str(BACKUP_EXTENSION);
+        name
+    }
+
+    /// Parses a file name of project `project`; unambiguous whatever the project and tag contain.
+    /// `None` for anything else, `.partial` files included.
+    pub fn parse_for_project(file_name: &str, project: &str) -> Option<BackupName> {
+        let rest = file_name.strip_prefix(project)?.strip_prefix('-')?;
+        let (created, tag) = parse_stamp_and_tag(rest)?;
+        BackupName::new(project, created, tag).ok()
+    }
+
+    /// Parses any backup file name. A project name may contain `-`, so the first `-<YYYYMMDDTHHMMSSZ>` that is
+    /// followed by `.tar` or `-<tag>.tar` ends the project name; use [`BackupName::parse_for_project`] when the
+    /// project is known.
+    pub fn parse(file_name: &str) -> Option<BackupName> {
+        let bytes = file_name.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b != b'-' || i == 0 {
+                continue;
+            }
+            let project = &file_name[..i];
+            if let Some((created, tag)) = parse_stamp_and_tag(&file_name[i + 1..])
+                && let Ok(name) = BackupName::new(project, created, tag)
+            {
+                return Some(name);
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Display for BackupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file_name())
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` of an instant, in UTC.
+pub fn format_stamp(t: Timestamp) -> String {
+    t.strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ`.
+pub fn parse_stamp(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    if !b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    );
+    rfc3339.parse().ok()
+}
+
+/// `<stamp>.tar` or `<stamp>-<tag>.tar`.
+fn parse_stamp_and_tag(rest: &str) -> Option<(Timestamp, Option<&str>)> {
+    let rest = rest.strip_suffix(BACKUP_EXTENSION)?;
+    let stamp = rest.get(..16)?;
+    let created = parse_stamp(stamp)?;
+    match &rest[16..] {
+        "" => Some((created, None)),
+        tail => {
+            let tag = tail.strip_prefix('-')?;
+            validate_tag(tag).ok()?;
+            Some((created, Some(tag)))
+        }
+    }
+}
+
+/// A project name usable in a file name: ASCII letters, digits, `_`, `-` and `.`, starting with a letter or digit
+/// (Compose's normalized names are a subset).
+fn validate_project(project: &str) -> Result<(), ArchiveError> {
+    let invalid = |reason| ArchiveError::InvalidName {
+        name: project.to_string(),
+        reason,
+    };
+    let first = project
+        .bytes()
+        .next()
+        .ok_or_else(|| invalid("the project name is empty"))?;
+    if !first.is_ascii_alphanumeric() {
+        return Err(invalid(
+            "the project name must start with a letter or a digit",
+        ));
+    }
+    if !project.bytes().all(is_safe_name_byte) {
+        return Err(invalid(
+            "the project name may hold only ASCII letters, digits, `_`, `-` and `.`",
+        ));
+    }
+    Ok(())
+}
+
+/// A tag is 1 to 64 ASCII letters, digits, `_`, `-` and `.`, starting with a letter or a digit: safe in a file
+/// name on every system and unambiguous when the name is parsed back.
+pub fn validate_tag(tag: &str) -> Result<(), ArchiveError> {
+    let invalid = |reason| ArchiveError::InvalidTag {
+        tag: tag.to_string(),
+        reason,
+    };
+    let first = tag.bytes().next().ok_or_else(|| invalid("it is empty"))?;
+    if tag.len() > MAX_TAG_LEN {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(invalid("it must start with a letter or a digit"));
+    }
+    if !tag.bytes().all(is_safe_name_byte) {
+        return Err(invalid(
+            "it may hold only ASCII letters, digits, `_`, `-` and `.`",
+        ));
+    }
+    Ok(())
+}
+
+fn is_safe_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// The member name of volume `key`: `volumes/<encoded key>.tar.zst`.
+///
+/// Encoding: every byte of the key's UTF-8 form that is an ASCII letter, digit, `_`, `-` or `.` stays as it is;
+/// every other byte, `%` included, becomes `%XX` with two uppercase hex digits. So `db` stays `db` and
+/// `web:/app/node_modules` becomes `web%3A%2Fapp%2Fnode_modules`. The result has no `/`, is never `.` or `..`
+/// once the suffix is added, and decodes back to exactly one key ([`key_for_member`] refuses any other
+/// spelling), so two keys never share a member.
+pub fn member_for_key(key: &str) -> String {
+    let mut out = String::with_capacity(VOLUMES_DIR.len() + key.len() + VOLUME_SUFFIX.len());
+    out.push_str(VOLUMES_DIR);
+    for b in key.bytes() {
+        if is_safe_name_byte(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(VOLUME_SUFFIX);
+    out
+}
+
+/// The volume key of a member name, the inverse of [`member_for_key`]; `None` for anything
+/// [`member_for_key`] cannot produce.
+pub fn key_for_member(member: &str) -> Option<String> {
+    let encoded = member
+        .strip_prefix(VOLUMES_DIR)?
+        .strip_suffix(VOLUME_SUFFIX)?;
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut it = encoded.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hi = hex_digit(it.next()?)?;
+            let lo = hex_digit(it.next()?)?;
+            let byte = hi << 4 | lo;
+            if is_safe_name_byte(byte) {
+                return None;
+            }
+            bytes.push(byte);
+        } else if is_safe_name_byte(b) {
+            bytes.push(b);
+        } else {
+            return None;
+        }
+    }
+    if bytes.is_empty() {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A Compose file's member name, `compose/<file name>`; the name must be one plain path component.
+pub fn compose_member(file_name: &str) -> Option<String> {
+    let ok = !file_name.is_empty()
+        && file_name != "."
+        && file_name != ".."
+        && !file_name.contains(['/', '\\', '\0']);
+    ok.then(|| format!("{COMPOSE_DIR}{file_name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Timestamp {
+        "2026-11-22T10:15:00Z".parse().unwrap()
+    }
+
+    fn sample_manifest() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            tool: Tool::current(),
+            created: stamp(),
+            project: "app".into(),
+            tag: Some("nightly".into()),
+            engine: EngineInfo {
+                version: "28.2.2".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+            compose_files: vec!["compose.yaml".into()],
+            volumes: vec![VolumeRecord {
+                key: "db".into(),
+                name: "app_db".into(),
+                kind: DataKind::Named,
+                tier: Tier::Critical,
+                reason: "database data directory".into(),
+                driver: "local".into(),
+                driver_opts: BTreeMap::new(),
+                labels: BTreeMap::from([("com.docker.compose.project".into(), "app".into())]),
+                users: vec![VolumeUser {
+                    service: "db".into(),
+                    target: "/var/lib/postgresql/data".into(),
+                    read_only: false,
+                }],
+                consistency: "stop".into(),
+                member: member_for_key("db"),
+                tar_prefix: Some("data".into()),
+                entries: 3,
+                file_bytes: 10,
+                uncompressed_bytes: 3072,
+                stored_bytes: 200,
+                sha256: "00".repeat(32),
+                content_digest: ContentDigest::from_bytes([7; 32]),
+            }],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json() {
+        let m = sample_manifest();
+        let json = serde_json::to_string_pretty(&m).unwrap();
+        assert!(
+            json.contains("\"created\": \"2026-11-22T10:15:00Z\""),
+            "{json}"
+        );
+        assert!(json.contains("\"kind\": \"named\""), "{json}");
+        assert!(json.contains("\"tier\": \"critical\""), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn manifest_ignores_unknown_fields() {
+        let mut v = serde_json::to_value(sample_manifest()).unwrap();
+        v["future_field"] = serde_json::json!({"x": 1});
+        v["volumes"][0]["future_volume_field"] = serde_json::json!([1, 2]);
+        let back: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample_manifest());
+    }
+
+    #[test]
+    fn file_name_has_project_stamp_and_tag() {
+        let n = BackupName::new("app", stamp(), Some("pre-restore")).unwrap();
+        assert_eq!(n.file_name(), "app-20261122T101500Z-pre-restore.tar");
+        let n = BackupName::new("my-app_2", stamp(), None).unwrap();
+        assert_eq!(n.file_name(), "my-app_2-20261122T101500Z.tar");
+    }
+
+    #[test]
+    fn file_name_truncates_to_seconds() {
+        let t: Timestamp = "2026-11-22T10:15:00.987654Z".parse().unwrap();
+        let n = BackupName::new("app", t, None).unwrap();
+        assert_eq!(n.created(), stamp());
+    }
+
+    #[test]
+    fn file_name_parses_back() {
+        for (project, tag) in [
+            ("app", None),
+            ("app", Some("pre-restore")),
+            ("my-app", Some("v1.2")),
+            ("a-20261122T101500Z", Some("x")),
+        ] {
+            let n = BackupName::new(project, stamp(), tag).unwrap();
+            let parsed = BackupName::parse_for_project(&n.file_name(), project).unwrap();
+            assert_eq!(parsed, n);
+        }
+        let n = BackupName::new("my-app", stamp(), Some("nightly-1")).unwrap();
+        assert_eq!(BackupName::parse(&n.file_name()).unwrap(), n);
+    }
+
+    #[test]
+    fn file_name_parse_refuses_other_files() {
+        for name in [
+            "app-20261122T101500Z.tar.partial",
+            "app-20261122T101500Z.tgz",
+            "app-2026112T101500Z.tar",
+            "app-20261122T101500Z-.tar",
+            "app-20261122T101500Z-bad tag.tar",
+            "other-20261122T101500Z.tar",
+            "app-web-20261122T101500Z.tar",
+            ".gitignore",
+        ] {
+            assert!(
+                BackupName::parse_for_project(name, "app").is_none(),
+                "{name}"
+            );
+        }
+        assert!(BackupName::parse("20261122T101500Z.tar").is_none());
+    }
+
+    #[test]
+    fn tag_validation_rejects_unsafe_tags() {
+        for tag in ["", "-x", ".x", "a/b", "a b", "ä", &"x".repeat(65), "a:b"] {
+            assert!(validate_tag(tag).is_err(), "{tag:?}");
+        }
+        for tag in ["x", "pre-restore", "v1.2_3", &"x".repeat(64)] {
+            assert!(validate_tag(tag).is_ok(), "{tag:?}");
+        }
+    }
+
+    #[test]
+    fn project_validation_rejects_path_characters() {
+        for project in ["", "../x", "a/b", "-a", "a b"] {
+            assert!(
+                BackupName::new(project, stamp(), None).is_err(),
+                "{project:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn member_encoding_is_reversible() {
+        for key in [
+            "db",
+            "web:/app/node_modules",
+            "../etc",
+            "%41",
+            "ünï cødé",
+            ".",
+            "..",
+            "a%b/c:d",
+        ] {
+            let member = member_for_key(key);
+            let encoded = &member[VOLUMES_DIR.len()..];
+            assert!(!encoded.contains('/'), "{member}");
+            assert_eq!(key_for_member(&member).as_deref(), Some(key), "{member}");
+        }
+        assert_eq!(member_for_key("db"), "volumes/db.tar.zst");
+        assert_eq!(
+            member_for_key("web:/app/node_modules"),
+            "volumes/web%3A%2Fapp%2Fnode_modules.tar.zst"
+        );
+    }
+
+    #[test]
+    fn member_decoding_refuses_non_canonical_spellings() {
+        for member in [
+            "volumes/%64b.tar.zst",
+            "volumes/%3a.tar.zst",
+            "volumes/a:b.tar.zst",
+            "volumes/%4.tar.zst",
+            "volumes/.tar.zst",
+            "volumes/db.tar",
+            "compose/db.tar.zst",
+        ] {
+            assert!(key_for_member(member).is_none(), "{member}");
+        }
+    }
+
+    #[test]
+    fn compose_member_refuses_paths() {
+        assert_eq!(
+            compose_member("compose.yaml").as_deref(),
+            Some("compose/compose.yaml")
+        );
+        for name in ["", ".", "..", "a/b", "../compose.yaml"] {
+            assert!(compose_member(name).is_none(), "{name:?}");
+        }
+    }
+}

@@ -1,0 +1,881 @@
+//! Writing a backup file: `<dir>/<name>.partial` (mode 0600) is filled member by member — Compose files, then
+//! one zstd-compressed tar per volume streamed from a [`Read`], then the manifest — fsynced, and only then
+//! renamed to its final name. Until [`BackupWriter::finish`] has renamed it, dropping the writer (an error, a
+//! cancelled task, Ctrl-C unwinding) deletes the `.partial`, so no half-written file is ever left looking
+//! like a backup; a killed process leaves a `.partial`, which listings skip.
+//!
+//! # Layout decisions
+//! - The outer tar is ustar. A member's size is not known until its stream ends, so its header is written
+//!   first with size 0, the data streamed straight into the file, and the header then rewritten in place with
+//!   the real size and checksum (the file is ours, so seeking back is safe). Sizes up to 8 GiB − 1 are octal;
+//!   larger ones use the base-256 encoding in the same 12-byte field (GNU tar, bsdtar, busybox, Go and the
+//!   `tar` crate read it), so the header never changes length and nothing has to be reserved in advance.
+//! - A member name longer than ustar's name/prefix fields allow (a long anonymous-volume key) gets a PAX `x`
+//!   header with a `path` record in front of its ustar header; the ustar header is the one patched.
+//! - Every byte written for a volume member passes through SHA-256 on its way to the file; the inner tar
+//!   passes through the content digest ([`super::digest`]) on its way into zstd. One pass, fixed buffers: memory
+//!   does not grow with the volume (zstd's own window and, with workers, its job buffers, are fixed too).
+//! - A volume whose stream fails midway is cut off again (the file is truncated back to where its member
+//!   began), so the writer stays usable for the other volumes; the caller decides whether to go on.
+//! - `finish` refuses to replace an existing backup of the same name: it hard-links the `.partial` to the final
+//!   name (which fails if that exists) and falls back to a checked rename on file systems without hard links.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::ArchiveError;
+use super::digest::{DigestError, DigestOptions, digest_tar_into};
+use super::format::{
+    BackupName, EngineInfo, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX, Tool, VolumeRecord,
+    VolumeUser, compose_member, member_for_key,
+};
+use crate::compose::Tier;
+use crate::compose::classify::DataKind;
+
+const BLOCK: u64 = 512;
+const OUT_BUFFER: usize = 1024 * 1024;
+/// zstd's default multithreading job is 4× its window: 8 MiB at levels 3 to 8 (2 MiB window), which with two
+/// workers peaked at ≈100 MB. Jobs of 1.5× the window ran as fast here and peaked at ≈46 MB
+/// (`docs/format.md`, "Measurements"); below level 3 the default jobs are already smaller.
+const MT_JOB_SIZE: u32 = 3 << 20;
+const MT_SMALL_JOB_LEVELS: std::ops::RangeInclusive<i32> = 3..=8;
+/// The largest size ustar's 11 octal digits hold.
+const MAX_OCTAL_SIZE: u64 = (1 << 33) - 1;
+
+/// How volumes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// zstd level, 1 to 19 (negative levels are zstd's fast modes).
+    pub level: i32,
+    /// zstd worker threads; 0 compresses on the calling thread.
+    pub workers: u32,
+}
+
+impl Default for WriterOptions {
+    /// Level 3 on the calling thread. Measured on 2 cores (`docs/format.md`, "Measurements"): one thread
+    /// writes ≈310 MB/s of tar at a 7.5 MB peak, about twice what the engine's archive endpoint delivers; two
+    /// workers reach ≈530 MB/s at ≈46 MB, worth it only where the source is that fast (the local fast path).
+    fn default() -> Self {
+        WriterOptions {
+            level: 3,
+            workers: 0,
+        }
+    }
+}
+
+/// What the caller knows about a volume before reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub key: String,
+    pub name: String,
+    pub kind: DataKind,
+    pub tier: Tier,
+    pub reason: String,
+    pub driver: String,
+    pub driver_opts: std::collections::BTreeMap<String, String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub users: Vec<VolumeUser>,
+    pub consistency: String,
+    /// The leading path component of the inner tar's entries (`data` for the engine's tar of `/data`).
+    pub tar_prefix: Option<String>,
+}
+
+/// A completed backup file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedBackup {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    /// Size of the file.
+    pub bytes: u64,
+}
+
+/// Writes one backup file; see the module docs.
+#[derive(Debug)]
+pub struct BackupWriter {
+    out: Option<BufWriter<fs_err::File>>,
+    dir: PathBuf,
+    partial: PathBuf,
+    target: PathBuf,
+    manifest: Manifest,
+    options: WriterOptions,
+    members: BTreeSet<String>,
+    /// Bytes written so far; where the next member starts.
+    pos: u64,
+    volumes_started: bool,
+    poisoned: bool,
+    done: bool,
+}
+
+impl BackupWriter {
+    /// Creates `<dir>/<name>.partial`. When `dir` does not exist it is created with mode 0700 and a
+    /// `.gitignore` of `*`. Fails if a backup of that name exists already.
+    pub fn create(
+        dir: impl AsRef<Path>,
+        name: &BackupName,
+        engine: EngineInfo,
+        options: WriterOptions,
+    ) -> Result<BackupWriter, ArchiveError> {
+        let dir = dir.as_ref().to_path_buf();
+        ensure_dir(&dir)?;
+        let target = dir.join(name.file_name());
+        if target.symlink_metadata().is_ok() {
+            return Err(ArchiveError::Exists { path: target });
+        }
+        let partial = dir.join(format!("{}{PARTIAL_SUFFIX}", name.file_name()));
+        let file = fs_err::OpenOptions::from_options({
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true).mode(0o600);
+            o
+        })
+        .open(&partial)
+        .map_err(|source| ArchiveError::Create {
+            path: partial.clone(),
+            source,
+        })?;
+        let manifest = Manifest {
+            format: FORMAT,
+            tool: Tool::current(),
+            created: name.created(),
+            project: name.project().to_string(),
+            tag: name.tag().map(str::to_string),
+            engine,
+            compose_files: Vec::new(),
+            volumes: Vec::new(),
+        };
+        Ok(BackupWriter {
+            out: Some(BufWriter::with_capacity(OUT_BUFFER, file)),
+            dir,
+            partial,
+            target,
+            manifest,
+            options,
+            members: BTreeSet::new(),
+            pos: 0,
+            volumes_started: false,
+            poisoned: false,
+            done: false,
+        })
+    }
+
+    /// The file being written.
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// The name the file gets once finished.
+    pub fn target_path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Adds `compose/<file_name>`. Compose files come before every volume.
+    pub fn add_compose_file(
+        &mut self,
+        file_name: &str,
+        contents: &[u8],
+    ) -> Result<(), ArchiveError> {
+        self.check_usable()?;
+        let invalid = |reason| ArchiveError::InvalidMember {
+            path: self.partial.clone(),
+            member: file_name.to_string(),
+            reason,
+        };
+        let member = compose_member(file_name).ok_or_else(|| invalid("not a plain file name"))?;
+        if self.volumes_started {
+            return Err(invalid("Compose files must come before volumes"));
+        }
+        if self.members.contains(&member) {
+            return Err(invalid(
+                "a Compose file of that name is in the backup already",
+            ));
+        }
+        let mtime = self.mtime();
+        let result = self.write_small_member(&member, contents, mtime);
+        self.after_write(result, &member)?;
+        self.members.insert(member);
+        self.manifest.compose_files.push(file_name.to_string());
+        Ok(())
+    }
+
+    /// Streams one volume's tar from `data` into `volumes/<key>.tar.zst`, digesting it on the way, and
+    /// returns its manifest record. On error the member is removed again and the writer stays usable.
+    pub fn add_volume<R: Read>(
+        &mut self,
+        spec: VolumeSpec,
+        data: R,
+    ) -> Result<VolumeRecord, ArchiveError> {
+        self.check_usable()?;
+        let member = member_for_key(&spec.key);
+        let invalid = |reason| ArchiveError::InvalidMember {
+            path: self.partial.clone(),
+            member: member.clone(),
+            reason,
+        };
+        if spec.key.is_empty() {
+            return Err(invalid("the volume key is empty"));
+        }
+        if self.members.contains(&member) {
+            return Err(invalid("that volume is in the backup already"));
+        }
+        let digest_options = DigestOptions::new(spec.tar_prefix.as_deref())
+            .map_err(|_| invalid("the tar prefix is not a relative path"))?;
+        self.volumes_started = true;
+
+        let start = self.pos;
+        let streamed = self.stream_volume(&member, data, &digest_options);
+        let (summary, stored, sha256) = match streamed {
+            Ok(done) => done,
+            Err(err) => {
+                self.rollback(start);
+                return Err(match err {
+                    DigestError::Sink(source) => ArchiveError::Write {
+                        path: self.partial.clone(),
+                        member,
+                        source,
+                    },
+                    source => ArchiveError::ReadVolume {
+                        path: self.partial.clone(),
+                        key: spec.key,
+                        source,
+                    },
+                });
+            }
+        };
+        let record = VolumeRecord {
+            key: spec.key,
+            name: spec.name,
+            kind: spec.kind,
+            tier: spec.tier,
+            reason: spec.reason,
+            driver: spec.driver,
+            driver_opts: spec.driver_opts,
+            labels: spec.labels,
+            users: spec.users,
+            consistency: spec.consistency,
+            member: member.clone(),
+            tar_prefix: digest_options.strip_prefix().map(str::to_string),
+            entries: summary.entries,
+            file_bytes: summary.file_bytes,
+            uncompressed_bytes: summary.tar_bytes,
+            stored_bytes: stored,
+            sha256,
+            content_digest: summary.digest,
+        };
+        self.members.insert(member);
+        self.manifest.volumes.push(record.clone());
+        Ok(record)
+    }
+
+    /// Writes the manifest and the end of the archive, fsyncs the file, renames it to its final name and fsyncs
+    /// the directory.
+    pub fn finish(mut self) -> Result<FinishedBackup, ArchiveError> {
+        self.check_usable()?;
+        let finish_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ArchiveError::Finish { path, source }
+        };
+        let mut json = serde_json::to_vec_pretty(&self.manifest)
+            .map_err(|e| finish_err(&self.partial)(io::Error::other(e)))?;
+        json.push(b'\n');
+        let mtime = self.mtime();
+        let result = self.write_small_member(MANIFEST_MEMBER, &json, mtime);
+        self.after_write(result, MANIFEST_MEMBER)?;
+        let result = self.write_raw(&[0u8; 2 * BLOCK as usize]);
+        self.after_write(result, MANIFEST_MEMBER)?;
+
+        let out = self.out.take().ok_or_else(|| ArchiveError::Poisoned {
+            path: self.partial.clone(),
+        })?;
+        let file = out
+            .into_inner()
+            .map_err(|e| finish_err(&self.partial)(e.into_error()))?;
+        file.sync_all().map_err(finish_err(&self.partial))?;
+        drop(file);
+        publish(&self.partial, &self.target)?;
+        self.done = true;
+        fs_err::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(finish_err(&self.target))?;
+        Ok(FinishedBackup {
+            path: self.target.clone(),
+            manifest: self.manifest.clone(),
+            bytes: self.pos,
+        })
+    }
+
+    fn check_usable(&self) -> Result<(), ArchiveError> {
+        if self.poisoned || self.out.is_none() {
+            return Err(ArchiveError::Poisoned {
+                path: self.partial.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn after_write(&mut self, result: io::Result<()>, member: &str) -> Result<(), ArchiveError> {
+        result.map_err(|source| {
+            self.poisoned = true;
+            ArchiveError::Write {
+                path: self.partial.clone(),
+                member: member.to_string(),
+                source,
+            }
+        })
+    }
+
+    fn mtime(&self) -> u64 {
+        u64::try_from(self.manifest.created.as_second()).unwrap_or(0)
+    }
+
+    fn out(&mut self) -> io::Result<&mut BufWriter<fs_err::File>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the backup file is closed"))
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out()?.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self) -> io::Result<()> {
+        let rest = (BLOCK - self.pos % BLOCK) % BLOCK;
+        self.write_raw(&[0u8; BLOCK as usize][..rest as usize])
+    }
+
+    fn write_small_member(&mut self, member: &str, contents: &[u8], mtime: u64) -> io::Result<()> {
+        let header_pos = self.start_member(member, mtime)?;
+        self.write_raw(contents)?;
+        self.end_member(header_pos, member, contents.len() as u64, mtime)
+    }
+
+    /// Writes the member's header(s) with size 0 and returns where its ustar header is.
+    fn start_member(&mut self, member: &str, mtime: u64) -> io::Result<u64> {
+        let (pax, header) = member_header(member, 0, mtime)?;
+        if let Some(pax) = pax {
+            self.write_raw(&pax)?;
+        }
+        let header_pos = self.pos;
+        self.write_raw(header.as_bytes())?;
+        Ok(header_pos)
+    }
+
+    /// Pads the member's data and rewrites its header with the real size.
+    fn end_member(
+        &mut self,
+        header_pos: u64,
+        member: &str,
+        size: u64,
+        mtime: u64,
+    ) -> io::Result<()> {
+        self.pad()?;
+        let (_, header) = member_header(member, size, mtime)?;
+        let end = self.pos;
+        let out = self.out()?;
+        out.seek(SeekFrom::Start(header_pos))?;
+        out.write_all(header.as_bytes())?;
+        out.seek(SeekFrom::Start(end))?;
+        Ok(())
+    }
+
+    fn stream_volume<R: Read>(
+        &mut self,
+        member: &str,
+        data: R,
+        digest_options: &DigestOptions,
+    ) -> Result<(super::digest::TreeSummary, u64, String), DigestError> {
+        let mtime = self.mtime();
+        let header_pos = self
+            .start_member(member, mtime)
+            .map_err(DigestError::Sink)?;
+        let options = self.options;
+        let out = self.out().map_err(DigestError::Sink)?;
+        let sink = HashingWriter {
+            out,
+            sha: Sha256::new(),
+            bytes: 0,
+        };
+        let mut encoder =
+            zstd::stream::write::Encoder::new(sink, options.level).map_err(DigestError::Sink)?;
+        encoder.include_checksum(true).map_err(DigestError::Sink)?;
+        if options.workers > 0 {
+            encoder
+                .multithread(options.workers)
+                .map_err(DigestError::Sink)?;
+            if MT_SMALL_JOB_LEVELS.contains(&options.level) {
+                encoder
+                    .set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))
+                    .map_err(DigestError::Sink)?;
+            }
+        }
+        let summary = digest_tar_into(data, &mut encoder, digest_options)?;
+        let sink = encoder.finish().map_err(DigestError::Sink)?;
+        let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
+        self.pos += stored;
+        self.end_member(header_pos, member, stored, mtime)
+            .map_err(DigestError::Sink)?;
+        Ok((summary, stored, sha))
+    }
+
+    /// Cuts the file back to `start` after a failed member; poisons the writer if even that fails.
+    fn rollback(&mut self, start: u64) {
+        let cut = (|| -> io::Result<()> {
+            let out = self.out()?;
+            out.seek(SeekFrom::Start(start))?;
+            out.get_ref().set_len(start)?;
+            Ok(())
+        })();
+        match cut {
+            Ok(()) => self.pos = start,
+            Err(_) => self.poisoned = true,
+        }
+    }
+}
+
+impl Drop for BackupWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            drop(self.out.take());
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Creates the backup directory (0700, with a `.gitignore` of `*`) unless it exists.
+fn ensure_dir(dir: &Path) -> Result<(), ArchiveError> {
+    let err = |source| ArchiveError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match dir.metadata() {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "it exists and is not a directory",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(err(e)),
+    }
+    let gitignore = dir.join(".gitignore");
+    match fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&gitignore)
+    {
+        Ok(mut f) => f.write_all(b"*\n").map_err(err),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Gives the finished `.partial` its final name without ever replacing an existing file.
+fn publish(partial: &Path, target: &Path) -> Result<(), ArchiveError> {
+    let finish_err = |source| ArchiveError::Finish {
+        path: target.to_path_buf(),
+        source,
+    };
+    match std::fs::hard_link(partial, target) {
+        Ok(()) => {
+            // The backup is complete under its final name; a leftover second name would only be skipped.
+            let _ = std::fs::remove_file(partial);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ArchiveError::Exists {
+            path: target.to_path_buf(),
+        }),
+        Err(_) => {
+            if target.symlink_metadata().is_ok() {
+                return Err(ArchiveError::Exists {
+                    path: target.to_path_buf(),
+                });
+            }
+            fs_err::rename(partial, target).map_err(finish_err)
+        }
+    }
+}
+
+/// The header block(s) of a member: a PAX `x` header (header, `path` record, padding) when the name does not
+/// fit ustar's fields, then the ustar header itself.
+fn member_header(
+    member: &str,
+    size: u64,
+    mtime: u64,
+) -> io::Result<(Option<Vec<u8>>, tar::Header)> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o600);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_size(size);
+    debug_assert!(size <= MAX_OCTAL_SIZE || header.as_bytes()[124] & 0x80 != 0);
+    let pax = if header.set_path(member).is_ok() {
+        None
+    } else {
+        let short = truncate_utf8(member, 100);
+        header.as_old_mut().name = [0; 100];
+        header.as_old_mut().name[..short.len()].copy_from_slice(short.as_bytes());
+        let record = pax_record("path", member);
+        let mut ext = tar::Header::new_ustar();
+        ext.set_entry_type(tar::EntryType::XHeader);
+        ext.set_mode(0o600);
+        ext.set_mtime(mtime);
+        ext.set_size(record.len() as u64);
+        let ext_name = format!(
+            "PaxHeader/{}",
+            truncate_utf8(short.rsplit('/').next().unwrap_or(""), 80)
+        );
+        ext.set_path(&ext_name)?;
+        ext.set_cksum();
+        let mut bytes = ext.as_bytes().to_vec();
+        bytes.extend_from_slice(&record);
+        let padded = bytes.len().div_ceil(BLOCK as usize) * BLOCK as usize;
+        bytes.resize(padded, 0);
+        Some(bytes)
+    };
+    header.set_cksum();
+    Ok((pax, header))
+}
+
+/// `"<len> <key>=<value>\n"`, where `<len>` counts the whole record, itself included.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n").into_bytes()
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Hashes and counts what passes through on the way to the file.
+struct HashingWriter<'a> {
+    out: &'a mut BufWriter<fs_err::File>,
+    sha: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::digest::tests::{build, dir, file};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    pub(crate) fn spec(key: &str) -> VolumeSpec {
+        VolumeSpec {
+            key: key.into(),
+            name: format!("app_{key}"),
+            kind: DataKind::Named,
+            tier: Tier::Critical,
+            reason: "test".into(),
+            driver: "local".into(),
+            driver_opts: Default::default(),
+            labels: Default::default(),
+            users: vec![],
+            consistency: "stop".into(),
+            tar_prefix: None,
+        }
+    }
+
+    fn name() -> BackupName {
+        BackupName::new("app", "2026-11-22T10:15:00Z".parse().unwrap(), None).unwrap()
+    }
+
+    fn gnu_tar(args: &[&str]) -> std::process::Output {
+        let out = Command::new("tar").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tar {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        for value in ["x", &"y".repeat(90), &"z".repeat(995), &"w".repeat(9990)] {
+            let r = pax_record("path", value);
+            let (len, _) = std::str::from_utf8(&r).unwrap().split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), r.len());
+        }
+    }
+
+    #[test]
+    fn creates_private_directory_with_gitignore_and_private_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("backups");
+        let w = BackupWriter::create(
+            &dir,
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(w.partial_path()), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(".gitignore")).unwrap(),
+            "*\n"
+        );
+        assert!(
+            w.partial_path()
+                .ends_with("app-20261122T101500Z.tar.partial")
+        );
+        let done = w.finish().unwrap();
+        assert_eq!(mode(&done.path), 0o600);
+        assert!(!dir.join("app-20261122T101500Z.tar.partial").exists());
+    }
+
+    #[test]
+    fn existing_directory_is_left_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        drop(w);
+        assert!(!tmp.path().join(".gitignore").exists());
+        assert_eq!(
+            tmp.path().metadata().unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
+
+    #[test]
+    fn dropping_an_unfinished_writer_removes_the_partial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        w.add_volume(spec("db"), &build(&[dir("."), file("x", b"x")])[..])
+            .unwrap();
+        let partial = w.partial_path().to_path_buf();
+        assert!(partial.exists());
+        drop(w);
+        assert!(!partial.exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dropping_during_a_panic_removes_the_partial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().to_path_buf();
+        let result = std::panic::catch_unwind(move || {
+            let _w = BackupWriter::create(
+                &path,
+                &name(),
+                EngineInfo::default(),
+                WriterOptions::default(),
+            )
+            .unwrap();
+            panic!("interrupted");
+        });
+        assert!(result.is_err());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn finish_never_replaces_an_existing_backup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        // Another backup of the same second appears meanwhile.
+        std::fs::write(tmp.path().join("app-20261122T101500Z.tar"), b"precious").unwrap();
+        let err = w.finish().unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(tmp.path().join("app-20261122T101500Z.tar")).unwrap(),
+            b"precious"
+        );
+        let err = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err}");
+    }
+
+    #[test]
+    fn failed_volume_is_cut_off_and_writer_goes_on() {
+        struct Broken(Vec<u8>, usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.1 >= 4096 {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(512).min(self.0.len() - self.1);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        let big = build(&[dir("."), file("x", &vec![7u8; 100_000])]);
+        let err = w.add_volume(spec("db"), Broken(big, 0)).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::ReadVolume { key, .. } if key == "db"),
+            "{err}"
+        );
+        assert_eq!(w.pos, 0);
+        w.add_volume(spec("db"), &build(&[dir("."), file("x", b"x")])[..])
+            .unwrap();
+        let done = w.finish().unwrap();
+        let list = String::from_utf8(gnu_tar(&["tf", done.path.to_str().unwrap()]).stdout).unwrap();
+        assert_eq!(list, "volumes/db.tar.zst\nmanifest.json\n");
+    }
+
+    #[test]
+    fn compose_files_come_first_and_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        w.add_compose_file("compose.yaml", b"services: {}\n")
+            .unwrap();
+        assert!(w.add_compose_file("compose.yaml", b"x").is_err());
+        assert!(w.add_compose_file("../compose.yaml", b"x").is_err());
+        w.add_volume(spec("db"), &build(&[dir(".")])[..]).unwrap();
+        assert!(w.add_volume(spec("db"), &build(&[dir(".")])[..]).is_err());
+        let err = w.add_compose_file("late.yaml", b"x").unwrap_err();
+        assert!(matches!(err, ArchiveError::InvalidMember { .. }), "{err}");
+    }
+
+    #[test]
+    fn long_member_names_use_a_pax_path_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        let key = format!("web:/{}/node_modules", "deep/".repeat(40));
+        let record = w.add_volume(spec(&key), &build(&[dir(".")])[..]).unwrap();
+        assert!(record.member.len() > 255);
+        let done = w.finish().unwrap();
+        let list = String::from_utf8(gnu_tar(&["tf", done.path.to_str().unwrap()]).stdout).unwrap();
+        assert_eq!(list, format!("{}\nmanifest.json\n", record.member));
+    }
+
+    /// A member over 8 GiB: the size is patched in base-256. The data is a hole in a sparse file, so the test
+    /// costs no disk and little time.
+    #[test]
+    fn members_over_8_gib_get_a_base_256_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        let size = (8u64 << 30) + 12345;
+        let header_pos = w.start_member("volumes/big.tar.zst", 0).unwrap();
+        let end = w.pos + size;
+        let out = w.out().unwrap();
+        out.flush().unwrap();
+        out.get_ref().set_len(end).unwrap();
+        out.seek(SeekFrom::Start(end)).unwrap();
+        w.pos = end;
+        w.end_member(header_pos, "volumes/big.tar.zst", size, 0)
+            .unwrap();
+        let done = w.finish().unwrap();
+        let path = done.path.to_str().unwrap();
+        let listing = String::from_utf8(gnu_tar(&["tvf", path]).stdout).unwrap();
+        assert!(listing.contains(&format!(" {size} ")), "{listing}");
+        assert!(listing.contains("manifest.json"), "{listing}");
+        let out = gnu_tar(&["xOf", path, "manifest.json"]);
+        let manifest: Manifest = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(manifest.project, "app");
+        if which::which("bsdtar").is_ok() {
+            let out = Command::new("bsdtar").args(["tvf", path]).output().unwrap();
+            assert!(out.status.success());
+            assert!(String::from_utf8_lossy(&out.stdout).contains(&size.to_string()));
+        }
+        let backup = crate::archive::Backup::open(&done.path).unwrap();
+        let big = backup
+            .members()
+            .iter()
+            .find(|m| m.name == "volumes/big.tar.zst")
+            .unwrap();
+        assert_eq!(big.size, size);
+        let report = backup.verify().unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(
+            report.problems[0].kind,
+            crate::archive::ProblemKind::UnexpectedMember
+        );
+    }
+
+    #[test]
+    fn handles_can_move_to_blocking_threads() {
+        fn send<T: Send>() {}
+        send::<BackupWriter>();
+        send::<crate::archive::Backup>();
+        send::<crate::archive::VolumeStream>();
+    }
+}
