@@ -259,6 +259,20 @@ fn ls_table_before_up() {
 }
 
 #[test]
+fn ls_json_before_up() {
+    let env = TestEnv::new();
+    write_shop(&env);
+    let ran = env.persist(["ls", "--json"]);
+    ran.assert_success();
+    let dir = env.project_dir.display().to_string();
+    let text = ran
+        .stdout()
+        .replace(&dir, "[DIR]")
+        .replace(&env.project, "[PROJECT]");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
 fn ls_after_compose_v2_up_reports_engine_state_and_sizes() {
     let env = TestEnv::new();
     write_shop(&env);
