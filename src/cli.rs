@@ -216,8 +216,62 @@ pub enum Command {
     /// Show where one volume's data lives, how big it is and who uses it
     Inspect(InspectArgs),
 
+    /// Back up volumes and bind mounts into one backup file
+    Backup(BackupArgs),
+
+    /// List the project's backup files, newest first
+    Backups(BackupsArgs),
+
+    /// Check a backup file: structure, checksums, content digests
+    Verify(VerifyArgs),
+
     /// Print the built-in tier rules, first match wins
     Rules,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Volumes to back up: keys, engine names or bind paths (default: by tier)
+    #[arg(value_name = "VOLUME")]
+    pub volumes: Vec<String>,
+
+    /// Back up data of this tier (repeatable; default: critical and important)
+    #[arg(long = "tier", value_name = "TIER", value_parser = parse_tier, conflicts_with = "all")]
+    pub tiers: Vec<Tier>,
+
+    /// Back up data of every tier
+    #[arg(long)]
+    pub all: bool,
+
+    /// Directory for backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// A label added to the file name: `<project>-<time>-<tag>.tar`
+    #[arg(long, value_name = "LABEL")]
+    pub tag: Option<String>,
+
+    /// zstd compression level, 1 (fastest) to 19 (smallest)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupsArgs {
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The backup file (default: the project's newest)
+    #[arg(value_name = "BACKUP")]
+    pub backup: Option<PathBuf>,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

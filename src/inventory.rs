@@ -459,8 +459,9 @@ async fn bind_items(project: &Project, local: bool) -> Vec<DataItem> {
 /// The most entries a bind mount walk visits before giving up on a size.
 const MAX_WALK_ENTRIES: usize = 1_000_000;
 
-/// Bytes under `path` (hard links once, symlinks not followed); `None` when it does not exist or is too
-/// large to measure quickly.
+/// Bytes under `path` as the engine measures a volume: every non-directory by its own size (a symlink by
+/// its target's length, never followed), hard links once; `None` when it does not exist or is too large to
+/// measure quickly.
 fn host_size(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).ok()?;
@@ -479,7 +480,7 @@ fn host_size(path: &Path) -> Option<u64> {
         }
         let Ok(entry) = entry else { continue };
         let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() && (meta.nlink() < 2 || seen.insert((meta.dev(), meta.ino()))) {
+        if !meta.is_dir() && (meta.nlink() < 2 || seen.insert((meta.dev(), meta.ino()))) {
             total += meta.len();
         }
     }
@@ -520,14 +521,18 @@ mod tests {
     }
 
     #[test]
-    fn host_size_counts_hard_links_once_and_skips_symlinks() {
+    fn host_size_counts_hard_links_once_and_symlinks_by_target_length() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         std::fs::write(&a, vec![0u8; 1000]).unwrap();
         std::fs::hard_link(&a, dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("c"), vec![0u8; 24]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("l")).unwrap();
-        assert_eq!(host_size(dir.path()), Some(1024));
+        // The symlink counts by the length of its target, as the engine's disk usage does.
+        assert_eq!(
+            host_size(dir.path()),
+            Some(1024 + "/etc/passwd".len() as u64)
+        );
         assert_eq!(host_size(&dir.path().join("missing")), None);
     }
 }

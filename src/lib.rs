@@ -4,6 +4,7 @@
 //! `main.rs` parses arguments and calls [`run`]; everything else lives in the modules below.
 
 pub mod archive;
+pub mod cancel;
 pub mod cli;
 pub mod commands;
 pub mod compose;
@@ -28,21 +29,28 @@ pub async fn run(
         globals: &globals,
         project_args: &cli.project,
         printer,
+        engine: tokio::sync::OnceCell::new(),
     };
     let command = async {
         match &cli.command {
             Command::Ls(args) => commands::ls::run(&session, args).await,
             Command::Inspect(args) => commands::inspect::run(&session, args).await,
+            Command::Backup(args) => commands::backup::run(&session, args).await,
+            Command::Backups(args) => commands::backups::run(&session, args).await,
+            Command::Verify(args) => commands::verify::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         result = command => result,
         () = plugin::interrupted() => {
-            printer.warn("interrupted");
+            cancel::cancel();
+            printer.warn("interrupted; cleaning up");
             Ok(ExitStatus::Interrupted)
         }
-    }
+    };
+    session.cleanup().await;
+    outcome
 }
 
 /// Maps an error to its exit status and the hints that help with it.

@@ -47,8 +47,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(run(split.globals, cli, &printer));
-    // Do not wait for blocking tasks (a bind mount walk) once the command is over.
-    runtime.shutdown_background();
+    // Give blocking work (a backup being written) a moment to notice an interruption and remove its partial
+    // file; do not wait for a long bind mount walk.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match outcome {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {

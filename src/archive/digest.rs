@@ -207,6 +207,7 @@ pub struct TreeHasher {
     sum: [u64; 4],
     entries: u64,
     file_bytes: u64,
+    symlink_bytes: u64,
     has_root: bool,
 }
 
@@ -227,8 +228,10 @@ impl TreeHasher {
             carry = c1 || c2;
         }
         self.entries += 1;
-        if let EntryData::File { size, .. } = entry.data {
-            self.file_bytes += size;
+        match entry.data {
+            EntryData::File { size, .. } => self.file_bytes += size,
+            EntryData::Symlink { target } => self.symlink_bytes += target.len() as u64,
+            _ => {}
         }
         if entry.path.is_empty() {
             self.has_root = true;
@@ -241,6 +244,11 @@ impl TreeHasher {
 
     pub fn file_bytes(&self) -> u64 {
         self.file_bytes
+    }
+
+    /// Bytes of symlink targets: what a symlink occupies to the engine's disk usage measure.
+    pub fn symlink_bytes(&self) -> u64 {
+        self.symlink_bytes
     }
 
     pub fn has_root(&self) -> bool {
@@ -342,6 +350,8 @@ pub struct TreeSummary {
     pub entries: u64,
     /// Bytes of regular-file content (a hardlink adds nothing: its data is the linked file's).
     pub file_bytes: u64,
+    /// Bytes of symlink targets (the engine's disk usage counts a symlink by its target's length).
+    pub symlink_bytes: u64,
     /// Bytes of the whole tar stream, padding and end-of-archive blocks included.
     pub tar_bytes: u64,
     /// Whether the tar had an entry for the root directory.
@@ -427,6 +437,7 @@ pub fn digest_tar_into<R: Read, W: Write>(
         digest: hasher.digest(),
         entries,
         file_bytes: hasher.file_bytes(),
+        symlink_bytes: hasher.symlink_bytes(),
         tar_bytes: tee.bytes,
         has_root: hasher.has_root(),
     })

@@ -139,6 +139,9 @@ pub struct VolumeRecord {
     /// Bytes of regular-file content, each hardlinked file once.
     #[serde(default)]
     pub file_bytes: u64,
+    /// Bytes of symlink targets; with `file_bytes`, what the engine's disk usage reports for the volume.
+    #[serde(default)]
+    pub symlink_bytes: u64,
     /// Bytes of the inner tar stream.
     pub uncompressed_bytes: u64,
     /// Bytes of the member as stored (compressed).
@@ -435,6 +438,7 @@ mod tests {
                 tar_prefix: Some("data".into()),
                 entries: 3,
                 file_bytes: 10,
+                symlink_bytes: 0,
                 uncompressed_bytes: 3072,
                 stored_bytes: 200,
                 sha256: "00".repeat(32),

@@ -259,6 +259,7 @@ impl BackupWriter {
             tar_prefix: digest_options.strip_prefix().map(str::to_string),
             entries: summary.entries,
             file_bytes: summary.file_bytes,
+            symlink_bytes: summary.symlink_bytes,
             uncompressed_bytes: summary.tar_bytes,
             stored_bytes: stored,
             sha256,

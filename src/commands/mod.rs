@@ -1,9 +1,12 @@
 //! One module per subcommand. Each turns its arguments into a plan, then carries it out; all share the
 //! [`Session`] that loads the project and connects to the engine.
 
+pub mod backup;
+pub mod backups;
 pub mod inspect;
 pub mod ls;
 pub mod rules;
+pub mod verify;
 
 use anyhow::Context as _;
 
@@ -47,11 +50,12 @@ pub struct UsageError {
     pub hint: Option<String>,
 }
 
-/// What every command starts from: the parsed global options and the printer.
+/// What every command starts from: the parsed global options and the printer; the engine once connected.
 pub struct Session<'a> {
     pub globals: &'a DockerGlobals,
     pub project_args: &'a ProjectArgs,
     pub printer: &'a Printer,
+    pub engine: tokio::sync::OnceCell<Engine>,
 }
 
 impl Session<'_> {
@@ -81,14 +85,35 @@ impl Session<'_> {
         Ok(project)
     }
 
-    /// Resolves the endpoint like the Docker CLI and connects.
+    /// Resolves the endpoint like the Docker CLI and connects (once per command).
     pub async fn connect(&self) -> anyhow::Result<Engine> {
-        let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-        let endpoint = context::resolve(self.globals, &env)?;
-        self.printer.verbose(format!(
-            "engine `{}` (context `{}`, from {})",
-            endpoint.host, endpoint.context, endpoint.source
-        ));
-        Ok(Engine::connect(&endpoint).await?)
+        let engine = self
+            .engine
+            .get_or_try_init(|| async {
+                let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+                let endpoint = context::resolve(self.globals, &env)?;
+                self.printer.verbose(format!(
+                    "engine `{}` (context `{}`, from {})",
+                    endpoint.host, endpoint.context, endpoint.source
+                ));
+                anyhow::Ok(Engine::connect(&endpoint).await?)
+            })
+            .await?;
+        Ok(engine.clone())
+    }
+
+    /// Removes the helper containers this command left (on an error or an interruption).
+    pub async fn cleanup(&self) {
+        if let Some(engine) = self.engine.get() {
+            match engine.remove_leftover_helpers().await {
+                Ok(0) => {}
+                Ok(n) => self
+                    .printer
+                    .verbose(format!("removed {n} helper container(s)")),
+                Err(e) => self.printer.warn(format!(
+                    "helper containers may be left behind: {e}; `docker ps -a --filter label=persist.helper=true` lists them"
+                )),
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! carries status, warnings, hints and errors. Colour follows `--color`, then `NO_COLOR`, then whether the
 //! stream is a terminal, and never carries meaning alone.
 
+pub mod progress;
 pub mod table;
 
 use std::io::Write;
@@ -46,6 +47,11 @@ impl Printer {
 
     pub fn json_mode(&self) -> bool {
         self.json
+    }
+
+    /// Whether progress bars may be drawn: stderr is a terminal, and neither `--quiet` nor `--json`.
+    pub fn progress_enabled(&self) -> bool {
+        !self.quiet && !self.json && console::Term::stderr().is_term()
     }
 
     pub fn color_stdout(&self) -> bool {

@@ -1,0 +1,335 @@
+//! `backup`: one backup file with the chosen volumes and bind mounts.
+//!
+//! Each piece of data is read through a helper container that mounts it read-only; the engine's tar stream
+//! goes through the content digest and zstd straight into the backup file (on a blocking thread, so the
+//! async side only moves bytes). The file is written as `.partial` and renamed once complete: an error or
+//! an interruption leaves no file that looks like a backup.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{ExitStatus, Session, UsageError};
+use crate::archive::{
+    BackupName, BackupWriter, EngineInfo, VolumeRecord, VolumeSpec, VolumeUser, WriterOptions,
+};
+use crate::cancel::CancellableReader;
+use crate::cli::BackupArgs;
+use crate::compose::Tier;
+use crate::compose::classify::DataKind;
+use crate::engine::Engine;
+use crate::engine::helper::HelperMount;
+use crate::inventory::{self, DataItem, Inventory};
+use crate::report::progress::Progress;
+use crate::report::{Printer, human_size};
+
+/// The tiers backed up when none is named.
+pub const DEFAULT_TIERS: [Tier; 2] = [Tier::Critical, Tier::Important];
+
+/// What one backup will hold.
+#[derive(Debug)]
+pub struct BackupPlan<'a> {
+    pub items: Vec<&'a DataItem>,
+    /// Data that was asked for (or is in scope) but cannot be read, and why.
+    pub skipped: Vec<(&'a DataItem, &'static str)>,
+}
+
+/// Chooses the data: the named volumes, else the given tiers, else critical and important.
+pub fn plan<'a>(
+    inventory: &'a Inventory,
+    volumes: &[String],
+    tiers: &[Tier],
+    all: bool,
+) -> Result<BackupPlan<'a>, UsageError> {
+    let chosen: Vec<&DataItem> = if !volumes.is_empty() {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for wanted in volumes {
+            let item = inventory.find(wanted).ok_or_else(|| UsageError {
+                message: format!(
+                    "project `{}` has no volume or bind mount `{wanted}`",
+                    inventory.project.name
+                ),
+                hint: Some("`docker persist ls` lists them".to_string()),
+            })?;
+            if seen.insert(&item.key) {
+                out.push(item);
+            }
+        }
+        out
+    } else {
+        let tiers: &[Tier] = if all {
+            &Tier::ALL
+        } else if tiers.is_empty() {
+            &DEFAULT_TIERS
+        } else {
+            tiers
+        };
+        inventory
+            .items
+            .iter()
+            .filter(|i| tiers.contains(&i.tier()))
+            // Host system paths are never data to back up unless named.
+            .filter(|i| i.classification.rule != Some("host-system"))
+            .collect()
+    };
+    let mut plan = BackupPlan {
+        items: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for item in chosen {
+        match (item.exists, &item.name) {
+            (Some(false), _) | (_, None) => plan.skipped.push((item, "it does not exist")),
+            _ => plan.items.push(item),
+        }
+    }
+    Ok(plan)
+}
+
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    schema_version: u32,
+    path: &'a Path,
+    bytes: u64,
+    volumes: &'a [VolumeRecord],
+}
+
+pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
+    let printer = session.printer;
+    let project = session.load_project()?;
+    let engine = session.connect().await?;
+    engine.remove_leftover_helpers().await?;
+    let inventory = inventory::build(project, &engine).await?;
+    for w in &inventory.warnings {
+        printer.warn(w);
+    }
+    let plan = plan(&inventory, &args.volumes, &args.tiers, args.all)?;
+    for (item, why) in &plan.skipped {
+        printer.warn(format!("skipping `{}`: {why}", item.key));
+    }
+    if plan.items.is_empty() {
+        bail!(UsageError {
+            message: "nothing to back up: no existing data in the chosen scope".to_string(),
+            hint: Some(
+                "`docker persist ls` shows what exists; name volumes, or use `--tier` or `--all`"
+                    .to_string()
+            ),
+        });
+    }
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| inventory.project.directory.join("backups"));
+    check_free_space(&dir, &plan.items)?;
+
+    let version = engine.version().await?;
+    let name = BackupName::new(
+        &inventory.project.name,
+        jiff::Timestamp::now(),
+        args.tag.as_deref(),
+    )?;
+    let options = WriterOptions {
+        level: args.level,
+        ..WriterOptions::default()
+    };
+    let mut writer = BackupWriter::create(
+        &dir,
+        &name,
+        EngineInfo {
+            version: version.version,
+            os: version.os,
+            arch: version.arch,
+        },
+        options,
+    )?;
+    add_compose_files(&mut writer, &inventory.project.files)?;
+
+    let mut records = Vec::new();
+    for item in &plan.items {
+        let (w, record) = back_up_one(&engine, printer, writer, item).await?;
+        writer = w;
+        report_volume(printer, item, &record);
+        records.push(record);
+    }
+    let finished = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .context("the backup writer stopped unexpectedly")??;
+
+    if printer.json_mode() {
+        printer.json(&BackupJson {
+            schema_version: 1,
+            path: &finished.path,
+            bytes: finished.bytes,
+            volumes: &records,
+        })?;
+    } else {
+        printer.status(format!(
+            "Backed up {} to `{}` ({})",
+            plural(records.len(), "volume"),
+            finished.path.display(),
+            human_size(finished.bytes)
+        ));
+        printer.data(format!("{}\n", finished.path.display()));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Reads one piece of data through a helper container into the writer.
+async fn back_up_one(
+    engine: &Engine,
+    printer: &Printer,
+    mut writer: BackupWriter,
+    item: &DataItem,
+) -> anyhow::Result<(BackupWriter, VolumeRecord)> {
+    let name = item
+        .name
+        .clone()
+        .context("an item without a name cannot be read")?;
+    let mount = match item.kind {
+        DataKind::Bind => HelperMount::Bind {
+            path: name.clone(),
+            read_only: true,
+        },
+        _ => HelperMount::Volume {
+            name: name.clone(),
+            read_only: true,
+        },
+    };
+    printer.verbose(format!("reading `{}` through a helper container", item.key));
+    let helper = engine.create_helper(&mount).await?;
+    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let bridge = SyncIoBridge::new(StreamReader::new(stream));
+    let progress = Progress::bytes(printer.progress_enabled(), &item.key, item.size_bytes);
+    let spec = volume_spec(item, name);
+    let bar = progress.clone();
+    let key = item.key.clone();
+    let (writer, result) = tokio::task::spawn_blocking(move || {
+        let reader = CancellableReader::new(bridge, |n| bar.inc(n));
+        let result = writer.add_volume(spec, reader);
+        (writer, result)
+    })
+    .await
+    .context("the backup writer stopped unexpectedly")?;
+    progress.finish();
+    helper.remove().await?;
+    let record = result.with_context(|| format!("failed to back up `{key}`"))?;
+    Ok((writer, record))
+}
+
+fn volume_spec(item: &DataItem, name: String) -> VolumeSpec {
+    let volume = item.volume.as_ref();
+    let definition = item.definition.as_ref();
+    VolumeSpec {
+        key: item.key.clone(),
+        name,
+        kind: item.kind,
+        tier: item.tier(),
+        reason: item.classification.reason.clone(),
+        driver: volume
+            .map(|v| v.driver.clone())
+            .or_else(|| definition.and_then(|d| d.driver.clone()))
+            .unwrap_or_else(|| {
+                if item.kind == DataKind::Bind {
+                    String::new()
+                } else {
+                    "local".to_string()
+                }
+            }),
+        driver_opts: volume.map(|v| v.options.clone()).unwrap_or_default(),
+        labels: volume.map(|v| v.labels.clone()).unwrap_or_default(),
+        users: item
+            .users
+            .iter()
+            .map(|u| VolumeUser {
+                service: u.service.clone(),
+                target: u.target.clone(),
+                read_only: u.read_only,
+            })
+            .collect(),
+        consistency: "live".to_string(),
+        tar_prefix: None,
+    }
+}
+
+/// One status line per volume, and a loud warning when the stream held fewer bytes than the engine
+/// measured: the engine skips files it cannot read and still answers with success.
+fn report_volume(printer: &Printer, item: &DataItem, record: &VolumeRecord) {
+    printer.status(format!(
+        "Backed up `{}`: {} in {} entries, stored as {}",
+        item.key,
+        human_size(record.file_bytes),
+        record.entries,
+        human_size(record.stored_bytes)
+    ));
+    // The engine's measure: every non-directory once (hardlinks once), a symlink by its target's length.
+    let streamed = record.file_bytes + record.symlink_bytes;
+    if let Some(measured) = item.size_bytes
+        && measured != streamed
+    {
+        printer.warn(format!(
+            "`{}`: the engine measured {} of files but the backup holds {}: files may have been unreadable or changed while they were read; check the engine's log and compare with `docker persist inspect {}`",
+            item.key,
+            measured_text(measured),
+            measured_text(streamed),
+            item.key
+        ));
+    }
+}
+
+fn measured_text(bytes: u64) -> String {
+    format!("{} ({bytes} bytes)", human_size(bytes))
+}
+
+fn add_compose_files(writer: &mut BackupWriter, files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut used = HashSet::new();
+    for (n, path) in files.iter().enumerate() {
+        let base = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "compose.yaml".to_string());
+        // Two files of the same name from different directories keep both.
+        let name = if used.insert(base.clone()) {
+            base
+        } else {
+            format!("{}-{base}", n + 1)
+        };
+        let bytes = fs_err::read(path)?;
+        writer.add_compose_file(&name, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Refuses to start when the destination cannot hold the data uncompressed.
+fn check_free_space(dir: &Path, items: &[&DataItem]) -> anyhow::Result<()> {
+    let needed: u64 = items.iter().filter_map(|i| i.size_bytes).sum();
+    // The directory may not exist yet: measure the nearest existing ancestor.
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => {
+                probe = Path::new(".");
+                break;
+            }
+        }
+    }
+    let available = fs4::available_space(probe)
+        .with_context(|| format!("failed to read the free space of `{}`", probe.display()))?;
+    if available < needed {
+        bail!(
+            "not enough space in `{}`: the data to back up measures {}, {} is free",
+            dir.display(),
+            human_size(needed),
+            human_size(available)
+        );
+    }
+    Ok(())
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}

@@ -1,0 +1,137 @@
+//! `backups`: the project's backup files, newest first. A file without a valid manifest (an unfinished
+//! `.partial`, a damaged file) is never listed as a backup.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ExitStatus, Session};
+use crate::archive::{BackupListing, list_backups};
+use crate::cli::BackupsArgs;
+use crate::report::{human_size, table};
+
+#[derive(Serialize)]
+struct BackupsJson<'a> {
+    schema_version: u32,
+    project: &'a str,
+    dir: &'a Path,
+    backups: Vec<BackupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    path: &'a Path,
+    created: String,
+    tag: Option<&'a str>,
+    bytes: u64,
+    volumes: Vec<&'a str>,
+}
+
+/// The backup directory of a command: `--dir`, else `backups` in the project directory.
+pub fn backup_dir(dir: &Option<PathBuf>, project_dir: &Path) -> PathBuf {
+    dir.clone().unwrap_or_else(|| project_dir.join("backups"))
+}
+
+/// The project's backups in `dir`, newest first.
+pub fn listing(dir: &Path, project: &str) -> anyhow::Result<BackupListing> {
+    Ok(list_backups(dir, project)?)
+}
+
+pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<ExitStatus> {
+    let printer = session.printer;
+    let project = session.load_project()?;
+    let dir = backup_dir(&args.dir, &project.directory);
+    let listing = listing(&dir, &project.name)?;
+    for s in &listing.skipped {
+        printer.verbose(format!(
+            "not a backup: `{}`: {}",
+            s.path.display(),
+            s.reason
+        ));
+    }
+    if printer.json_mode() {
+        printer.json(&BackupsJson {
+            schema_version: 1,
+            project: &project.name,
+            dir: &dir,
+            backups: listing
+                .backups
+                .iter()
+                .map(|b| BackupJson {
+                    path: &b.path,
+                    created: b.created().to_string(),
+                    tag: b.tag(),
+                    bytes: b.bytes,
+                    volumes: b.manifest.volumes.iter().map(|v| v.key.as_str()).collect(),
+                })
+                .collect(),
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    if listing.backups.is_empty() {
+        printer.status(format!(
+            "No backups of project `{}` in `{}`",
+            project.name,
+            dir.display()
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Vec<String>> = listing
+        .backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.created().strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                age(now, b.created()),
+                b.tag().unwrap_or("-").to_string(),
+                human_size(b.bytes),
+                b.manifest
+                    .volumes
+                    .iter()
+                    .map(|v| v.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                b.path.display().to_string(),
+            ]
+        })
+        .collect();
+    printer.data(table::render(
+        &["CREATED", "AGE", "TAG", "SIZE", "VOLUMES", "FILE"],
+        &rows,
+    ));
+    if !listing.skipped.is_empty() {
+        printer.status(format!(
+            "{} file(s) in `{}` are not complete backups (`--verbose` names them)",
+            listing.skipped.len(),
+            dir.display()
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `12 seconds ago`, `3 minutes ago`, `5 hours ago`, `2 days ago`.
+pub fn age(now: jiff::Timestamp, then: jiff::Timestamp) -> String {
+    let secs = now.as_second().saturating_sub(then.as_second()).max(0);
+    let (n, unit) = match secs {
+        0..60 => (secs, "second"),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        _ => (secs / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        let t = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        assert_eq!(age(t(100), t(99)), "1 second ago");
+        assert_eq!(age(t(4000), t(400)), "1 hour ago");
+        assert_eq!(age(t(200_000), t(0)), "2 days ago");
+        assert_eq!(age(t(0), t(10)), "0 seconds ago");
+    }
+}

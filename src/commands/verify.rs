@@ -1,0 +1,133 @@
+//! `verify [BACKUP]`: checks a backup file end to end — outer structure, manifest, the sha256 of every
+//! member, zstd frames, inner tars and content digests — and names every problem it finds.
+
+use serde::Serialize;
+
+use super::backups::{backup_dir, listing};
+use super::{ExitStatus, Session, UsageError};
+use crate::archive::{Backup, Problem};
+use crate::cli::VerifyArgs;
+use crate::report::human_size;
+
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    schema_version: u32,
+    path: &'a std::path::Path,
+    ok: bool,
+    volumes: Vec<VolumeJson<'a>>,
+    problems: Vec<ProblemJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct VolumeJson<'a> {
+    key: &'a str,
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct ProblemJson<'a> {
+    member: Option<&'a str>,
+    what: &'a str,
+    expected: Option<&'a str>,
+    found: Option<&'a str>,
+}
+
+pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
+    let printer = session.printer;
+    let path = match &args.backup {
+        Some(p) => p.clone(),
+        None => {
+            let project = session.load_project()?;
+            let dir = backup_dir(&args.dir, &project.directory);
+            let newest = listing(&dir, &project.name)?.backups.into_iter().next();
+            match newest {
+                Some(b) => b.path,
+                None => {
+                    return Err(UsageError {
+                        message: format!(
+                            "project `{}` has no backups in `{}`",
+                            project.name,
+                            dir.display()
+                        ),
+                        hint: Some("`docker persist backup` takes one".to_string()),
+                    }
+                    .into());
+                }
+            }
+        }
+    };
+    printer.status(format!("Verifying `{}`", path.display()));
+    let p = path.clone();
+    let report =
+        tokio::task::spawn_blocking(move || Backup::open(&p).and_then(|b| b.verify())).await??;
+    if printer.json_mode() {
+        printer.json(&VerifyJson {
+            schema_version: 1,
+            path: &path,
+            ok: report.is_ok(),
+            volumes: report
+                .volumes
+                .iter()
+                .map(|v| VolumeJson {
+                    key: &v.key,
+                    ok: v.ok,
+                })
+                .collect(),
+            problems: report.problems.iter().map(problem_json).collect(),
+        })?;
+    } else {
+        for v in &report.volumes {
+            let detail = v
+                .summary
+                .as_ref()
+                .map(|s| format!("{} entries, {}", s.entries, human_size(s.file_bytes)))
+                .unwrap_or_default();
+            printer.status(format!(
+                "  {} `{}` {detail}",
+                if v.ok { "ok     " } else { "FAILED " },
+                v.key
+            ));
+        }
+        for p in &report.problems {
+            printer.warn(problem_text(p));
+        }
+    }
+    if report.is_ok() {
+        printer.status(format!(
+            "`{}` is intact: {} volume(s), every checksum and digest matches",
+            path.display(),
+            report.volumes.len()
+        ));
+        Ok(ExitStatus::Success)
+    } else {
+        anyhow::bail!(
+            "`{}` is damaged: {} problem(s) found",
+            path.display(),
+            report.problems.len()
+        )
+    }
+}
+
+fn problem_json(p: &Problem) -> ProblemJson<'_> {
+    ProblemJson {
+        member: p.member.as_deref(),
+        what: &p.what,
+        expected: p.expected.as_deref(),
+        found: p.found.as_deref(),
+    }
+}
+
+/// "`volumes/db.tar.zst`: sha256 mismatch (expected …, found …)".
+pub fn problem_text(p: &Problem) -> String {
+    let mut s = match &p.member {
+        Some(m) => format!("`{m}`: {}", p.what),
+        None => p.what.clone(),
+    };
+    match (&p.expected, &p.found) {
+        (Some(e), Some(f)) => s.push_str(&format!(" (expected {e}, found {f})")),
+        (Some(e), None) => s.push_str(&format!(" (expected {e})")),
+        (None, Some(f)) => s.push_str(&format!(" (found {f})")),
+        (None, None) => {}
+    }
+    s
+}
