@@ -33,6 +33,12 @@ impl<R: Read, F: FnMut(u64)> CancellableReader<R, F> {
     }
 }
 
+impl<R, F> CancellableReader<R, F> {
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
 impl<R: Read, F: FnMut(u64)> Read for CancellableReader<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if is_cancelled() {

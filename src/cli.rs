@@ -225,8 +225,47 @@ pub enum Command {
     /// Check a backup file: structure, checksums, content digests
     Verify(VerifyArgs),
 
+    /// Restore volumes from a backup file (a safety backup of the data it replaces comes first)
+    Restore(RestoreArgs),
+
     /// Print the built-in tier rules, first match wins
     Rules,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// A backup file (`….tar`), then the volumes to restore from it (default: the newest backup, every
+    /// volume in it)
+    #[arg(value_name = "BACKUP|VOLUME")]
+    pub args: Vec<String>,
+
+    /// Restore only volumes of this tier (repeatable)
+    #[arg(long = "tier", value_name = "TIER", value_parser = parse_tier)]
+    pub tiers: Vec<Tier>,
+
+    /// Restore into a new volume of this name; the original is left untouched
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+
+    /// Replace data without asking (needed without a terminal)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Skip the backup of the data being replaced
+    #[arg(long)]
+    pub no_safety_backup: bool,
+
+    /// Leave the services stopped afterwards
+    #[arg(long)]
+    pub no_start: bool,
+
+    /// Show what would be restored, replaced, stopped and recreated, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -30,6 +30,8 @@ pub async fn run(
         project_args: &cli.project,
         printer,
         engine: tokio::sync::OnceCell::new(),
+        restarts: std::sync::Mutex::new(Vec::new()),
+        notes: std::sync::Mutex::new(Vec::new()),
     };
     let command = async {
         match &cli.command {
@@ -38,6 +40,7 @@ pub async fn run(
             Command::Backup(args) => commands::backup::run(&session, args).await,
             Command::Backups(args) => commands::backups::run(&session, args).await,
             Command::Verify(args) => commands::verify::run(&session, args).await,
+            Command::Restore(args) => commands::restore::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
         }
     };
@@ -49,7 +52,9 @@ pub async fn run(
             Ok(ExitStatus::Interrupted)
         }
     };
-    session.cleanup().await;
+    session
+        .cleanup(matches!(outcome, Ok(ExitStatus::Success)))
+        .await;
     outcome
 }
 
@@ -60,6 +65,9 @@ pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
     use engine::{ConnectFailure, EngineError};
 
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<commands::restore::Refused>() {
+            return (ExitStatus::Refused, vec![e.hint.clone()]);
+        }
         if let Some(e) = cause.downcast_ref::<commands::UsageError>() {
             return (ExitStatus::Usage, e.hint.iter().cloned().collect());
         }

@@ -14,6 +14,7 @@
 pub mod digest;
 pub mod format;
 pub mod reader;
+pub mod rebase;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use reader::{
     Backup, BackupListing, BackupSummary, MemberIndex, Problem, ProblemKind, SkippedFile,
     VerifyReport, VolumeCheck, VolumeStream, list_backups,
 };
+pub use rebase::rebase_tar;
 pub use writer::{BackupWriter, FinishedBackup, VolumeSpec, WriterOptions};
 
 /// Everything that can go wrong reading or writing a backup file; one variant per operation, each naming the

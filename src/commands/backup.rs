@@ -15,12 +15,13 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{ExitStatus, Session, UsageError};
 use crate::archive::{
-    BackupName, BackupWriter, EngineInfo, VolumeRecord, VolumeSpec, VolumeUser, WriterOptions,
+    BackupName, BackupWriter, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec, VolumeUser,
+    WriterOptions,
 };
 use crate::cancel::CancellableReader;
 use crate::cli::BackupArgs;
-use crate::compose::Tier;
 use crate::compose::classify::DataKind;
+use crate::compose::{Project, Tier};
 use crate::engine::Engine;
 use crate::engine::helper::HelperMount;
 use crate::inventory::{self, DataItem, Inventory};
@@ -120,44 +121,18 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             ),
         });
     }
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| inventory.project.directory.join("backups"));
-    check_free_space(&dir, &plan.items)?;
+    let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
 
-    let version = engine.version().await?;
-    let name = BackupName::new(
-        &inventory.project.name,
-        jiff::Timestamp::now(),
-        args.tag.as_deref(),
-    )?;
-    let options = WriterOptions {
-        level: args.level,
-        ..WriterOptions::default()
-    };
-    let mut writer = BackupWriter::create(
+    let (finished, records) = write_backup(
+        &engine,
+        printer,
+        &inventory.project,
+        &plan.items,
         &dir,
-        &name,
-        EngineInfo {
-            version: version.version,
-            os: version.os,
-            arch: version.arch,
-        },
-        options,
-    )?;
-    add_compose_files(&mut writer, &inventory.project.files)?;
-
-    let mut records = Vec::new();
-    for item in &plan.items {
-        let (w, record) = back_up_one(&engine, printer, writer, item).await?;
-        writer = w;
-        report_volume(printer, item, &record);
-        records.push(record);
-    }
-    let finished = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .context("the backup writer stopped unexpectedly")??;
+        args.tag.as_deref(),
+        args.level,
+    )
+    .await?;
 
     if printer.json_mode() {
         printer.json(&BackupJson {
@@ -176,6 +151,47 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         printer.data(format!("{}\n", finished.path.display()));
     }
     Ok(ExitStatus::Success)
+}
+
+/// Writes one backup file of `items` into `dir` and returns it with the volume records.
+pub async fn write_backup(
+    engine: &Engine,
+    printer: &Printer,
+    project: &Project,
+    items: &[&DataItem],
+    dir: &Path,
+    tag: Option<&str>,
+    level: i32,
+) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
+    check_free_space(dir, items)?;
+    let version = engine.version().await?;
+    let name = BackupName::new(&project.name, jiff::Timestamp::now(), tag)?;
+    let options = WriterOptions {
+        level,
+        ..WriterOptions::default()
+    };
+    let mut writer = BackupWriter::create(
+        dir,
+        &name,
+        EngineInfo {
+            version: version.version,
+            os: version.os,
+            arch: version.arch,
+        },
+        options,
+    )?;
+    add_compose_files(&mut writer, &project.files)?;
+    let mut records = Vec::new();
+    for item in items {
+        let (w, record) = back_up_one(engine, printer, writer, item).await?;
+        writer = w;
+        report_volume(printer, item, &record);
+        records.push(record);
+    }
+    let finished = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .context("the backup writer stopped unexpectedly")??;
+    Ok((finished, records))
 }
 
 /// Reads one piece of data through a helper container into the writer.

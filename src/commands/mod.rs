@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod backups;
+pub mod compose_cli;
 pub mod inspect;
 pub mod ls;
+pub mod restore;
 pub mod rules;
 pub mod verify;
 
@@ -56,6 +58,11 @@ pub struct Session<'a> {
     pub project_args: &'a ProjectArgs,
     pub printer: &'a Printer,
     pub engine: tokio::sync::OnceCell<Engine>,
+    /// Containers this command stopped and has not started again: started by [`Session::cleanup`] when
+    /// the command ends early.
+    pub restarts: std::sync::Mutex<Vec<(String, String)>>,
+    /// What the user should know when the command ends early (where a safety backup is).
+    pub notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl Session<'_> {
@@ -102,8 +109,58 @@ impl Session<'_> {
         Ok(engine.clone())
     }
 
-    /// Removes the helper containers this command left (on an error or an interruption).
-    pub async fn cleanup(&self) {
+    /// Remembers a container this command stopped, to start again if the command ends early.
+    pub fn restart_on_interrupt(&self, id: String, name: String) {
+        if let Ok(mut r) = self.restarts.lock() {
+            r.push((id, name));
+        }
+    }
+
+    /// The container is back (or deliberately not): nothing to do for it at the end.
+    pub fn forget_restart(&self, id: &str) {
+        if let Ok(mut r) = self.restarts.lock() {
+            r.retain(|(i, _)| i != id);
+        }
+    }
+
+    /// Leaves every stopped container stopped (their data is not in a state to run on).
+    pub fn clear_restarts(&self) {
+        if let Ok(mut r) = self.restarts.lock() {
+            r.clear();
+        }
+    }
+
+    /// A line to print if the command ends early.
+    pub fn note_on_interrupt(&self, note: String) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.push(note);
+        }
+    }
+
+    /// At the end of every command: start what it stopped and did not start again, remove the helper
+    /// containers it left, and (when it did not succeed) say what the user should know.
+    pub async fn cleanup(&self, succeeded: bool) {
+        let restarts: Vec<(String, String)> = self
+            .restarts
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if let Some(engine) = self.engine.get() {
+            for (id, name) in restarts {
+                match engine.start_container(&id, &name).await {
+                    Ok(()) => self.printer.status(format!("Started `{name}` again")),
+                    Err(e) => self.printer.warn(format!(
+                        "`{name}` is stopped and could not be started again: {e}; start it with `docker start {name}`"
+                    )),
+                }
+            }
+        }
+        if !succeeded {
+            let notes: Vec<String> = self.notes.lock().map(|n| n.clone()).unwrap_or_default();
+            for n in notes {
+                self.printer.warn(n);
+            }
+        }
         if let Some(engine) = self.engine.get() {
             match engine.remove_leftover_helpers().await {
                 Ok(0) => {}

@@ -29,17 +29,37 @@ impl Engine {
             })
     }
 
-    /// Unpacks a tar stream into the helper's data path. Ownership in the tar headers is kept.
+    /// Unpacks a tar stream into the helper's data path. Ownership in the tar headers is kept, but the
+    /// engine ignores the entry for the data path itself (see [`Engine::upload_root`]).
     pub async fn upload_data(
         &self,
         helper: &HelperContainer,
+        tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        self.upload_to(helper, DATA_PATH, tar).await
+    }
+
+    /// Unpacks a tar stream whose entries lie under `data/` into the helper's root, so that the entry
+    /// `data/` sets the owner, mode and times of the mounted volume's root as well.
+    pub async fn upload_root(
+        &self,
+        helper: &HelperContainer,
+        tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        self.upload_to(helper, "/", tar).await
+    }
+
+    async fn upload_to(
+        &self,
+        helper: &HelperContainer,
+        path: &str,
         tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), EngineError> {
         self.docker
             .upload_to_container(
                 helper.id(),
                 Some(UploadToContainerOptions {
-                    path: DATA_PATH.to_string(),
+                    path: path.to_string(),
                     ..Default::default()
                 }),
                 bollard::body_try_stream(tar),

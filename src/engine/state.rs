@@ -38,6 +38,8 @@ pub struct ContainerInfo {
     /// `running`, `exited`, `created`, …
     pub state: String,
     pub mounts: Vec<ContainerMount>,
+    /// `com.docker.compose.version`: which Compose made it (`1.29.2`, `2.40.3`).
+    pub compose_version: Option<String>,
 }
 
 impl ContainerInfo {
@@ -193,6 +195,7 @@ fn container_info(c: bollard::models::ContainerSummary) -> ContainerInfo {
         id: c.id.unwrap_or_default(),
         name,
         service: labels.get(SERVICE_LABEL).cloned(),
+        compose_version: labels.get("com.docker.compose.version").cloned(),
         image: c.image.unwrap_or_default(),
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         mounts: c

@@ -3,6 +3,7 @@
 //! stream is a terminal, and never carries meaning alone.
 
 pub mod progress;
+pub mod prompt;
 pub mod table;
 
 use std::io::Write;

@@ -1,0 +1,799 @@
+//! `restore [BACKUP] [VOLUME…]`: puts volumes and bind mounts back from a backup file, bit for bit.
+//!
+//! Order, so that nothing is lost: verify the members it needs (a damaged backup changes nothing); show
+//! what will be replaced and get a confirmation; take a safety backup (tag `pre-restore`) of data it
+//! replaces; stop the containers that use it; recreate each volume with its name, driver, options and
+//! labels (containers that still reference it are removed first, and Compose recreates them); stream the
+//! decoded tar into the engine; compare the content digest; bring back what was running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::backup::write_backup;
+use super::backups::{backup_dir, listing};
+use super::compose_cli::ComposeCli;
+use super::verify::problem_text;
+use super::{ExitStatus, Session, UsageError};
+use crate::archive::{
+    Backup, ContentDigest, DigestOptions, VolumeRecord, digest::digest_tar, rebase_tar,
+};
+use crate::cancel::CancellableReader;
+use crate::cli::RestoreArgs;
+use crate::compose::classify::DataKind;
+use crate::engine::helper::HelperMount;
+use crate::engine::{ContainerInfo, Engine};
+use crate::inventory::{self, DataItem};
+use crate::report::progress::Progress;
+use crate::report::{Printer, human_size, prompt};
+
+/// The refusal when a confirmation is needed and cannot be asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub message: String,
+    pub hint: String,
+}
+
+/// One volume or bind mount to restore.
+#[derive(Debug)]
+struct Target {
+    record: VolumeRecord,
+    /// Engine volume name or host path to restore into.
+    name: String,
+    kind: DataKind,
+    /// The volume as it is now, when it exists.
+    existing: Option<crate::engine::VolumeInfo>,
+    /// Whether there is data now that the restore replaces.
+    has_data: bool,
+    /// Containers that use it now (any project), running or not.
+    containers: Vec<ContainerInfo>,
+}
+
+impl Target {
+    fn is_bind(&self) -> bool {
+        self.kind == DataKind::Bind
+    }
+}
+
+#[derive(Serialize)]
+struct RestoreJson<'a> {
+    schema_version: u32,
+    backup: &'a Path,
+    safety_backup: Option<&'a Path>,
+    dry_run: bool,
+    volumes: Vec<RestoredJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RestoredJson<'a> {
+    key: &'a str,
+    name: &'a str,
+    replaced_data: bool,
+    content_digest: String,
+}
+
+pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<ExitStatus> {
+    let printer = session.printer;
+    let project = session.load_project()?;
+    let dir = backup_dir(&args.dir, &project.directory);
+
+    // Which backup, which volumes.
+    let (explicit, wanted) = split_args(&args.args);
+    let path = match explicit {
+        Some(p) => p,
+        None => choose_backup(printer, &dir, &project.name, args.yes)?,
+    };
+    let backup = {
+        let p = path.clone();
+        Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
+    };
+    let records = select_records(backup.manifest().volumes.as_slice(), &wanted, args)?;
+    if args.as_name.is_some() && records.len() != 1 {
+        bail!(UsageError {
+            message: format!(
+                "`--as` restores one volume, and {} are selected",
+                records.len()
+            ),
+            hint: Some("name the volume to restore after the backup file".to_string()),
+        });
+    }
+    if args.as_name.is_some() && records[0].kind == DataKind::Bind {
+        bail!(UsageError {
+            message: format!(
+                "`{}` is a bind mount; `--as` names a new volume",
+                records[0].key
+            ),
+            hint: None,
+        });
+    }
+
+    // A damaged backup changes nothing.
+    printer.status(format!(
+        "Verifying {} in `{}`",
+        plural(records.len(), "volume"),
+        path.display()
+    ));
+    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+    let report = {
+        let b = Arc::clone(&backup);
+        let keys = keys.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            b.verify_volumes(&refs)
+        })
+        .await??
+    };
+    if !report.is_ok() {
+        for p in &report.problems {
+            printer.warn(problem_text(p));
+        }
+        bail!(
+            "`{}` is damaged ({} problem(s)); nothing was changed",
+            path.display(),
+            report.problems.len()
+        );
+    }
+
+    let engine = session.connect().await?;
+    engine.remove_leftover_helpers().await?;
+    let inventory = inventory::build(project, &engine).await?;
+    let mut targets = Vec::new();
+    for record in records {
+        targets.push(
+            plan_target(
+                &engine,
+                &inventory.containers,
+                record,
+                args.as_name.as_deref(),
+            )
+            .await?,
+        );
+    }
+
+    let replacing: Vec<&Target> = targets.iter().filter(|t| t.has_data).collect();
+    let to_remove: BTreeMap<String, ContainerInfo> = targets
+        .iter()
+        .filter(|t| !t.is_bind() && t.existing.is_some())
+        .flat_map(|t| t.containers.iter().map(|c| (c.id.clone(), c.clone())))
+        .collect();
+    let to_stop: BTreeMap<String, ContainerInfo> = targets
+        .iter()
+        .flat_map(|t| t.containers.iter())
+        .filter(|c| c.is_running())
+        .map(|c| (c.id.clone(), c.clone()))
+        .collect();
+
+    print_plan(printer, &path, &targets, &to_stop, &to_remove, args);
+    if args.dry_run {
+        if printer.json_mode() {
+            printer.json(&RestoreJson {
+                schema_version: 1,
+                backup: &path,
+                safety_backup: None,
+                dry_run: true,
+                volumes: targets
+                    .iter()
+                    .map(|t| RestoredJson {
+                        key: &t.record.key,
+                        name: &t.name,
+                        replaced_data: t.has_data,
+                        content_digest: t.record.content_digest.to_string(),
+                    })
+                    .collect(),
+            })?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if let Some(t) = targets
+        .iter()
+        .find(|t| args.as_name.is_some() && t.existing.is_some())
+    {
+        bail!(UsageError {
+            message: format!("volume `{}` already exists", t.name),
+            hint: Some(
+                "`--as` restores into a new volume: choose a name that is not taken".to_string()
+            ),
+        });
+    }
+    if (!replacing.is_empty() || !to_remove.is_empty()) && !args.yes {
+        let question = format!(
+            "Replace the current data of {}{}?",
+            replacing
+                .iter()
+                .map(|t| format!("`{}`", t.record.key))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if to_remove.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and recreate container(s) {}",
+                    to_remove
+                        .values()
+                        .map(|c| format!("`{}`", c.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        if !prompt::interactive() {
+            return Err(Refused {
+                message: format!("refusing to replace data without confirmation: {question}"),
+                hint: "run it in a terminal to answer, or pass `--yes`".to_string(),
+            }
+            .into());
+        }
+        if !prompt::confirm(&question)? {
+            printer.status("Nothing was changed");
+            return Ok(ExitStatus::Refused);
+        }
+    }
+
+    // The safety copy of what is about to be replaced.
+    let mut safety = None;
+    if !replacing.is_empty() && !args.no_safety_backup {
+        let items: Vec<&DataItem> = replacing
+            .iter()
+            .filter_map(|t| {
+                inventory
+                    .items
+                    .iter()
+                    .find(|i| i.name.as_deref() == Some(t.name.as_str()))
+            })
+            .collect();
+        if items.len() != replacing.len() {
+            bail!(
+                "cannot take the safety backup: some data to replace is not part of project `{}`",
+                inventory.project.name
+            );
+        }
+        printer.status("Taking a safety backup of the data being replaced");
+        let (finished, _) = write_backup(
+            &engine,
+            printer,
+            &inventory.project,
+            &items,
+            &dir,
+            Some("pre-restore"),
+            3,
+        )
+        .await
+        .context("the safety backup failed; nothing was changed")?;
+        printer.status(format!("Safety backup: `{}`", finished.path.display()));
+        session.note_on_interrupt(format!(
+            "the data as it was before this restore is in `{}`",
+            finished.path.display()
+        ));
+        safety = Some(finished.path);
+    }
+
+    // Stop, recreate, upload, compare.
+    for c in to_stop.values() {
+        printer.status(format!("Stopping `{}`", c.name));
+        engine.stop_container(&c.id, &c.name).await?;
+        session.restart_on_interrupt(c.id.clone(), c.name.clone());
+    }
+    for c in to_remove.values() {
+        printer.verbose(format!(
+            "removing container `{}` (Compose recreates it)",
+            c.name
+        ));
+        engine.remove_stopped_container(&c.id, &c.name).await?;
+        session.forget_restart(&c.id);
+    }
+    let mut restored = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
+    for t in &targets {
+        // From here this data may be partly written: its containers are not started on it automatically.
+        for c in &t.containers {
+            session.forget_restart(&c.id);
+        }
+        session.note_on_interrupt(format!(
+            "`{}` may be only partly restored and its services are left stopped; run the restore again",
+            t.record.key
+        ));
+        match restore_one(&engine, printer, &backup, t).await {
+            Ok(digest) => {
+                printer.status(format!(
+                    "Restored `{}` ({}, {} entries) from `{}`",
+                    t.record.key,
+                    human_size(t.record.file_bytes),
+                    t.record.entries,
+                    path.display()
+                ));
+                restored.push((t, digest));
+            }
+            Err(e) => {
+                failed = Some(e.context(format!("failed to restore `{}`", t.record.key)));
+                break;
+            }
+        }
+    }
+
+    // Bring back what was running (and recreate what Compose must), unless a volume failed.
+    if failed.is_none() {
+        bring_back(
+            session,
+            &engine,
+            &inventory.project,
+            &to_stop,
+            &to_remove,
+            args.no_start,
+        )
+        .await?;
+    } else {
+        let stopped: Vec<String> = to_stop.values().map(|c| format!("`{}`", c.name)).collect();
+        if !stopped.is_empty() {
+            printer.warn(format!(
+                "left stopped so that nothing runs on partly restored data: {}",
+                stopped.join(", ")
+            ));
+        }
+        session.clear_restarts();
+    }
+    if let Some(e) = failed {
+        if let Some(s) = &safety {
+            printer.warn(format!("the data as it was before is in `{}`", s.display()));
+        }
+        return Err(e);
+    }
+    if printer.json_mode() {
+        printer.json(&RestoreJson {
+            schema_version: 1,
+            backup: &path,
+            safety_backup: safety.as_deref(),
+            dry_run: false,
+            volumes: restored
+                .iter()
+                .map(|(t, d)| RestoredJson {
+                    key: &t.record.key,
+                    name: &t.name,
+                    replaced_data: t.has_data,
+                    content_digest: d.to_string(),
+                })
+                .collect(),
+        })?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The backup file (when the first argument names one) and the volume arguments.
+fn split_args(args: &[String]) -> (Option<PathBuf>, Vec<String>) {
+    match args.first() {
+        Some(first) if first.ends_with(".tar") || Path::new(first).is_file() => {
+            (Some(PathBuf::from(first)), args[1..].to_vec())
+        }
+        _ => (None, args.to_vec()),
+    }
+}
+
+/// Without a backup named: pick one on a terminal; off a terminal the newest, only with `--yes`.
+fn choose_backup(
+    printer: &Printer,
+    dir: &Path,
+    project: &str,
+    yes: bool,
+) -> anyhow::Result<PathBuf> {
+    let backups = listing(dir, project)?.backups;
+    if backups.is_empty() {
+        bail!(UsageError {
+            message: format!("project `{project}` has no backups in `{}`", dir.display()),
+            hint: Some("name a backup file, or `--dir` where they are".to_string()),
+        });
+    }
+    if yes {
+        let newest = &backups[0];
+        printer.status(format!(
+            "Using the newest backup, `{}`",
+            newest.path.display()
+        ));
+        return Ok(newest.path.clone());
+    }
+    if !prompt::interactive() {
+        return Err(Refused {
+            message: format!(
+                "no backup named; the newest is `{}`",
+                backups[0].path.display()
+            ),
+            hint: "name the backup file, or pass `--yes` to restore the newest".to_string(),
+        }
+        .into());
+    }
+    let now = jiff::Timestamp::now();
+    let items: Vec<String> = backups
+        .iter()
+        .map(|b| {
+            format!(
+                "{}  {}  {}  {}",
+                b.created().strftime("%Y-%m-%d %H:%M:%S"),
+                super::backups::age(now, b.created()),
+                b.tag().unwrap_or("-"),
+                b.manifest
+                    .volumes
+                    .iter()
+                    .map(|v| v.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    match prompt::select("Restore from which backup?", &items)? {
+        Some(i) => Ok(backups[i].path.clone()),
+        None => bail!(Refused {
+            message: "no backup chosen; nothing was changed".to_string(),
+            hint: "name the backup file on the command line".to_string(),
+        }),
+    }
+}
+
+/// The manifest records to restore: the named ones, else those of the given tiers, else all.
+fn select_records(
+    all: &[VolumeRecord],
+    wanted: &[String],
+    args: &RestoreArgs,
+) -> anyhow::Result<Vec<VolumeRecord>> {
+    let mut out = Vec::new();
+    if !wanted.is_empty() {
+        let mut seen = BTreeSet::new();
+        for w in wanted {
+            let r = all
+                .iter()
+                .find(|r| &r.key == w || &r.name == w)
+                .ok_or_else(|| UsageError {
+                    message: format!("the backup holds no volume `{w}`"),
+                    hint: Some(format!(
+                        "it holds: {}",
+                        all.iter()
+                            .map(|r| format!("`{}`", r.key))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                })?;
+            if seen.insert(r.key.clone()) {
+                out.push(r.clone());
+            }
+        }
+    } else {
+        out = all
+            .iter()
+            .filter(|r| args.tiers.is_empty() || args.tiers.contains(&r.tier))
+            .cloned()
+            .collect();
+    }
+    if out.is_empty() {
+        bail!(UsageError {
+            message: "nothing to restore: no volume of the backup is selected".to_string(),
+            hint: None,
+        });
+    }
+    Ok(out)
+}
+
+async fn plan_target(
+    engine: &Engine,
+    project_containers: &[ContainerInfo],
+    record: VolumeRecord,
+    as_name: Option<&str>,
+) -> anyhow::Result<Target> {
+    if record.kind == DataKind::Bind {
+        let path = record.name.clone();
+        let has_data =
+            engine.is_local() && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+        let containers = project_containers
+            .iter()
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.kind == "bind" && Path::new(&m.source) == Path::new(&path))
+            })
+            .cloned()
+            .collect();
+        return Ok(Target {
+            name: path,
+            kind: DataKind::Bind,
+            existing: None,
+            has_data,
+            containers,
+            record,
+        });
+    }
+    let name = as_name
+        .map(str::to_string)
+        .unwrap_or_else(|| record.name.clone());
+    let existing = engine.volume(&name).await?;
+    let (has_data, containers) = if existing.is_some() {
+        (
+            volume_has_data(engine, &name).await?,
+            engine.containers_using_volume(&name).await?,
+        )
+    } else {
+        (false, Vec::new())
+    };
+    Ok(Target {
+        kind: record.kind,
+        name,
+        existing,
+        has_data,
+        containers,
+        record,
+    })
+}
+
+/// Whether a volume holds anything besides its root directory.
+async fn volume_has_data(engine: &Engine, name: &str) -> anyhow::Result<bool> {
+    let helper = engine
+        .create_helper(&HelperMount::Volume {
+            name: name.to_string(),
+            read_only: true,
+        })
+        .await?;
+    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let summary =
+        tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default())).await?;
+    helper.remove().await?;
+    let summary = summary.with_context(|| format!("failed to read volume `{name}`"))?;
+    Ok(summary.entries > 1)
+}
+
+fn print_plan(
+    printer: &Printer,
+    path: &Path,
+    targets: &[Target],
+    to_stop: &BTreeMap<String, ContainerInfo>,
+    to_remove: &BTreeMap<String, ContainerInfo>,
+    args: &RestoreArgs,
+) {
+    let verb = if args.dry_run {
+        "Would restore"
+    } else {
+        "Restoring"
+    };
+    printer.status(format!("{verb} from `{}`:", path.display()));
+    for t in targets {
+        let what = match (&t.existing, t.is_bind(), t.has_data) {
+            (_, true, true) => "replacing the files there",
+            (_, true, false) => "into an empty directory",
+            (Some(_), false, true) => "replacing its current data",
+            (Some(_), false, false) => "into the existing empty volume",
+            (None, false, _) => "creating it",
+        };
+        printer.status(format!(
+            "  `{}` → `{}` ({}, {} entries): {what}",
+            t.record.key,
+            t.name,
+            human_size(t.record.file_bytes),
+            t.record.entries
+        ));
+    }
+    if !to_stop.is_empty() {
+        printer.status(format!(
+            "  stopping {}",
+            to_stop
+                .values()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !to_remove.is_empty() {
+        printer.status(format!(
+            "  removing and recreating with Compose: {}",
+            to_remove
+                .values()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
+/// Recreates (for a volume) and fills one target, then checks its content digest.
+async fn restore_one(
+    engine: &Engine,
+    printer: &Printer,
+    backup: &Arc<Backup>,
+    t: &Target,
+) -> anyhow::Result<ContentDigest> {
+    let mount = if t.is_bind() {
+        if t.has_data {
+            empty_host_dir(Path::new(&t.name))?;
+        } else {
+            fs_err::create_dir_all(&t.name)?;
+        }
+        HelperMount::Bind {
+            path: t.name.clone(),
+            read_only: false,
+        }
+    } else {
+        let (driver, opts, labels) = match &t.existing {
+            Some(v) => (v.driver.clone(), v.options.clone(), v.labels.clone()),
+            None => (
+                if t.record.driver.is_empty() {
+                    "local".to_string()
+                } else {
+                    t.record.driver.clone()
+                },
+                t.record.driver_opts.clone(),
+                t.record.labels.clone(),
+            ),
+        };
+        if t.existing.is_some() {
+            engine.remove_volume(&t.name).await?;
+        }
+        engine
+            .create_volume(&t.name, &driver, &opts, &labels)
+            .await?;
+        HelperMount::Volume {
+            name: t.name.clone(),
+            read_only: false,
+        }
+    };
+    let helper = engine.create_helper(&mount).await?;
+
+    // decoded member → re-rooted under `data/` → channel → the engine.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let progress = Progress::bytes(
+        printer.progress_enabled(),
+        &t.record.key,
+        Some(t.record.uncompressed_bytes),
+    );
+    let bar = progress.clone();
+    let b = Arc::clone(backup);
+    let key = t.record.key.clone();
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let stream = b.volume_stream(&key)?;
+        let mut reader = CancellableReader::new(stream, |n| bar.inc(n));
+        let sink = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        let result = rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush());
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            return Err(e.into());
+        }
+        reader.into_inner().finish()?;
+        Ok(())
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let upload = engine.with_long_timeout().upload_root(&helper, body).await;
+    let produced = producer
+        .await
+        .context("the restore reader stopped unexpectedly")?;
+    progress.finish();
+    produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
+    upload?;
+
+    // Read it back from the engine and compare.
+    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let summary =
+        tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
+            .await??;
+    helper.remove().await?;
+    if summary.digest != t.record.content_digest {
+        bail!(
+            "the restored content of `{}` differs from the backup (digest {} instead of {}): the engine did not write it exactly",
+            t.name,
+            summary.digest,
+            t.record.content_digest
+        );
+    }
+    Ok(summary.digest)
+}
+
+/// Empties a local host directory before a bind mount is restored into it (a safety backup holds what was
+/// there).
+fn empty_host_dir(path: &Path) -> anyhow::Result<()> {
+    for entry in fs_err::read_dir(path)? {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs_err::remove_dir_all(&p)?;
+        } else {
+            fs_err::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts what was running; has Compose recreate the containers that were removed.
+async fn bring_back(
+    session: &Session<'_>,
+    engine: &Engine,
+    project: &crate::compose::Project,
+    to_stop: &BTreeMap<String, ContainerInfo>,
+    to_remove: &BTreeMap<String, ContainerInfo>,
+    no_start: bool,
+) -> anyhow::Result<()> {
+    let printer = session.printer;
+    // Containers that were only stopped.
+    for c in to_stop.values().filter(|c| !to_remove.contains_key(&c.id)) {
+        if no_start {
+            printer.status(format!("Left `{}` stopped (--no-start)", c.name));
+        } else {
+            engine.start_container(&c.id, &c.name).await?;
+            printer.status(format!("Started `{}` again", c.name));
+        }
+        session.forget_restart(&c.id);
+    }
+    if to_remove.is_empty() {
+        return Ok(());
+    }
+    let prefer_v1 = to_remove.values().any(|c| {
+        c.compose_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("1."))
+    });
+    let compose = ComposeCli::find(session.globals, project, prefer_v1)?;
+    let mut running: BTreeSet<&str> = BTreeSet::new();
+    let mut stopped: BTreeSet<&str> = BTreeSet::new();
+    for c in to_remove.values() {
+        let Some(s) = c.service.as_deref() else {
+            continue;
+        };
+        if c.is_running() && !no_start {
+            running.insert(s);
+        } else {
+            stopped.insert(s);
+        }
+    }
+    stopped.retain(|s| !running.contains(s));
+    if !running.is_empty() {
+        let mut a = vec!["up", "-d", "--no-deps"];
+        a.extend(running.iter().copied());
+        printer.status(format!("Recreating {} with Compose", list(&running)));
+        compose.run(&a).await.with_context(|| {
+            format!(
+                "the data is restored, but Compose could not recreate the containers; run `{}`",
+                compose.describe(&a)
+            )
+        })?;
+    }
+    if !stopped.is_empty() {
+        let mut a = vec!["up", "--no-start", "--no-deps"];
+        a.extend(stopped.iter().copied());
+        compose.run(&a).await.with_context(|| {
+            format!(
+                "the data is restored, but Compose could not recreate the containers; run `{}`",
+                compose.describe(&a)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn list(xs: &BTreeSet<&str>) -> String {
+    xs.iter()
+        .map(|x| format!("`{x}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A blocking writer that hands its bytes to an async channel.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the upload to the engine stopped"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
