@@ -311,6 +311,11 @@ pub struct VerifyArgs {
     /// Directory of backup files (default: `backups` in the project directory)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+
+    /// Also restore every volume into a scratch volume and compare its content digest as the engine
+    /// reads it back (the scratch volumes are removed afterwards)
+    #[arg(long)]
+    pub restore_test: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -690,6 +690,46 @@ async fn restore_one(
     Ok(summary.digest)
 }
 
+/// The label on scratch volumes of `verify --restore-test`.
+pub const SCRATCH_LABEL: &str = "persist.scratch";
+
+/// Restores one volume of a verified backup into a new scratch volume, reads it back through the engine
+/// and returns the digest found; the scratch volume is removed whatever happens.
+pub async fn restore_into_scratch(
+    engine: &Engine,
+    printer: &Printer,
+    backup: &Arc<Backup>,
+    record: &VolumeRecord,
+) -> anyhow::Result<ContentDigest> {
+    let name = format!(
+        "persist-scratch-{}-{}",
+        std::process::id(),
+        crate::archive::member_for_key(&record.key)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(40)
+            .collect::<String>()
+    );
+    let mut scratch = record.clone();
+    scratch.kind = DataKind::Named;
+    scratch.driver = "local".to_string();
+    scratch.driver_opts = BTreeMap::new();
+    scratch.labels = BTreeMap::from([(SCRATCH_LABEL.to_string(), "true".to_string())]);
+    let target = Target {
+        record: scratch,
+        name: name.clone(),
+        kind: DataKind::Named,
+        existing: None,
+        has_data: false,
+        containers: Vec::new(),
+    };
+    let result = restore_one(engine, printer, backup, &target).await;
+    let removed = engine.remove_volume(&name).await;
+    let digest = result?;
+    removed?;
+    Ok(digest)
+}
+
 /// Empties a local host directory before a bind mount is restored into it (a safety backup holds what was
 /// there).
 fn empty_host_dir(path: &Path) -> anyhow::Result<()> {

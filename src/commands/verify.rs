@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::backups::{backup_dir, listing};
+use super::restore::restore_into_scratch;
 use super::{ExitStatus, Session, UsageError};
 use crate::archive::{Backup, Problem};
 use crate::cli::VerifyArgs;
@@ -90,6 +91,44 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         }
         for p in &report.problems {
             printer.warn(problem_text(p));
+        }
+    }
+    if report.is_ok() && args.restore_test {
+        let engine = session.connect().await?;
+        engine.remove_leftover_helpers().await?;
+        let backup = std::sync::Arc::new({
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let b = Backup::open(&p)?;
+                b.verify()?;
+                Ok::<_, crate::archive::ArchiveError>(b)
+            })
+            .await??
+        });
+        let records = backup.manifest().volumes.clone();
+        let mut failed = Vec::new();
+        for r in &records {
+            match restore_into_scratch(&engine, printer, &backup, r).await {
+                Ok(d) => printer.status(format!(
+                    "  restored `{}` into a scratch volume: digest {d} matches",
+                    r.key
+                )),
+                Err(e) => {
+                    printer.warn(format!("`{}`: restore test failed: {e:#}", r.key));
+                    failed.push(r.key.clone());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "`{}` did not restore exactly: {}",
+                path.display(),
+                failed
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     if report.is_ok() {
