@@ -3,8 +3,11 @@
 //! guards). Run them through `scripts/test.sh`, which provides the engine, the local test images and
 //! Compose v2; see docs/testing.md.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod harness;
 mod inventory;
 mod plugin;
+mod restore;
