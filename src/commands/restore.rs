@@ -281,6 +281,16 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         engine.stop_container(&c.id, &c.name).await?;
         session.restart_on_interrupt(c.id.clone(), c.name.clone());
     }
+    if !to_remove.is_empty() {
+        session.note_on_interrupt(format!(
+            "removed for the restore: {}; once the data is restored, `docker compose up -d` recreates them",
+            to_remove
+                .values()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for c in to_remove.values() {
         printer.verbose(format!(
             "removing container `{}` (Compose recreates it)",

@@ -88,20 +88,28 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
             }),
         )
         .await;
-    match result {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
+    // 404: already gone; 409 "removal … already in progress": another path of ours is removing it.
+    let gone = match &result {
+        Ok(()) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
         }) => {
+            *status_code == 404 || (*status_code == 409 && message.contains("already in progress"))
+        }
+        Err(_) => false,
+    };
+    match result {
+        Err(e) if !gone => Err(EngineError::api(
+            format!("remove helper container `{id}`"),
+            &e,
+        )),
+        _ => {
             if let Ok(mut live) = LIVE.lock() {
                 live.remove(id);
             }
             Ok(())
         }
-        Err(e) => Err(EngineError::api(
-            format!("remove helper container `{id}`"),
-            &e,
-        )),
     }
 }
 

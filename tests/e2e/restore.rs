@@ -142,8 +142,7 @@ fn torture_tree_comes_back_exactly_after_down_v() {
 
     assert_eq!(tree_digest(&env, "/var/lib/postgresql/data"), before_db);
     assert_eq!(tree_digest(&env, "/uploads"), before_up);
-    let helpers = env.docker(["ps", "-aq", "--filter", "label=persist.helper=true"]);
-    assert!(helpers.stdout().trim().is_empty(), "{helpers}");
+    assert_eq!(helpers_on(&env, &volume), "");
 }
 
 #[test]
@@ -275,6 +274,101 @@ fn verify_restore_test_restores_into_scratch_volumes_and_removes_them() {
     assert!(left.stdout().trim().is_empty(), "{left}");
 }
 
+/// Helper containers that mount `volume` (other tests run their own helpers at the same time).
+fn helpers_on(env: &TestEnv, volume: &str) -> String {
+    let ran = env.docker([
+        "ps",
+        "-aq",
+        "--filter",
+        "label=persist.helper=true",
+        "--filter",
+        &format!("volume={volume}"),
+    ]);
+    ran.assert_success();
+    ran.stdout().trim().to_string()
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn interrupted_restore_says_what_state_it_left_and_a_second_restore_finishes_it() {
+    use std::io::BufRead;
+
+    let env = TestEnv::new();
+    env.write_project(PROJECT, None);
+    std::fs::create_dir_all(env.project_dir.join("uploads")).unwrap();
+    env.compose_v2(["up", "-d"]).assert_success();
+    // Enough incompressible data that the upload takes a few seconds.
+    exec_db(
+        &env,
+        "head -c 400000000 /dev/urandom > \"$1/big\" && chown -R 999:999 \"$1\"",
+        "/var/lib/postgresql/data",
+    );
+    let original = tree_digest(&env, "/var/lib/postgresql/data");
+    let file = backup(&env);
+
+    let mut cmd = env.command(crate::support::plugin_binary());
+    cmd.args(["restore", "--yes", file.to_str().unwrap(), "dbdata"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("Stopping") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the restore reached the point where it stops the service");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("warning: interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("the data as it was before this restore is in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("may be only partly restored"), "{stderr}");
+    assert!(
+        stderr.contains("`docker compose up -d` recreates them"),
+        "{stderr}"
+    );
+    assert_eq!(helpers_on(&env, &format!("{}_dbdata", env.project)), "");
+    // No unfinished file looks like a backup.
+    for p in backups_in(&env.project_dir.join("backups")) {
+        env.persist(["verify", p.to_str().unwrap()])
+            .assert_success();
+    }
+
+    // Running the restore again finishes the job; Compose brings the service back.
+    env.persist([
+        "restore",
+        "--yes",
+        file.to_str().unwrap(),
+        "dbdata",
+        "--no-safety-backup",
+    ])
+    .assert_success();
+    env.compose_v2(["up", "-d"]).assert_success();
+    let ps = env.compose_v2(["ps", "--status", "running", "--services"]);
+    assert_eq!(ps.stdout().trim(), "db", "{ps}");
+    assert_eq!(tree_digest(&env, "/var/lib/postgresql/data"), original);
 }
