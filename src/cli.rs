@@ -323,6 +323,11 @@ pub struct LsArgs {
     /// Only show data of this tier (repeatable)
     #[arg(long = "tier", value_name = "TIER", value_parser = parse_tier)]
     pub tiers: Vec<Tier>,
+
+    /// Directory of backup files, for the last backup of each volume (default: `backups` in the project
+    /// directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,8 @@
 //! `ls`: every piece of data the project keeps, with its tier and why.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use super::{ExitStatus, Session};
@@ -34,6 +37,38 @@ pub struct ItemJson<'a> {
     pub exists: Option<bool>,
     pub removed_by_down_v: bool,
     pub declared: bool,
+    /// The newest backup file holding this data, if any.
+    pub last_backup: Option<LastBackup>,
+}
+
+/// Where and when the newest backup of a piece of data is.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastBackup {
+    pub path: PathBuf,
+    pub created: String,
+    #[serde(skip)]
+    pub at: jiff::Timestamp,
+}
+
+/// For each volume key, the newest backup in `dir` that holds it. Problems reading the directory are
+/// warnings: the inventory stands without them.
+pub fn last_backups(printer: &Printer, dir: &Path, project: &str) -> HashMap<String, LastBackup> {
+    let mut out = HashMap::new();
+    match super::backups::listing(dir, project) {
+        Ok(listing) => {
+            for b in listing.backups {
+                for v in &b.manifest.volumes {
+                    out.entry(v.key.clone()).or_insert_with(|| LastBackup {
+                        path: b.path.clone(),
+                        created: b.created().to_string(),
+                        at: b.created(),
+                    });
+                }
+            }
+        }
+        Err(e) => printer.warn(format!("cannot list the backups: {e}")),
+    }
+    out
 }
 
 impl<'a> From<&'a DataItem> for ItemJson<'a> {
@@ -51,6 +86,7 @@ impl<'a> From<&'a DataItem> for ItemJson<'a> {
             exists: i.exists,
             removed_by_down_v: i.removed_by_down_v,
             declared: i.declared,
+            last_backup: None,
         }
     }
 }
@@ -71,11 +107,19 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
     items.sort_by_key(|i| i.tier());
 
     let printer = session.printer;
+    let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
+    let last = last_backups(printer, &dir, &inventory.project.name);
     if printer.json_mode() {
         printer.json(&LsJson {
             schema_version: SCHEMA_VERSION,
             project: &inventory.project.name,
-            volumes: items.iter().map(|i| ItemJson::from(*i)).collect(),
+            volumes: items
+                .iter()
+                .map(|i| ItemJson {
+                    last_backup: last.get(&i.key).cloned(),
+                    ..ItemJson::from(*i)
+                })
+                .collect(),
         })?;
         return Ok(ExitStatus::Success);
     }
@@ -91,13 +135,14 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
         ));
         return Ok(ExitStatus::Success);
     }
-    printer.data(render(printer, &items));
+    printer.data(render(printer, &items, &last));
     printer.status(summary(&inventory, &items));
     Ok(ExitStatus::Success)
 }
 
 /// The `ls` table.
-fn render(printer: &Printer, items: &[&DataItem]) -> String {
+fn render(printer: &Printer, items: &[&DataItem], last: &HashMap<String, LastBackup>) -> String {
+    let now = jiff::Timestamp::now();
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|i| {
@@ -111,6 +156,9 @@ fn render(printer: &Printer, items: &[&DataItem]) -> String {
                     .unwrap_or_else(|| "-".to_string()),
                 yes_no(i.exists),
                 if i.removed_by_down_v { "yes" } else { "no" }.to_string(),
+                last.get(&i.key)
+                    .map(|b| super::backups::age(now, b.at))
+                    .unwrap_or_else(|| "never".to_string()),
                 users_text(&i.users),
                 i.classification.reason.clone(),
             ]
@@ -118,7 +166,16 @@ fn render(printer: &Printer, items: &[&DataItem]) -> String {
         .collect();
     table::render(
         &[
-            "KEY", "NAME", "KIND", "TIER", "SIZE", "EXISTS", "DOWN -V", "USED BY", "WHY",
+            "KEY",
+            "NAME",
+            "KIND",
+            "TIER",
+            "SIZE",
+            "EXISTS",
+            "DOWN -V",
+            "LAST BACKUP",
+            "USED BY",
+            "WHY",
         ],
         &rows,
     )
