@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
@@ -29,6 +30,8 @@ pub const DATA_PATH: &str = "/data";
 
 /// Helper containers this process created and has not removed yet.
 static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Helper creations under way.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// What a helper mounts at [`DATA_PATH`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,16 +197,27 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_container(None::<CreateContainerOptions>, body)
-            .await
-            .map_err(|e| {
-                EngineError::api(format!("create a helper container for `{source}`"), &e)
-            })?;
-        if let Ok(mut live) = LIVE.lock() {
-            live.insert(created.id.clone());
-        }
+        // The request runs in a task of its own, so that a creation in flight when the command is
+        // interrupted still registers its container, and the sweep at the end (which waits for it) removes
+        // it.
+        let docker = self.docker.clone();
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        let created = tokio::spawn(async move {
+            let created = docker
+                .create_container(None::<CreateContainerOptions>, body)
+                .await;
+            if let (Ok(c), Ok(mut live)) = (&created, LIVE.lock()) {
+                live.insert(c.id.clone());
+            }
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            created
+        })
+        .await
+        .map_err(|e| EngineError::Api {
+            operation: format!("create a helper container for `{source}`"),
+            message: e.to_string(),
+        })?
+        .map_err(|e| EngineError::api(format!("create a helper container for `{source}`"), &e))?;
         Ok(HelperContainer {
             engine: self.clone(),
             id: created.id,
@@ -214,6 +228,14 @@ impl Engine {
     /// Removes the helper containers this process created and has not removed, and those left by
     /// processes of this host that no longer run. Returns how many were removed.
     pub async fn remove_leftover_helpers(&self) -> Result<usize, EngineError> {
+        // Creations still in flight (an interrupted command) finish first, so their containers are known.
+        for _ in 0..500 {
+            if IN_FLIGHT.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let me = owner();
         let mine: Vec<String> = LIVE
             .lock()
             .map(|l| l.iter().cloned().collect())
@@ -236,7 +258,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|l| l.get(OWNER_LABEL).cloned())
                 .unwrap_or_default();
-            if mine.contains(&id) || owner_is_gone(&owner) {
+            if mine.contains(&id) || owner == me || owner_is_gone(&owner) {
                 remove_container(self, &id).await?;
                 removed += 1;
             }

@@ -296,6 +296,16 @@ fn test_images_are_the_local_busybox_image_and_stop_at_once() {
     ]);
     run.assert_success();
     let id = run.stdout().trim().to_owned();
+    // The script handles SIGTERM once its trap is set, which is before it starts `sleep`: wait for that
+    // (on a loaded machine a stop sent at once could still find no handler, and PID 1 ignores it).
+    let ready = Instant::now();
+    while !env.docker(["top", &id]).stdout().contains("sleep") {
+        assert!(
+            ready.elapsed() < Duration::from_secs(20),
+            "the idle service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     env.docker(["stop", &id]).assert_success();
     assert!(
