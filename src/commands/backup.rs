@@ -217,7 +217,10 @@ async fn back_up_one(
     };
     printer.verbose(format!("reading `{}` through a helper container", item.key));
     let helper = engine.create_helper(&mount).await?;
-    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let stream = engine
+        .with_long_timeout()
+        .download_data(&helper)
+        .map_err(std::io::Error::other);
     let bridge = SyncIoBridge::new(StreamReader::new(stream));
     let progress = Progress::bytes(printer.progress_enabled(), &item.key, item.size_bytes);
     let spec = volume_spec(item, name);

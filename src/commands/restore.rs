@@ -545,7 +545,10 @@ async fn volume_has_data(engine: &Engine, name: &str) -> anyhow::Result<bool> {
             read_only: true,
         })
         .await?;
-    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let stream = engine
+        .with_long_timeout()
+        .download_data(&helper)
+        .map_err(std::io::Error::other);
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     let summary =
         tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default())).await?;
@@ -683,7 +686,10 @@ async fn restore_one(
     upload?;
 
     // Read it back from the engine and compare.
-    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
+    let stream = engine
+        .with_long_timeout()
+        .download_data(&helper)
+        .map_err(std::io::Error::other);
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     let summary =
         tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
