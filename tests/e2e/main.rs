@@ -5,6 +5,7 @@
 
 mod support;
 
+mod backup;
 mod harness;
 mod inventory;
 mod plugin;
