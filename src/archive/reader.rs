@@ -227,7 +227,7 @@ impl Backup {
             .map(|v| v.key.as_str())
             .collect();
         let mut report = self.verify_volumes(&keys)?;
-        let mut problems = self.structure.clone();
+        let mut problems = Vec::new();
 
         for name in &self.manifest.compose_files {
             match compose_member(name) {

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod backup;
 mod harness;
 mod inventory;
 mod plugin;

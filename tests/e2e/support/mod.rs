@@ -664,3 +664,149 @@ pub fn objects_labelled(label: &str) -> Vec<String> {
         })
         .collect()
 }
+
+impl TestEnv {
+    /// The id of the one container of `service` in this project, running or not (Compose v1 and v2 label
+    /// their containers alike).
+    #[track_caller]
+    pub fn service_container(&self, service: &str) -> String {
+        let ran = self.docker([
+            "ps",
+            "--all",
+            "--quiet",
+            "--no-trunc",
+            "--filter",
+            &format!("label={COMPOSE_PROJECT_LABEL}={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ]);
+        ran.assert_success();
+        match ran.stdout_lines().as_slice() {
+            [id] => id.clone(),
+            other => panic!(
+                "expected one container of service `{service}` in project `{}`, found {other:?}",
+                self.project
+            ),
+        }
+    }
+}
+
+/// One entry of [`tree_listing_in_container`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Relative to the listed directory, without `./`; the directory itself is `.`.
+    pub path: String,
+    /// `f` file, `d` directory, `l` symlink, `p` fifo, `c`/`b` device, `s` socket, `o` other.
+    pub kind: char,
+    /// Permission bits with setuid, setgid and sticky (`stat -c %a`), e.g. `0o4755`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Bytes (`stat -c %s`; a symlink's target length); `None` for directories, whose size depends on the
+    /// file system's history rather than on their content.
+    pub size: Option<u64>,
+    /// Hard link count.
+    pub nlink: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// SHA-256 (hex) of a file's content, a symlink's target, `major:minor` (hex) of a device, else `-`.
+    pub content: String,
+}
+
+/// Lists a tree with the container's own busybox: one line per entry, sorted by path,
+/// `path TAB type TAB mode uid gid size nlink mtime TAB content` (see [`TreeEntry`]).
+const TREE_LISTING_SCRIPT: &str = r#"set -o pipefail
+cd "$1" || exit 1
+find . | LC_ALL=C sort | while IFS= read -r p; do
+  if [ -L "$p" ]; then t=l; c=$(readlink "$p") || exit 1
+  elif [ -d "$p" ]; then t=d; c=-
+  elif [ -f "$p" ]; then t=f; c=$(sha256sum < "$p") || exit 1; c=${c%% *}
+  elif [ -p "$p" ]; then t=p; c=-
+  elif [ -c "$p" ]; then t=c; c=$(stat -c '%t:%T' "$p") || exit 1
+  elif [ -b "$p" ]; then t=b; c=$(stat -c '%t:%T' "$p") || exit 1
+  elif [ -S "$p" ]; then t=s; c=-
+  else t=o; c=-
+  fi
+  if [ "$t" = d ]; then s=$(stat -c '%a %u %g - %h %Y' "$p") || exit 1
+  else s=$(stat -c '%a %u %g %s %h %Y' "$p") || exit 1
+  fi
+  printf '%s\t%s\t%s\t%s\n' "${p#./}" "$t" "$s" "$c"
+done
+"#;
+
+/// The tree under `path` inside the running container of `service`, listed by the container's busybox
+/// (`find`, `stat`, `sha256sum`, `readlink`) and not by any code of ours: path, type, mode (with setuid,
+/// setgid, sticky), owner, size, hard link count, mtime, and a file's SHA-256 or a symlink's target. Two
+/// listings are equal exactly when the trees are, up to atimes, ctimes, inode numbers and directory sizes.
+#[track_caller]
+pub fn tree_listing_in_container(env: &TestEnv, service: &str, path: &str) -> Vec<TreeEntry> {
+    let container = env.service_container(service);
+    let ran = env.docker([
+        "exec",
+        &container,
+        "sh",
+        "-c",
+        TREE_LISTING_SCRIPT,
+        "sh",
+        path,
+    ]);
+    ran.assert_success();
+    let entries: Vec<TreeEntry> = ran
+        .stdout()
+        .lines()
+        .map(|line| {
+            parse_tree_line(line).unwrap_or_else(|| panic!("bad listing line {line:?}\n{ran}"))
+        })
+        .collect();
+    assert!(
+        entries
+            .first()
+            .is_some_and(|e| e.path == "." && e.kind == 'd'),
+        "the listing of `{path}` in `{service}` does not start with its root\n{ran}"
+    );
+    entries
+}
+
+fn parse_tree_line(line: &str) -> Option<TreeEntry> {
+    let mut fields = line.splitn(4, '\t');
+    let path = fields.next()?.to_string();
+    let kind = fields.next()?.chars().next()?;
+    let stat: Vec<&str> = fields.next()?.split(' ').collect();
+    let content = fields.next()?.to_string();
+    let [mode, uid, gid, size, nlink, mtime] = stat.as_slice() else {
+        return None;
+    };
+    Some(TreeEntry {
+        path,
+        kind,
+        mode: u32::from_str_radix(mode, 8).ok()?,
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+        size: if *size == "-" {
+            None
+        } else {
+            Some(size.parse().ok()?)
+        },
+        nlink: nlink.parse().ok()?,
+        mtime: mtime.parse().ok()?,
+        content,
+    })
+}
+
+/// A digest of the tree under `path` inside the running container of `service`: SHA-256 (hex) of its
+/// [`tree_listing_in_container`] — content, type, mode, owner, size, link target, hard link count and mtime
+/// of every entry. Equal digests before a backup and after a restore mean the data came back as it was.
+#[track_caller]
+pub fn tree_digest_in_container(env: &TestEnv, service: &str, path: &str) -> String {
+    tree_digest(&tree_listing_in_container(env, service, path))
+}
+
+/// The digest [`tree_digest_in_container`] computes, of a listing taken earlier.
+pub fn tree_digest(entries: &[TreeEntry]) -> String {
+    use sha2::Digest as _;
+    let mut sha = sha2::Sha256::new();
+    for e in entries {
+        sha.update(format!("{e:?}\n").as_bytes());
+    }
+    hex::encode(sha.finalize())
+}
