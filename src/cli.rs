@@ -287,7 +287,7 @@ pub struct BackupArgs {
     pub dir: Option<PathBuf>,
 
     /// A label added to the file name: `<project>-<time>-<tag>.tar`
-    #[arg(long, value_name = "LABEL")]
+    #[arg(long, value_name = "LABEL", value_parser = parse_tag)]
     pub tag: Option<String>,
 
     /// zstd compression level, 1 (fastest) to 19 (smallest)
@@ -335,6 +335,12 @@ pub struct InspectArgs {
     /// Volume key (as in the Compose file), engine volume name, or bind mount path
     #[arg(value_name = "VOLUME")]
     pub volume: String,
+}
+
+fn parse_tag(s: &str) -> Result<String, String> {
+    crate::archive::validate_tag(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {

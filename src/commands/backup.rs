@@ -165,21 +165,33 @@ pub async fn write_backup(
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
     check_free_space(dir, items)?;
     let version = engine.version().await?;
-    let name = BackupName::new(&project.name, jiff::Timestamp::now(), tag)?;
     let options = WriterOptions {
         level,
         ..WriterOptions::default()
     };
-    let mut writer = BackupWriter::create(
-        dir,
-        &name,
-        EngineInfo {
-            version: version.version,
-            os: version.os,
-            arch: version.arch,
-        },
-        options,
-    )?;
+    let engine_info = EngineInfo {
+        version: version.version,
+        os: version.os,
+        arch: version.arch,
+    };
+    // File names carry the time to the second: when one is taken (another backup in the same second),
+    // wait for the next second rather than fail or replace anything.
+    let mut attempts = 0;
+    let mut writer = loop {
+        let name = BackupName::new(&project.name, jiff::Timestamp::now(), tag)?;
+        match BackupWriter::create(dir, &name, engine_info.clone(), options) {
+            Err(crate::archive::ArchiveError::Exists { .. }) if attempts < 30 => {
+                attempts += 1;
+                let into_second =
+                    u64::from(jiff::Timestamp::now().subsec_nanosecond().unsigned_abs());
+                tokio::time::sleep(std::time::Duration::from_nanos(
+                    1_000_000_000 - into_second.min(999_999_999),
+                ))
+                .await;
+            }
+            other => break other?,
+        }
+    };
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
     for item in items {

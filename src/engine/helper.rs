@@ -91,14 +91,24 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
             }),
         )
         .await;
-    // 404: already gone; 409 "removal … already in progress": another path of ours is removing it.
+    // 404: already gone. 409 "removal … already in progress": another path of ours is removing it — wait
+    // until it is gone, so that nothing is listed after the command ends.
     let gone = match &result {
         Ok(()) => true,
         Err(bollard::errors::Error::DockerResponseServerError {
-            status_code,
+            status_code: 404, ..
+        }) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
             message,
-        }) => {
-            *status_code == 404 || (*status_code == 409 && message.contains("already in progress"))
+        }) if message.contains("already in progress") => {
+            for _ in 0..200 {
+                if engine.docker.inspect_container(id, None).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            true
         }
         Err(_) => false,
     };
@@ -251,6 +261,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::api("list helper containers", &e))?;
         let mut removed = 0;
+        let mut first_error = None;
         for c in all {
             let Some(id) = c.id else { continue };
             let owner = c
@@ -259,11 +270,17 @@ impl Engine {
                 .and_then(|l| l.get(OWNER_LABEL).cloned())
                 .unwrap_or_default();
             if mine.contains(&id) || owner == me || owner_is_gone(&owner) {
-                remove_container(self, &id).await?;
-                removed += 1;
+                // One that cannot be removed does not stop the others.
+                match remove_container(self, &id).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
             }
         }
-        Ok(removed)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 }
 

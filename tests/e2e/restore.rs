@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{COMPOSE_PROJECT_LABEL, Ran, TestEnv};
+use crate::support::{
+    COMPOSE_PROJECT_LABEL, Ran, TestEnv, tree_digest as tree_digest_of, tree_digest_in_container,
+    tree_listing_of_volume,
+};
 
 const PROJECT: &str = r#"
 services:
@@ -46,20 +49,6 @@ chown 999:999 "$d"
 chmod 0700 "$d"
 "#;
 
-/// A digest of a tree computed inside a container with busybox: for every entry its path, type, mode,
-/// owner, size, hardlink count and mtime (symlinks: their target instead), and each file's sha256.
-const TREE_DIGEST: &str = r#"
-cd "$1"
-find . | LC_ALL=C sort | while IFS= read -r f; do
-  if [ -L "$f" ]; then
-    printf '%s L %s %s:%s -> %s\n' "$f" "$(stat -c %a "$f")" "$(stat -c %u "$f")" "$(stat -c %g "$f")" "$(readlink "$f")"
-  else
-    stat -c '%n %F %a %u:%g %s %h %Y' "$f"
-    if [ -f "$f" ]; then sha256sum < "$f"; fi
-  fi
-done | sha256sum | cut -d' ' -f1
-"#;
-
 fn exec_db(env: &TestEnv, script: &str, arg: &str) -> Ran {
     let ran = env.compose_v2(["exec", "-T", "db", "sh", "-c", script, "sh", arg]);
     ran.assert_success();
@@ -67,9 +56,7 @@ fn exec_db(env: &TestEnv, script: &str, arg: &str) -> Ran {
 }
 
 fn tree_digest(env: &TestEnv, dir: &str) -> String {
-    let d = exec_db(env, TREE_DIGEST, dir).stdout().trim().to_string();
-    assert_eq!(d.len(), 64, "not a digest: {d:?}");
-    d
+    tree_digest_in_container(env, "db", dir)
 }
 
 fn backups_in(dir: &Path) -> Vec<PathBuf> {
@@ -184,22 +171,10 @@ fn restore_over_changed_data_is_exact_and_keeps_a_safety_copy() {
         &copy,
     ])
     .assert_success();
-    let ran = env.docker([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &format!("{copy}:/copy"),
-        "postgres:16",
-        "sh",
-        "-c",
-        TREE_DIGEST,
-        "sh",
-        "/copy",
-    ]);
-    ran.assert_success();
-    assert_eq!(ran.stdout().trim(), changed);
+    assert_eq!(
+        tree_digest_of(&tree_listing_of_volume(&env, &copy)),
+        changed
+    );
     // `--as` left the original alone.
     assert_eq!(tree_digest(&env, "/var/lib/postgresql/data"), original);
 }

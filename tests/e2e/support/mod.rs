@@ -750,6 +750,32 @@ pub fn tree_listing_in_container(env: &TestEnv, service: &str, path: &str) -> Ve
         "sh",
         path,
     ]);
+    parse_tree_listing(ran, &format!("`{path}` in `{service}`"))
+}
+
+/// The same listing as [`tree_listing_in_container`], of a volume that no running container mounts (a
+/// throwaway container of the test image mounts it read-only).
+#[track_caller]
+pub fn tree_listing_of_volume(env: &TestEnv, volume: &str) -> Vec<TreeEntry> {
+    let ran = env.docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{volume}:/v:ro"),
+        "postgres:16",
+        "sh",
+        "-c",
+        TREE_LISTING_SCRIPT,
+        "sh",
+        "/v",
+    ]);
+    parse_tree_listing(ran, &format!("volume `{volume}`"))
+}
+
+#[track_caller]
+fn parse_tree_listing(ran: Ran, what: &str) -> Vec<TreeEntry> {
     ran.assert_success();
     let entries: Vec<TreeEntry> = ran
         .stdout()
@@ -762,7 +788,7 @@ pub fn tree_listing_in_container(env: &TestEnv, service: &str, path: &str) -> Ve
         entries
             .first()
             .is_some_and(|e| e.path == "." && e.kind == 'd'),
-        "the listing of `{path}` in `{service}` does not start with its root\n{ran}"
+        "the listing of {what} does not start with its root\n{ran}"
     );
     entries
 }
