@@ -74,6 +74,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
             project.name,
             dir.display()
         ));
+        skipped_note(printer, &listing, &dir);
         return Ok(ExitStatus::Success);
     }
     let now = jiff::Timestamp::now();
@@ -100,6 +101,12 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
         &["CREATED", "AGE", "TAG", "SIZE", "VOLUMES", "FILE"],
         &rows,
     ));
+    skipped_note(printer, &listing, &dir);
+    Ok(ExitStatus::Success)
+}
+
+/// Says how many files that look like backups by name are not (unfinished `.partial`, damaged).
+fn skipped_note(printer: &crate::report::Printer, listing: &BackupListing, dir: &Path) {
     if !listing.skipped.is_empty() {
         printer.status(format!(
             "{} file(s) in `{}` are not complete backups (`--verbose` names them)",
@@ -107,7 +114,6 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
             dir.display()
         ));
     }
-    Ok(ExitStatus::Success)
 }
 
 /// `12 seconds ago`, `3 minutes ago`, `5 hours ago`, `2 days ago`.
