@@ -206,21 +206,13 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
     if (!replacing.is_empty() || !to_remove.is_empty()) && !args.yes {
         let question = format!(
             "Replace the current data of {}{}?",
-            replacing
-                .iter()
-                .map(|t| format!("`{}`", t.record.key))
-                .collect::<Vec<_>>()
-                .join(", "),
+            quoted(replacing.iter().map(|t| t.record.key.as_str())),
             if to_remove.is_empty() {
                 String::new()
             } else {
                 format!(
                     " and recreate container(s) {}",
-                    to_remove
-                        .values()
-                        .map(|c| format!("`{}`", c.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    quoted(to_remove.values().map(|c| c.name.as_str()))
                 )
             }
         );
@@ -284,11 +276,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
     if !to_remove.is_empty() {
         session.note_on_interrupt(format!(
             "removed for the restore: {}; once the data is restored, `docker compose up -d` recreates them",
-            to_remove
-                .values()
-                .map(|c| format!("`{}`", c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(to_remove.values().map(|c| c.name.as_str()))
         ));
     }
     for c in to_remove.values() {
@@ -340,11 +328,10 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         )
         .await?;
     } else {
-        let stopped: Vec<String> = to_stop.values().map(|c| format!("`{}`", c.name)).collect();
-        if !stopped.is_empty() {
+        if !to_stop.is_empty() {
             printer.warn(format!(
                 "left stopped so that nothing runs on partly restored data: {}",
-                stopped.join(", ")
+                quoted(to_stop.values().map(|c| c.name.as_str()))
             ));
         }
         session.clear_restarts();
@@ -461,10 +448,7 @@ fn select_records(
                     message: format!("the backup holds no volume `{w}`"),
                     hint: Some(format!(
                         "it holds: {}",
-                        all.iter()
-                            .map(|r| format!("`{}`", r.key))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        quoted(all.iter().map(|r| r.key.as_str()))
                     )),
                 })?;
             if seen.insert(r.key.clone()) {
@@ -590,21 +574,13 @@ fn print_plan(
     if !to_stop.is_empty() {
         printer.status(format!(
             "  stopping {}",
-            to_stop
-                .values()
-                .map(|c| format!("`{}`", c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(to_stop.values().map(|c| c.name.as_str()))
         ));
     }
     if !to_remove.is_empty() {
         printer.status(format!(
             "  removing and recreating with Compose: {}",
-            to_remove
-                .values()
-                .map(|c| format!("`{}`", c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(to_remove.values().map(|c| c.name.as_str()))
         ));
     }
 }
@@ -806,7 +782,10 @@ async fn bring_back(
     if !running.is_empty() {
         let mut a = vec!["up", "-d", "--no-deps"];
         a.extend(running.iter().copied());
-        printer.status(format!("Recreating {} with Compose", list(&running)));
+        printer.status(format!(
+            "Recreating {} with Compose",
+            quoted(running.iter().copied())
+        ));
         compose.run(&a).await.with_context(|| {
             format!(
                 "the data is restored, but Compose could not recreate the containers; run `{}`",
@@ -827,8 +806,9 @@ async fn bring_back(
     Ok(())
 }
 
-fn list(xs: &BTreeSet<&str>) -> String {
-    xs.iter()
+/// "`a`, `b`, `c`".
+fn quoted<'a>(xs: impl IntoIterator<Item = &'a str>) -> String {
+    xs.into_iter()
         .map(|x| format!("`{x}`"))
         .collect::<Vec<_>>()
         .join(", ")
