@@ -293,6 +293,11 @@ pub struct BackupArgs {
     /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+
+    /// zstd worker threads (0: compress on the thread that writes, which keeps up with the engine's
+    /// archive stream on its own; more pays only for higher levels)
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub threads: u32,
 }
 
 #[derive(Debug, Clone, Args)]

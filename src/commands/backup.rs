@@ -130,7 +130,10 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         &plan.items,
         &dir,
         args.tag.as_deref(),
-        args.level,
+        WriterOptions {
+            level: args.level,
+            workers: args.threads,
+        },
     )
     .await?;
 
@@ -161,14 +164,10 @@ pub async fn write_backup(
     items: &[&DataItem],
     dir: &Path,
     tag: Option<&str>,
-    level: i32,
+    options: WriterOptions,
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
     check_free_space(dir, items)?;
     let version = engine.version().await?;
-    let options = WriterOptions {
-        level,
-        ..WriterOptions::default()
-    };
     let engine_info = EngineInfo {
         version: version.version,
         os: version.os,

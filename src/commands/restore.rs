@@ -255,7 +255,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             &items,
             &dir,
             Some("pre-restore"),
-            3,
+            crate::archive::WriterOptions::default(),
         )
         .await
         .context("the safety backup failed; nothing was changed")?;
