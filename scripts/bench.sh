@@ -1,0 +1,645 @@
+#!/usr/bin/env bash
+# Benchmarks `docker persist backup` and `restore` against the other ways of copying a volume, on the
+# reference volume of DESIGN.md ("Performance targets"), and prints medians and the ratios the targets are
+# stated in. Results and how to read them: docs/benchmarks.md.
+#
+# Usage:
+#   scripts/bench.sh [-n RUNS] [--no-build] [--results FILE] [--keep]
+#   scripts/bench.sh --clean
+#
+#   -n, --runs N      measured rounds (default 3); one warm-up round runs first and is not counted
+#   --no-build        use the existing target/release/docker-persist instead of `cargo build --release`
+#   --results FILE    also write every sample as TSV (phase, method, round, seconds, load, max RSS, bytes)
+#   --keep            keep the work directory (backup files of the last round, logs) for a look afterwards
+#   --clean           remove everything the benchmark made, the cached reference volume and the GNU
+#                     tar/zstd image included, and exit
+#
+# What one round runs, in an order rotated from round to round so that no method always goes first:
+#   backup   (a)  docker run busybox tar czf          (the classic method)
+#            (b0) docker cp CTR:/data/. - >/dev/null  (the engine's tar producer alone)
+#            (b0e) the same from a container of an empty image, as docker persist's helper is: the engine
+#                 looks up each entry's uid and gid in the container's /etc/passwd and /etc/group and
+#                 caches only names it finds, so without those files every entry costs two failed lookups
+#            (b)  docker cp CTR:/data/. - | zstd -T0 -3
+#            (c)  GNU tar | zstd -T0 -3 in a container, volume read-only, /out bind-mounted
+#            ours           docker persist backup ref   (through the docker CLI, as users run it)
+#            ours-direct    target/release/docker-persist … backup, under /usr/bin/time -v (peak RSS)
+#            ours-l1        the same with --level 1     (how much of our time is compression)
+#   restore  each into a fresh volume: (a') busybox tar xzf, (b') zstd -dc | docker cp -, (c') zstd -dc |
+#            GNU tar -x in a container, ours (docker persist restore … --as NEW --yes --no-safety-backup)
+#            and ours-direct (the binary under /usr/bin/time -v).
+# Only the command itself is timed: creating the never-started container of (b)/(b') and removing it is
+# not (it is reported as a setup cost), nor is `sync`, which runs between measurements so that one method's
+# write-back is not billed to the next. The warm-up round also restores each method's output and compares
+# the restored tree (names, types, sizes, modes, owners, content) with the reference volume.
+#
+# The reference volume `persist-bench-ref` is made once from `examples/archive_bench.rs gen` (the same tree
+# docs/format.md measured) and reused while its marker file matches REF_VERSION. The GNU tar/zstd image
+# `persist-bench-gnu:1` is made from Debian packages (`apt-get download`, `dpkg-deb -x`, `docker import`),
+# never pulled. Every container, volume and image the benchmark makes is labelled `persist.bench=1`.
+# The engine must run on this machine: (a) and (c) bind-mount the output directory.
+set -euo pipefail
+
+REF_VOLUME=persist-bench-ref
+REF_VERSION="ref-v1 archive_bench-gen 8x64MiB+40000"
+REF_MARKER=.persist-bench-ref
+GNU_IMAGE=persist-bench-gnu:1
+EMPTY_IMAGE=persist-bench-empty:1
+GNU_PACKAGES=(tar zstd libc6 libacl1 libselinux1 libpcre2-8-0 zlib1g liblzma5 liblz4-1 dash)
+BUSYBOX=busybox:latest
+PROJECT=persistbench
+LABEL=persist.bench=1
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+runs=3
+build=1
+keep=0
+results=""
+work=""
+RUN_ID="$$-$(date +%s)"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+# ---------------------------------------------------------------------------------------------- setup
+
+clean_all() {
+    local ids
+    ids=$(docker ps -aq --filter "label=$LABEL")
+    # shellcheck disable=SC2086 # one id per word
+    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null
+    ids=$( (
+        docker volume ls -q --filter "label=$LABEL"
+        docker volume ls -q --filter "name=persist-bench-"
+    ) | sort -u)
+    # shellcheck disable=SC2086
+    [[ -z "$ids" ]] || docker volume rm -f $ids >/dev/null
+    ids=$(docker images -q --filter "label=$LABEL" | sort -u)
+    # shellcheck disable=SC2086
+    [[ -z "$ids" ]] || docker rmi -f $ids >/dev/null
+    log "removed every container, volume and image labelled $LABEL (the reference volume and $GNU_IMAGE included)"
+}
+
+cleanup() {
+    local status=$? ids
+    set +e
+    ids=$(docker ps -aq --filter "label=persist.bench.run=$RUN_ID" 2>/dev/null)
+    # shellcheck disable=SC2086
+    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1
+    ids=$(docker volume ls -q --filter "name=persist-bench-$RUN_ID-" 2>/dev/null)
+    # shellcheck disable=SC2086
+    [[ -z "$ids" ]] || docker volume rm -f $ids >/dev/null 2>&1
+    if [[ -n "$work" && -d "$work" ]]; then
+        if ((keep)); then
+            log "kept $work"
+        else
+            rm -rf "$work"
+        fi
+    fi
+    exit "$status"
+}
+
+need_tools() {
+    local missing=() pkgs=()
+    command -v docker >/dev/null || die "the \`docker\` CLI is not on PATH"
+    command -v zstd >/dev/null || {
+        missing+=(zstd)
+        pkgs+=(zstd)
+    }
+    [[ -x /usr/bin/time ]] || {
+        missing+=(/usr/bin/time)
+        pkgs+=(time)
+    }
+    command -v apt-get >/dev/null || die "apt-get is needed to build the GNU tar/zstd image from Debian packages"
+    command -v dpkg-deb >/dev/null || die "dpkg-deb is needed to build the GNU tar/zstd image"
+    ((${#pkgs[@]} == 0)) && return 0
+    [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; install with: sudo apt-get install -y ${pkgs[*]}"
+    log "installing ${pkgs[*]} (Debian)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1 || {
+        apt-get update -qq && apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null
+    } || die "apt-get install ${pkgs[*]} failed"
+}
+
+# The plugin runs with a temp DOCKER_CONFIG (for its cli-plugins/ symlink), which would lose a context chosen
+# in the user's config: pin the endpoint the docker CLI resolves now.
+pin_endpoint() {
+    if [[ -z "${DOCKER_HOST:-}" ]]; then
+        DOCKER_HOST=$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null) ||
+            die "cannot resolve the current docker context's endpoint (\`docker context inspect\`)"
+        export DOCKER_HOST
+    fi
+    unset DOCKER_CONTEXT
+    docker info >/dev/null 2>&1 || die "no Docker Engine answers at $DOCKER_HOST"
+}
+
+ensure_busybox() {
+    docker image inspect "$BUSYBOX" >/dev/null 2>&1 && return 0
+    log "$BUSYBOX is missing; making the local test images (scripts/test-images.sh)"
+    "$repo/scripts/test-images.sh" || die "scripts/test-images.sh failed"
+}
+
+# (c)'s image: GNU tar and zstd from Debian packages, unpacked into a rootfs and imported. No registry.
+ensure_gnu_image() {
+    docker image inspect "$GNU_IMAGE" >/dev/null 2>&1 && return 0
+    log "building $GNU_IMAGE from Debian packages: ${GNU_PACKAGES[*]}"
+    local dir="$work/gnu" deb
+    mkdir -p "$dir/debs" "$dir/root"
+    chmod 0755 "$work" "$dir" "$dir/debs" # apt-get download runs as _apt when it can read the directory
+    if ! (cd "$dir/debs" && apt-get download "${GNU_PACKAGES[@]}" >/dev/null 2>&1); then
+        [[ "$(id -u)" == 0 ]] && apt-get update -qq >/dev/null 2>&1
+        (cd "$dir/debs" && apt-get download "${GNU_PACKAGES[@]}" >/dev/null) ||
+            die "apt-get download ${GNU_PACKAGES[*]} failed"
+    fi
+    for deb in "$dir"/debs/*.deb; do
+        dpkg-deb -x "$deb" "$dir/root"
+    done
+    [[ -e "$dir/root/bin/sh" ]] || ln -s dash "$dir/root/bin/sh"
+    mkdir -p "$dir/root/tmp" "$dir/root/data" "$dir/root/out" "$dir/root/in"
+    chmod 1777 "$dir/root/tmp"
+    tar -C "$dir/root" --numeric-owner --owner=0 --group=0 -cf - . |
+        docker import --change "LABEL $LABEL" --change 'CMD ["/bin/sh"]' \
+            --message "docker-persist benchmark: GNU tar and zstd from Debian packages" - "$GNU_IMAGE" >/dev/null ||
+        die "docker import of $GNU_IMAGE failed"
+    local versions
+    if ! versions=$(docker run --rm --network none --label "$LABEL" "$GNU_IMAGE" \
+        sh -c 'tar --version && zstd --version' 2>&1); then
+        docker rmi -f "$GNU_IMAGE" >/dev/null 2>&1 || true
+        die "$GNU_IMAGE does not run tar and zstd (a shared library missing from GNU_PACKAGES? check with ldd): $versions"
+    fi
+    log "$GNU_IMAGE ready: $(printf '%s\n' "$versions" | grep -E '^(tar|\*\*\*)' | tr '\n' ' ')"
+    rm -rf "$dir"
+}
+
+# An image with no files, like docker persist's helper image, for (b0e).
+ensure_empty_image() {
+    docker image inspect "$EMPTY_IMAGE" >/dev/null 2>&1 && return 0
+    head -c 1024 /dev/zero | docker import --change "LABEL $LABEL" --message "docker-persist benchmark: empty" \
+        - "$EMPTY_IMAGE" >/dev/null || die "docker import of $EMPTY_IMAGE failed"
+}
+
+ref_marker() {
+    docker run --rm --network none --label "$LABEL" -v "$REF_VOLUME:/data:ro" "$BUSYBOX" \
+        cat "/data/$REF_MARKER" 2>/dev/null || true
+}
+
+# The reference volume: examples/archive_bench.rs's tree (8 × 64 MiB half random, half word-like text, and
+# 400 directories of 100 text files of 1–3 KiB, owned by 999:999), extracted into a labelled volume. The
+# marker file is written last, so a volume whose filling was interrupted is rebuilt.
+ensure_ref_volume() {
+    if docker volume inspect "$REF_VOLUME" >/dev/null 2>&1; then
+        [[ "$(ref_marker)" == "$REF_VERSION" ]] && {
+            log "reusing the reference volume $REF_VOLUME ($REF_VERSION)"
+            return 0
+        }
+        log "the reference volume $REF_VOLUME is stale or incomplete; rebuilding it"
+        docker volume rm -f "$REF_VOLUME" >/dev/null || die "cannot remove $REF_VOLUME (in use?)"
+    fi
+    log "building the reference volume $REF_VOLUME (≈650 MB; once)"
+    (cd "$repo" && cargo build --release --quiet --example archive_bench) ||
+        die "cargo build --release --example archive_bench failed"
+    "$repo/target/release/examples/archive_bench" gen "$work/ref.tar" >&2
+    docker volume create --label "$LABEL" "$REF_VOLUME" >/dev/null
+    docker run --rm -i --network none --label "$LABEL" -v "$REF_VOLUME:/data" "$BUSYBOX" \
+        tar -x -C / <"$work/ref.tar" || die "filling $REF_VOLUME failed"
+    rm -f "$work/ref.tar"
+    printf '%s\n' "$REF_VERSION" | docker run --rm -i --network none --label "$LABEL" \
+        -v "$REF_VOLUME:/data" "$BUSYBOX" sh -c "cat > /data/$REF_MARKER"
+    [[ "$(ref_marker)" == "$REF_VERSION" ]] || die "the marker of $REF_VOLUME does not read back"
+}
+
+# Every path of a volume with its type, size, mode and owner, sorted.
+tree_meta() {
+    docker run --rm --network none --label "$LABEL" -v "$1:/data:ro" "$BUSYBOX" sh -c '
+        cd /data && find . -exec stat -c "%n %F %s %a %u:%g" {} + | sort'
+}
+
+# A fingerprint of a volume's tree: every path with type, size, mode, owner, and the content of every file.
+tree_fingerprint() {
+    docker run --rm --network none --label "$LABEL" -v "$1:/data:ro" "$BUSYBOX" sh -c '
+        cd /data || exit 1
+        meta=$(find . -exec stat -c "%n %F %s %a %u:%g" {} + | sort | md5sum | cut -d" " -f1)
+        data=$(find . -type f | sort | xargs cat | md5sum | cut -d" " -f1)
+        n=$(find . | wc -l)
+        echo "$n entries, meta $meta, data $data"'
+}
+
+# -------------------------------------------------------------------------------------------- measuring
+
+cp_id=""
+setup_secs=0
+samples="" # TSV lines: phase method round seconds load1 maxrss_kib bytes
+t_start=""
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# Busy CPUs (out of nproc) over a quiet second before a round: the load that is not ours.
+external_load() {
+    local a b
+    read -r -a a < <(head -n 1 /proc/stat)
+    sleep 2
+    read -r -a b < <(head -n 1 /proc/stat)
+    awk -v u1="${a[1]}" -v n1="${a[2]}" -v s1="${a[3]}" -v i1="${a[4]}" -v w1="${a[5]}" -v q1="${a[6]}" \
+        -v sq1="${a[7]}" -v st1="${a[8]}" -v u2="${b[1]}" -v n2="${b[2]}" -v s2="${b[3]}" -v i2="${b[4]}" \
+        -v w2="${b[5]}" -v q2="${b[6]}" -v sq2="${b[7]}" -v st2="${b[8]}" -v cpus="$(nproc)" 'BEGIN {
+            busy = (u2 - u1) + (n2 - n1) + (s2 - s1) + (q2 - q1) + (sq2 - sq1) + (st2 - st1)
+            idle = (i2 - i1) + (w2 - w1)
+            printf "%.2f", (busy + idle > 0) ? cpus * busy / (busy + idle) : 0 }'
+}
+
+start_timer() {
+    sync
+    t_load=$(load1)
+    t_start=$EPOCHREALTIME
+}
+
+# stop_timer PHASE METHOD ROUND [MAXRSS_KIB] [BYTES]
+stop_timer() {
+    local t_end=$EPOCHREALTIME secs
+    secs=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.3f", b - a }')
+    samples+="$1	$2	$3	$secs	$t_load	${4:--}	${5:--}"$'\n'
+    log "round $3: $1 $2 ${secs}s${4:+, peak RSS $((${4} / 1024)) MiB}"
+}
+
+file_size() { stat -c %s "$1"; }
+
+maxrss_of() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
+
+persist_plugin() { DOCKER_CONFIG="$work/config" docker persist -f "$work/project/compose.yaml" "$@"; }
+
+persist_direct() { /usr/bin/time -v -o "$work/time.txt" "$bin" -f "$work/project/compose.yaml" "$@"; }
+
+# One never-started container that mounts a volume at /data, for `docker cp`. Not timed; its create and
+# remove are recorded as the setup cost of (b)/(b').
+# cp_container VOLUME [:ro] [IMAGE]: sets cp_id and setup_secs.
+cp_container() {
+    local t0=$EPOCHREALTIME
+    cp_id=$(docker create --network none --label "$LABEL" --label "persist.bench.run=$RUN_ID" \
+        -v "$1:/data${2:-}" "${3:-$BUSYBOX}" /never-started)
+    setup_secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
+}
+
+rm_container() {
+    local t0=$EPOCHREALTIME
+    docker rm -f "$1" >/dev/null
+    setup_secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$setup_secs" 'BEGIN { printf "%.3f", s + b - a }')
+    samples+="setup	cp-container	$round	$setup_secs	-	-	-"$'\n'
+}
+
+backup_method() {
+    local m=$1 out="$work/out/$round" path
+    case "$m" in
+    a)
+        start_timer
+        docker run --rm --network none --label "$LABEL" -v "$REF_VOLUME:/data:ro" -v "$out:/backup" \
+            "$BUSYBOX" tar czf /backup/a.tar.gz -C /data .
+        stop_timer backup a "$round" "" "$(file_size "$out/a.tar.gz")"
+        ;;
+    b0 | b0e | b)
+        cp_container "$REF_VOLUME" :ro "$([[ "$m" == b0e ]] && echo "$EMPTY_IMAGE" || echo "$BUSYBOX")"
+        start_timer
+        if [[ "$m" == b0* ]]; then
+            docker cp "$cp_id:/data/." - >/dev/null
+            stop_timer backup "$m" "$round"
+        else
+            docker cp "$cp_id:/data/." - | zstd -T0 -3 -q >"$out/b.tar.zst"
+            stop_timer backup b "$round" "" "$(file_size "$out/b.tar.zst")"
+        fi
+        rm_container "$cp_id"
+        ;;
+    c)
+        start_timer
+        docker run --rm --network none --label "$LABEL" -v "$REF_VOLUME:/data:ro" -v "$out:/out" \
+            "$GNU_IMAGE" sh -c 'tar -C /data -cf - . | zstd -T0 -3 -q > /out/c.tar.zst'
+        stop_timer backup c "$round" "" "$(file_size "$out/c.tar.zst")"
+        ;;
+    ours)
+        start_timer
+        path=$(persist_plugin -q backup ref --dir "$out/ours" | tail -n 1)
+        stop_timer backup ours "$round" "" "$(file_size "$path")"
+        printf '%s\n' "$path" >"$out/ours.path"
+        ;;
+    ours-direct | ours-l1)
+        local level=3
+        [[ "$m" == ours-l1 ]] && level=1
+        start_timer
+        path=$(persist_direct -q backup ref --dir "$out/$m" --level "$level" | tail -n 1)
+        stop_timer backup "$m" "$round" "$(maxrss_of "$work/time.txt")" "$(file_size "$path")"
+        ;;
+    *) die "unknown backup method $m" ;;
+    esac
+}
+
+restore_method() {
+    local m=$1 out="$work/out/$round" vol="persist-bench-$RUN_ID-$1"
+    docker volume rm -f "$vol" >/dev/null 2>&1 || true
+    case "$m" in
+    a)
+        docker volume create --label "$LABEL" "$vol" >/dev/null
+        start_timer
+        docker run --rm --network none --label "$LABEL" -v "$vol:/data" -v "$out:/backup:ro" \
+            "$BUSYBOX" tar xzf /backup/a.tar.gz -C /data
+        stop_timer restore a "$round"
+        ;;
+    b)
+        docker volume create --label "$LABEL" "$vol" >/dev/null
+        cp_container "$vol"
+        start_timer
+        zstd -dc -q "$out/b.tar.zst" | docker cp - "$cp_id:/data"
+        stop_timer restore b "$round"
+        rm_container "$cp_id"
+        ;;
+    c)
+        docker volume create --label "$LABEL" "$vol" >/dev/null
+        start_timer
+        docker run --rm --network none --label "$LABEL" -v "$vol:/data" -v "$out:/in:ro" \
+            "$GNU_IMAGE" sh -c 'zstd -dc -q /in/c.tar.zst | tar -C /data -xf -'
+        stop_timer restore c "$round"
+        ;;
+    ours)
+        start_timer
+        if ! persist_plugin -q restore "$(cat "$out/ours.path")" ref --as "$vol" --yes --no-safety-backup \
+            >"$work/restore.log" 2>&1; then
+            ours_restore_failed "$vol"
+            return 0
+        fi
+        stop_timer restore ours "$round"
+        ;;
+    ours-direct)
+        start_timer
+        if ! persist_direct -q restore "$(cat "$out/ours.path")" ref --as "$vol" --yes --no-safety-backup \
+            >"$work/restore.log" 2>&1; then
+            ours_restore_failed "$vol"
+            return 0
+        fi
+        stop_timer restore ours-direct "$round" "$(maxrss_of "$work/time.txt")"
+        ;;
+    *) die "unknown restore method $m" ;;
+    esac
+    if ((round == 0)); then
+        local got
+        got=$(tree_fingerprint "$vol")
+        if [[ "$got" == "$ref_fingerprint" ]]; then
+            log "check: ($m) restored the reference tree exactly"
+        else
+            log "check: ($m) restored a DIFFERENT tree: $got; first differences (< reference, > restored):"
+            tree_meta "$REF_VOLUME" >"$work/meta.ref"
+            tree_meta "$vol" >"$work/meta.got"
+            local differs
+            differs=$(diff "$work/meta.ref" "$work/meta.got" | grep '^[<>]' || true)
+            [[ -n "$differs" ]] || differs="names, types, sizes, modes and owners agree; file contents differ"
+            printf '%s\n' "$differs" | head -n 6 | sed 's/^/    /' >&2
+            mismatches+="($m): $(printf '%s\n' "$differs" | head -n 2 | tr '\n' ' ')"$'\n'
+        fi
+    fi
+    docker volume rm -f "$vol" >/dev/null
+}
+
+ours_restore_failed() {
+    log "docker persist restore failed; not measuring it any further. Its output:"
+    sed 's/^/    /' "$work/restore.log" >&2
+    restore_failed=1
+    docker volume rm -f "$1" >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------------------------------------- report
+
+# median_of PHASE METHOD → median seconds over the measured rounds (round ≥ 1), or "-"
+median_of() {
+    printf '%s' "$samples" | awk -F'\t' -v p="$1" -v m="$2" -v col="${3:-4}" '
+        $1 == p && $2 == m && $3 >= 1 && $col != "-" { v[n++] = $col }
+        END {
+            if (n == 0) { print "-"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            print (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2 }'
+}
+
+median_load() {
+    printf '%s' "$samples" | awk -F'\t' '$3 >= 1 && $5 != "-" { print $5 }' | sort -n |
+        awk '{ v[n++] = $1 } END { print n ? v[int(n / 2)] : "-" }'
+}
+
+range_of() {
+    printf '%s' "$samples" | awk -F'\t' -v p="$1" -v m="$2" '
+        $1 == p && $2 == m && $3 >= 1 { if (n == 0 || $4 < lo) lo = $4; if (n == 0 || $4 > hi) hi = $4; n++ }
+        END { if (n) printf "%.2f–%.2f (%d)", lo, hi, n; else print "-" }'
+}
+
+# Formatting that passes "-" (not measured) through.
+mb() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1e6 }'; }
+mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }'; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+verdict() { # ratio op limit
+    awk -v r="$1" -v op="$2" -v l="$3" 'BEGIN {
+        if (r == "-") { print "not measured"; exit }
+        ok = (op == "<=") ? (r <= l) : (r >= l)
+        print ok ? "met" : "MISSED" }'
+}
+
+describe() {
+        case "$1" in
+        a) printf 'busybox tar czf / tar xzf in a container (classic)' ;;
+        b0) printf 'docker cp CTR:/data/. - > /dev/null (engine tar producer only)' ;;
+        b0e) printf 'the same, CTR from an empty image (no /etc/passwd, like our helper)' ;;
+        b) printf 'docker cp | zstd -T0 -3   /   zstd -dc | docker cp -' ;;
+        c) printf 'GNU tar | zstd -T0 -3 in a container (fast-path reference)' ;;
+        ours) printf 'docker persist backup / restore (plugin, universal path)' ;;
+        ours-direct) printf 'docker-persist binary directly, under /usr/bin/time -v' ;;
+        ours-l1) printf 'docker-persist binary directly, --level 1' ;;
+        esac
+}
+
+report() {
+    printf '\n## Results: medians of %d rounds (range, n), warm page cache\n\n' "$runs"
+    printf '| phase | method | what | median s | range s (n) | stored MB | peak RSS MiB |\n'
+    printf '|---|---|---|---:|---:|---:|---:|\n'
+    local phase m med bytes rss
+    for phase in backup restore; do
+        for m in a b0 b0e b c ours ours-direct ours-l1; do
+            med=$(median_of "$phase" "$m")
+            [[ "$med" == - ]] && continue
+            bytes=$(median_of "$phase" "$m" 7)
+            rss=$(median_of "$phase" "$m" 6)
+            printf '| %s | %s | %s | %.2f | %s | %s | %s |\n' "$phase" "$m" "$(describe "$m")" "$med" \
+                "$(range_of "$phase" "$m")" "$(mb "$bytes")" "$(mib "$rss")"
+        done
+    done
+    printf '\nNot timed: creating + removing the never-started container of (b)/(b'"'"'): median %ss.\n' \
+        "$(median_of setup cp-container)"
+
+    local bo bb bc ba ro rb rc ra rss_b rss_r r1 r2 r3 r4 r5
+    bo=$(median_of backup ours)
+    bb=$(median_of backup b)
+    bc=$(median_of backup c)
+    ba=$(median_of backup a)
+    ro=$(median_of restore ours)
+    rb=$(median_of restore b)
+    rc=$(median_of restore c)
+    ra=$(median_of restore a)
+    rss_b=$(median_of backup ours-direct 6)
+    rss_r=$(median_of restore ours-direct 6)
+    r1=$(ratio "$bo" "$bb")
+    r2=$(ratio "$ro" "$rb")
+    r3=$(ratio "$ba" "$bo")
+    r4=$(ratio "$ra" "$ro")
+    r5=$(ratio "$bo" "$bc")
+    printf '\n## Ratios\n\n| ratio | value | target | |\n|---|---:|---|---|\n'
+    printf '| backup: ours / (b) | %s | ≤ 1.10 (universal path) | %s |\n' "$r1" "$(verdict "$r1" '<=' 1.10)"
+    printf '| restore: ours / (b'"'"') | %s | ≤ 1.10 (universal path) | %s |\n' "$r2" "$(verdict "$r2" '<=' 1.10)"
+    printf '| backup: (a) / ours — "times faster than the classic method" | %s | — | |\n' "$r3"
+    printf '| restore: (a'"'"') / ours | %s | — | |\n' "$r4"
+    printf '| backup: ours / (c) | %s | ≤ 1.10 for the fast path (not built yet) | |\n' "$r5"
+    printf '| restore: ours / (c'"'"') | %s | ≤ 1.00 for the fast path (not built yet) | |\n' "$(ratio "$ro" "$rc")"
+    local rss_max
+    rss_max=$(printf '%s' "$samples" | awk -F'\t' '$6 != "-" && $6 > m { m = $6 } END { print m ? m : "-" }')
+    printf '| peak RSS of docker-persist, backup / restore (median), max of all runs | %s / %s / %s MiB | ≤ 64 MB | %s |\n' \
+        "$(mib "$rss_b")" "$(mib "$rss_r")" "$(mib "$rss_max")" \
+        "$(awk -v k="$rss_max" 'BEGIN { if (k == "-") print "not measured"; else print (k * 1024 <= 64e6) ? "met" : "MISSED" }')"
+}
+
+# ------------------------------------------------------------------------------------------------ main
+
+while (($#)); do
+    case "$1" in
+    -n | --runs)
+        [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive number"
+        runs=$2
+        shift 2
+        ;;
+    --no-build)
+        build=0
+        shift
+        ;;
+    --results)
+        [[ $# -ge 2 ]] || die "--results needs a file name"
+        results=$2
+        shift 2
+        ;;
+    --keep)
+        keep=1
+        shift
+        ;;
+    --clean)
+        pin_endpoint
+        clean_all
+        exit 0
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown argument \`$1\` (see --help)" ;;
+    esac
+done
+
+need_tools
+pin_endpoint
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+work=$(mktemp -d "${TMPDIR:-/tmp}/persist-bench.XXXXXX")
+
+bin="$repo/target/release/docker-persist"
+if ((build)); then
+    log "cargo build --release"
+    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+[[ -x "$bin" ]] || die "$bin is missing; build it with \`cargo build --release\` or drop --no-build"
+
+ensure_busybox
+ensure_gnu_image
+ensure_empty_image
+ensure_ref_volume
+
+# The engine must see this machine's files: (a) and (c) write into a bind-mounted directory.
+mkdir -p "$work/probe"
+docker run --rm --network none --label "$LABEL" -v "$work/probe:/probe" "$BUSYBOX" touch /probe/seen
+[[ -e "$work/probe/seen" ]] || die "a bind mount of $work is not visible to the engine: the benchmark needs an engine on this machine"
+
+mkdir -p "$work/project" "$work/config/cli-plugins"
+ln -s "$bin" "$work/config/cli-plugins/docker-persist"
+cat >"$work/project/compose.yaml" <<EOF
+name: $PROJECT
+services:
+  app:
+    image: $BUSYBOX
+    volumes: [ref:/data]
+volumes:
+  ref:
+    external: true
+    name: $REF_VOLUME
+EOF
+persist_plugin --help >/dev/null 2>&1 || die "\`docker persist\` does not run through $work/config/cli-plugins"
+
+restore_available=1
+restore_failed=0
+if ! persist_plugin restore --help >/dev/null 2>&1; then
+    restore_available=0
+    log "restore not available yet (\`docker persist restore --help\` fails): measuring the others' restores only"
+fi
+
+ref_fingerprint=$(tree_fingerprint "$REF_VOLUME")
+log "reference: $ref_fingerprint"
+mismatches=""
+
+backup_methods=(a b0 b0e b c ours ours-direct ours-l1)
+restore_methods=(a b c ours ours-direct)
+ext_loads=()
+for ((round = 0; round <= runs; round++)); do
+    mkdir -p "$work/out/$round"
+    chmod 0777 "$work/out/$round"
+    ext_loads+=("$(external_load)")
+    log "round $round$( ((round == 0)) && echo ' (warm-up, not counted)'): busy CPUs outside the benchmark ${ext_loads[-1]} of $(nproc)"
+    n=${#backup_methods[@]}
+    for ((i = 0; i < n; i++)); do
+        backup_method "${backup_methods[$(((i + round) % n))]}"
+    done
+    n=${#restore_methods[@]}
+    for ((i = 0; i < n; i++)); do
+        m=${restore_methods[$(((i + round) % n))]}
+        if [[ "$m" == ours* ]] && ((!restore_available || restore_failed)); then
+            continue
+        fi
+        restore_method "$m"
+    done
+    if ((round < runs)) || ((!keep)); then
+        rm -rf "${work:?}/out/$round"
+    fi
+done
+
+{
+    printf '# docker-persist benchmark, %s\n\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf 'Machine: %s CPUs, %s MB RAM; engine %s, storage driver %s, kernel %s; docker-persist %s (%s)\n' \
+        "$(nproc)" "$(awk '/MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)" \
+        "$(docker version --format '{{.Server.Version}}')" "$(docker info --format '{{.Driver}}')" \
+        "$(uname -r)" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" "$bin"
+    printf 'Reference volume: %s\n' "$ref_fingerprint"
+    printf 'Load: busy CPUs outside the benchmark before each round: %s (of %s); 1-min load average at the start of the measurements: median %s\n' \
+        "${ext_loads[*]}" "$(nproc)" "$(median_load)"
+    if ((!restore_available)); then
+        # shellcheck disable=SC2016 # backticks are Markdown here
+        printf '\nrestore not available yet: `docker persist restore --help` fails, so ours is not measured for restore\n'
+    elif ((restore_failed)); then
+        # shellcheck disable=SC2016
+        printf '\n`docker persist restore` FAILED (its output is above); ours is not measured for restore\n'
+    fi
+    if [[ -n "$mismatches" ]]; then
+        printf '\nWARNING: a restored tree differed from the reference (< reference, > restored):\n%s' "$mismatches"
+    fi
+    report
+}
+
+if [[ -n "$results" ]]; then
+    {
+        printf 'phase\tmethod\tround\tseconds\tload1\tmaxrss_kib\tbytes\n'
+        printf '%s' "$samples"
+    } >"$results"
+    log "samples written to $results"
+fi
