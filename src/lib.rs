@@ -11,6 +11,7 @@ pub mod compose;
 pub mod context;
 pub mod engine;
 pub mod inventory;
+pub mod pipe;
 pub mod plugin;
 pub mod report;
 

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod format;
 pub mod reader;
 pub mod rebase;
+pub mod rootfs;
 pub mod writer;
 
 use std::path::PathBuf;

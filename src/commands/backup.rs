@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{ExitStatus, Session, UsageError};
 use crate::archive::{
@@ -199,9 +198,14 @@ pub async fn write_backup(
         report_volume(printer, item, &record);
         records.push(record);
     }
+    let started = std::time::Instant::now();
     let finished = tokio::task::spawn_blocking(move || writer.finish())
         .await
         .context("the backup writer stopped unexpectedly")??;
+    printer.verbose(format!(
+        "wrote the manifest and synced the file in {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok((finished, records))
 }
 
@@ -228,11 +232,12 @@ async fn back_up_one(
     };
     printer.verbose(format!("reading `{}` through a helper container", item.key));
     let helper = engine.create_helper(&mount).await?;
+    let started = std::time::Instant::now();
     let stream = engine
         .with_long_timeout()
         .download_data(&helper)
         .map_err(std::io::Error::other);
-    let bridge = SyncIoBridge::new(StreamReader::new(stream));
+    let bridge = crate::pipe::reader_of(stream);
     let progress = Progress::bytes(printer.progress_enabled(), &item.key, item.size_bytes);
     let spec = volume_spec(item, name);
     let bar = progress.clone();
@@ -245,6 +250,11 @@ async fn back_up_one(
     .await
     .context("the backup writer stopped unexpectedly")?;
     progress.finish();
+    printer.verbose(format!(
+        "read `{}` in {:.2} s",
+        item.key,
+        started.elapsed().as_secs_f64()
+    ));
     helper.remove().await?;
     let record = result.with_context(|| format!("failed to back up `{key}`"))?;
     Ok((writer, record))

@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::backup::write_backup;
 use super::backups::{backup_dir, listing};
@@ -533,7 +531,7 @@ async fn volume_has_data(engine: &Engine, name: &str) -> anyhow::Result<bool> {
         .with_long_timeout()
         .download_data(&helper)
         .map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let reader = crate::pipe::reader_of(stream);
     let summary =
         tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default())).await?;
     helper.remove().await?;
@@ -629,7 +627,7 @@ async fn restore_one(
     let helper = engine.create_helper(&mount).await?;
 
     // decoded member → re-rooted under `data/` → channel → the engine.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let (writer, body) = crate::pipe::stream_of();
     let progress = Progress::bytes(
         printer.progress_enabled(),
         &t.record.key,
@@ -639,19 +637,26 @@ async fn restore_one(
     let b = Arc::clone(backup);
     let key = t.record.key.clone();
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let failer = writer.clone();
+        let fail = |e: &dyn std::fmt::Display| failer.fail(std::io::Error::other(e.to_string()));
         let stream = b.volume_stream(&key)?;
         let mut reader = CancellableReader::new(stream, |n| bar.inc(n));
-        let sink = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
-        let result = rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush());
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        let sink = std::io::BufWriter::with_capacity(256 * 1024, writer);
+        let rebased = rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush().map(|()| w));
+        let w = match rebased {
+            Ok(w) => w,
+            Err(e) => {
+                fail(&e);
+                return Err(e.into());
+            }
+        };
+        // The member's checksum is checked before the upload stream ends.
+        if let Err(e) = reader.into_inner().finish() {
+            fail(&e);
             return Err(e.into());
         }
-        reader.into_inner().finish()?;
+        drop(w);
         Ok(())
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
     });
     let upload = engine.with_long_timeout().upload_root(&helper, body).await;
     let produced = producer
@@ -666,7 +671,7 @@ async fn restore_one(
         .with_long_timeout()
         .download_data(&helper)
         .map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let reader = crate::pipe::reader_of(stream);
     let summary =
         tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
             .await??;
@@ -816,20 +821,4 @@ fn quoted<'a>(xs: impl IntoIterator<Item = &'a str>) -> String {
 
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
-/// A blocking writer that hands its bytes to an async channel.
-struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::other("the upload to the engine stopped"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -1,6 +1,6 @@
 //! Helper containers: how docker persist reaches the inside of a volume without pulling any image.
 //!
-//! The universal data path creates a container from an empty, locally imported image, mounts the volume
+//! The universal data path creates a container from a locally imported image without executables, mounts the volume
 //! (or bind mount) at a fixed path and never starts it; the engine's archive endpoints then read and write
 //! the mounted data. Helper containers carry the label `persist.helper=true`, have no network, and are
 //! removed on every exit path: by [`HelperContainer::remove`], by its `Drop`, and by
@@ -23,8 +23,9 @@ use super::{Engine, EngineError};
 pub const HELPER_LABEL: &str = "persist.helper";
 /// The label naming the process that created a helper container: `<hostname>:<pid>`.
 pub const OWNER_LABEL: &str = "persist.helper.owner";
-/// The empty image of the universal path.
-pub const EMPTY_IMAGE: &str = "docker-persist-empty:1";
+/// The helper image of the universal path: no executable, only the names of uids and gids
+/// ([`crate::archive::rootfs`] says why).
+pub const HELPER_IMAGE: &str = "docker-persist-helper:1";
 /// Where a helper mounts the data it works on.
 pub const DATA_PATH: &str = "/data";
 
@@ -145,16 +146,19 @@ fn owner_is_gone(owner: &str) -> bool {
 }
 
 impl Engine {
-    /// Makes sure the empty helper image exists, importing it from an empty tar when it does not.
-    pub async fn ensure_empty_image(&self) -> Result<(), EngineError> {
-        if self.docker.inspect_image(EMPTY_IMAGE).await.is_ok() {
+    /// Makes sure the helper image exists, importing it (never pulling it) when it does not.
+    pub async fn ensure_helper_image(&self) -> Result<(), EngineError> {
+        if self.docker.inspect_image(HELPER_IMAGE).await.is_ok() {
             return Ok(());
         }
-        let (repo, tag) = EMPTY_IMAGE
+        let (repo, tag) = HELPER_IMAGE
             .split_once(':')
-            .unwrap_or((EMPTY_IMAGE, "latest"));
-        // An empty tar archive is two 512-byte blocks of zeros.
-        let body = bollard::body_full(vec![0u8; 1024].into());
+            .unwrap_or((HELPER_IMAGE, "latest"));
+        let rootfs = crate::archive::rootfs::helper_rootfs().map_err(|e| EngineError::Api {
+            operation: "build the helper image".to_string(),
+            message: e.to_string(),
+        })?;
+        let body = bollard::body_full(rootfs.into());
         let mut progress = self.docker.create_image(
             Some(CreateImageOptions {
                 from_src: Some("-".to_string()),
@@ -167,10 +171,10 @@ impl Engine {
             None,
         );
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| EngineError::api("import the empty helper image", &e))?;
+            let info = item.map_err(|e| EngineError::api("import the helper image", &e))?;
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(EngineError::Api {
-                    operation: "import the empty helper image".to_string(),
+                    operation: "import the helper image".to_string(),
                     message: err,
                 });
             }
@@ -178,9 +182,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates a helper container from the empty image with `mount` at [`DATA_PATH`]. It is never started.
+    /// Creates a helper container from the helper image with `mount` at [`DATA_PATH`]. It is never started.
     pub async fn create_helper(&self, mount: &HelperMount) -> Result<HelperContainer, EngineError> {
-        self.ensure_empty_image().await?;
+        self.ensure_helper_image().await?;
         let (typ, source, read_only) = match mount {
             HelperMount::Volume { name, read_only } => (MountType::VOLUME, name, *read_only),
             HelperMount::Bind { path, read_only } => (MountType::BIND, path, *read_only),
@@ -190,7 +194,7 @@ impl Engine {
             (OWNER_LABEL.to_string(), owner()),
         ]);
         let body = ContainerCreateBody {
-            image: Some(EMPTY_IMAGE.to_string()),
+            image: Some(HELPER_IMAGE.to_string()),
             cmd: Some(vec!["/docker-persist-helper-never-started".to_string()]),
             labels: Some(labels),
             network_disabled: Some(true),
