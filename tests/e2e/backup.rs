@@ -118,12 +118,7 @@ fn manifest(env: &TestEnv, backup: &Path) -> Value {
 /// The manifest record of volume `key`.
 #[track_caller]
 fn record<'a>(manifest: &'a Value, key: &str) -> &'a Value {
-    manifest["volumes"]
-        .as_array()
-        .expect("volumes is an array")
-        .iter()
-        .find(|v| v["key"] == key)
-        .unwrap_or_else(|| panic!("no volume `{key}` in the manifest:\n{manifest:#}"))
+    crate::support::volume_entry(manifest, key)
 }
 
 /// The volume keys of a manifest or of `backup --json`, sorted.

@@ -66,12 +66,7 @@ fn write_shop(env: &TestEnv) {
 /// The `ls --json` entry with `key`.
 #[track_caller]
 fn item<'a>(ls: &'a Value, key: &str) -> &'a Value {
-    ls["volumes"]
-        .as_array()
-        .expect("volumes is an array")
-        .iter()
-        .find(|v| v["key"] == key)
-        .unwrap_or_else(|| panic!("no `{key}` in ls output:\n{ls:#}"))
+    crate::support::volume_entry(ls, key)
 }
 
 fn keys(ls: &Value) -> Vec<String> {

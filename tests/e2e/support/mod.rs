@@ -836,3 +836,15 @@ pub fn tree_digest(entries: &[TreeEntry]) -> String {
     }
     hex::encode(sha.finalize())
 }
+
+/// The entry with `key` in the `volumes` array of a JSON document: `ls --json`, a backup's manifest,
+/// `backup --json`.
+#[track_caller]
+pub fn volume_entry<'a>(doc: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    doc["volumes"]
+        .as_array()
+        .expect("volumes is an array")
+        .iter()
+        .find(|v| v["key"] == key)
+        .unwrap_or_else(|| panic!("no `{key}` in the volumes of:\n{doc:#}"))
+}
