@@ -913,25 +913,8 @@ mod tests {
     use super::*;
     use crate::archive::digest::tests::{build, dir, file};
     use crate::archive::format::EngineInfo;
-    use crate::archive::writer::{BackupWriter, VolumeSpec, WriterOptions};
-    use crate::compose::Tier;
-    use crate::compose::classify::DataKind;
-
-    fn spec(key: &str) -> VolumeSpec {
-        VolumeSpec {
-            key: key.into(),
-            name: format!("app_{key}"),
-            kind: DataKind::Named,
-            tier: Tier::Critical,
-            reason: "test".into(),
-            driver: "local".into(),
-            driver_opts: Default::default(),
-            labels: Default::default(),
-            users: vec![],
-            consistency: "stop".into(),
-            tar_prefix: None,
-        }
-    }
+    use crate::archive::writer::tests::spec;
+    use crate::archive::writer::{BackupWriter, WriterOptions};
 
     fn write_backup(to: &Path, project: &str, stamp: &str, tag: Option<&str>) -> PathBuf {
         let name = BackupName::new(project, stamp.parse().unwrap(), tag).unwrap();

@@ -592,7 +592,7 @@ impl Write for HashingWriter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::archive::digest::tests::{build, dir, file};
     use std::os::unix::fs::PermissionsExt;
