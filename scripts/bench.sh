@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
 # Benchmarks `docker persist backup` and `restore` against the other ways of copying a volume, on the
-# reference volume of DESIGN.md ("Performance targets"), and prints medians and the ratios the targets are
-# stated in. Results and how to read them: docs/benchmarks.md.
+# reference volume of DESIGN.md ("Performance targets"), and prints medians, the paired ratios the targets are
+# stated in, and a verdict for each target. Results and how to read them: docs/benchmarks.md.
 #
 # Usage:
-#   scripts/bench.sh [-n RUNS] [--no-build] [--results FILE] [--keep]
+#   scripts/bench.sh [-n RUNS] [--no-build] [--settle SECS] [--results FILE] [--keep]
 #   scripts/bench.sh --clean
 #
 #   -n, --runs N      measured rounds (default 3); one warm-up round runs first and is not counted
-#   --no-build        use the existing target/release/docker-persist instead of `cargo build --release`
-#   --results FILE    also write every sample as TSV (phase, method, round, seconds, load, max RSS, bytes)
+#   --no-build        use the existing build instead of `cargo build --release`: target/release/docker-persist,
+#                     or, when the build has `--path`, the static one under target/<host triple>/release
+#   --settle SECS     pause after `sync` that follows each bulk delete (a restored volume, a round's backup
+#                     files) before the next timed step (default 3)
+#   --results FILE    also write every sample as TSV (phase, method, round, seconds, load, max RSS, bytes,
+#                     CPU seconds)
 #   --keep            keep the work directory (backup files of the last round, logs) for a look afterwards
 #   --clean           remove everything the benchmark made, the cached reference volume and the GNU
 #                     tar/zstd image included, and exit
+#
+# Environment:
+#   PERSIST_BENCH_BIN=PATH  measure this docker-persist executable instead of building one (implies
+#                           --no-build), e.g. to compare two builds; for the fast path it must be static
+#
+# Data paths: when `docker-persist backup --help` offers `--path`, ours runs twice, as ours-universal and
+# ours-fast (`--path universal|fast`), and the static executable the fast path needs is built (with
+# RUSTFLAGS='-C target-feature=+crt-static' and an explicit --target) and used for every ours method. A build
+# without `--path` has the universal path only: ours runs once, and the fast-path targets are reported as not
+# available in this build.
 #
 # What one round runs, in an order rotated from round to round so that no method always goes first:
 #   backup   (a)  docker run busybox tar czf          (the classic method)
@@ -22,16 +36,30 @@
 #                 caches only names it finds, so without those files every entry costs two failed lookups
 #            (b)  docker cp CTR:/data/. - | zstd -T0 -3
 #            (c)  GNU tar | zstd -T0 -3 in a container, volume read-only, /out bind-mounted
-#            ours           docker persist backup ref   (through the docker CLI, as users run it)
-#            ours-direct    target/release/docker-persist … backup, under /usr/bin/time -v (peak RSS)
+#            ours           docker persist backup ref   (through the docker CLI, as users run it), or
+#            ours-universal and ours-fast, the same with `--path universal` / `--path fast`
+#            ours-direct    the docker-persist executable … backup, under /usr/bin/time -v (peak RSS, CPU
+#                           time); on the universal path, where our process does the work
 #            ours-l1        the same with --level 1     (how much of our time is compression)
 #   restore  each into a fresh volume: (a') busybox tar xzf, (b') zstd -dc | docker cp -, (c') zstd -dc |
-#            GNU tar -x in a container, ours (docker persist restore … --as NEW --yes --no-safety-backup)
-#            and ours-direct (the binary under /usr/bin/time -v).
+#            GNU tar -x in a container, ours or ours-universal and ours-fast (docker persist restore … --as
+#            NEW --yes --no-safety-backup, each from its own backup of the round) and ours-direct (the
+#            executable under /usr/bin/time -v, from the universal path's backup).
 # Only the command itself is timed: creating the never-started container of (b)/(b') and removing it is
 # not (it is reported as a setup cost), nor is `sync`, which runs between measurements so that one method's
-# write-back is not billed to the next. The warm-up round also restores each method's output and compares
-# the restored tree (names, types, sizes, modes, owners, content) with the reference volume.
+# write-back is not billed to the next. Inputs are warmed before they are timed, so that every method starts
+# from the same page cache: each round first reads every file of the reference volume once, and each restore
+# first reads its backup file once. Each restored volume is removed after its step, then `sync` and the
+# settle pause run before anything else is timed. Every sample records the 1-minute load average at its start.
+# The warm-up round also restores each method's output and compares the restored tree (names, types, sizes,
+# modes, owners, content) with the reference volume.
+#
+# Ratios are paired: for each measured round, ours / (reference) from that same round; the report gives the
+# median of these per-round ratios with their min and max, next to the ratio of the medians, and the verdict
+# table judges each target on the median of the per-round ratios.
+#   universal path: backup ≤ 1.10 × (b), restore ≤ 1.10 × (b')
+#   fast path:      backup ≤ 1.10 × (c), restore ≤ 1.00 × (c')
+#   peak RSS of docker-persist ≤ 64 MB
 #
 # The reference volume `persist-bench-ref` is made once from `examples/archive_bench.rs gen` (the same tree
 # docs/format.md measured) and reused while its marker file matches REF_VERSION. The GNU tar/zstd image
@@ -54,6 +82,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=3
 build=1
 keep=0
+settle_secs=3
 results=""
 work=""
 RUN_ID="$$-$(date +%s)"
@@ -259,21 +288,51 @@ start_timer() {
     t_start=$EPOCHREALTIME
 }
 
-# stop_timer PHASE METHOD ROUND [MAXRSS_KIB] [BYTES]
+# stop_timer PHASE METHOD ROUND [MAXRSS_KIB] [BYTES] [CPU_SECONDS]
 stop_timer() {
     local t_end=$EPOCHREALTIME secs
     secs=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.3f", b - a }')
-    samples+="$1	$2	$3	$secs	$t_load	${4:--}	${5:--}"$'\n'
-    log "round $3: $1 $2 ${secs}s${4:+, peak RSS $((${4} / 1024)) MiB}"
+    samples+="$1	$2	$3	$secs	$t_load	${4:--}	${5:--}	${6:--}"$'\n'
+    log "round $3: $1 $2 ${secs}s${4:+, peak RSS $((${4} / 1024)) MiB}${6:+, CPU ${6}s}"
+}
+
+# stop_timer_direct PHASE METHOD ROUND [BYTES]: stop_timer with the peak RSS and CPU time (user + sys) that
+# /usr/bin/time -v wrote for persist_direct.
+stop_timer_direct() {
+    stop_timer "$1" "$2" "$3" "$(maxrss_of "$work/time.txt")" "${4:-}" "$(cpu_of "$work/time.txt")"
 }
 
 file_size() { stat -c %s "$1"; }
 
 maxrss_of() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
 
+cpu_of() {
+    awk -F': ' '/User time \(seconds\)/ { u = $2 } /System time \(seconds\)/ { s = $2 }
+        END { printf "%.2f", u + s }' "$1"
+}
+
 persist_plugin() { DOCKER_CONFIG="$work/config" docker persist -f "$work/project/compose.yaml" "$@"; }
 
 persist_direct() { /usr/bin/time -v -o "$work/time.txt" "$bin" -f "$work/project/compose.yaml" "$@"; }
+
+# Reads every file of a volume once (and stats every entry), so that no method finds the page cache colder
+# or warmer than another. Not timed. The data goes through a pipe, not straight to /dev/null, so that no
+# shortcut (sendfile, splice) can skip the read.
+warm_volume() {
+    local t0=$EPOCHREALTIME bytes
+    bytes=$(docker run --rm --network none --label "$LABEL" -v "$1:/data:ro" "$BUSYBOX" \
+        sh -c 'find /data -type f -exec cat {} + | wc -c') || die "reading $1 to warm the page cache failed"
+    log "round $round: warmed $1 (read $(mb "$bytes") MB in $(awk -v a="$t0" -v b="$EPOCHREALTIME" \
+        'BEGIN { printf "%.1f", b - a }')s, not timed)"
+}
+
+warm_file() { dd if="$1" of=/dev/null bs=1M status=none; }
+
+# After a bulk delete: write back what it left dirty and let the disk settle before the next timed step.
+settle() {
+    sync
+    sleep "$settle_secs"
+}
 
 # One never-started container that mounts a volume at /data, for `docker cp`. Not timed; its create and
 # remove are recorded as the setup cost of (b)/(b').
@@ -289,11 +348,30 @@ rm_container() {
     local t0=$EPOCHREALTIME
     docker rm -f "$1" >/dev/null
     setup_secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$setup_secs" 'BEGIN { printf "%.3f", s + b - a }')
-    samples+="setup	cp-container	$round	$setup_secs	-	-	-"$'\n'
+    samples+="setup	cp-container	$round	$setup_secs	-	-	-	-"$'\n'
+}
+
+# The --path arguments of one of our methods: ours-universal and ours-fast name their path; ours-direct and
+# ours-l1 take the universal path, where our own process does the work that /usr/bin/time -v sees; plain
+# `ours` (a build without --path) passes none.
+path_args_of() {
+    case "$1" in
+    ours-universal | ours-fast) printf '%s\n' --path "${1#ours-}" ;;
+    ours-direct | ours-l1) ((fast_path)) && printf '%s\n' --path universal ;;
+    esac
+    return 0
+}
+
+# A step of ours that failed is reported with its output and not measured any further (nor, for a backup,
+# the restore from it).
+ours_failed() { # PHASE METHOD LOG
+    log "$1 $2 failed; not measuring it any further. Its output:"
+    sed 's/^/    /' "$3" >&2
+    failed["$1 $2"]=1
 }
 
 backup_method() {
-    local m=$1 out="$work/out/$round" path
+    local m=$1 out="$work/out/$round" path args=()
     case "$m" in
     a)
         start_timer
@@ -319,26 +397,44 @@ backup_method() {
             "$GNU_IMAGE" sh -c 'tar -C /data -cf - . | zstd -T0 -3 -q > /out/c.tar.zst'
         stop_timer backup c "$round" "" "$(file_size "$out/c.tar.zst")"
         ;;
-    ours)
+    ours | ours-universal | ours-fast | ours-direct | ours-l1)
+        mapfile -t args < <(path_args_of "$m")
+        [[ "$m" == ours-l1 ]] && args+=(--level 1)
+        local runner=persist_plugin
+        [[ "$m" == ours-direct || "$m" == ours-l1 ]] && runner=persist_direct
         start_timer
-        path=$(persist_plugin -q backup ref --dir "$out/ours" | tail -n 1)
-        stop_timer backup ours "$round" "" "$(file_size "$path")"
-        printf '%s\n' "$path" >"$out/ours.path"
-        ;;
-    ours-direct | ours-l1)
-        local level=3
-        [[ "$m" == ours-l1 ]] && level=1
-        start_timer
-        path=$(persist_direct -q backup ref --dir "$out/$m" --level "$level" | tail -n 1)
-        stop_timer backup "$m" "$round" "$(maxrss_of "$work/time.txt")" "$(file_size "$path")"
+        if ! "$runner" -q backup ref --dir "$out/$m" "${args[@]}" >"$work/backup.out" 2>"$work/backup.log"; then
+            ours_failed backup "$m" "$work/backup.log"
+            return 0
+        fi
+        path=$(tail -n 1 "$work/backup.out")
+        if [[ "$runner" == persist_direct ]]; then
+            stop_timer_direct backup "$m" "$round" "$(file_size "$path")"
+        else
+            stop_timer backup "$m" "$round" "" "$(file_size "$path")"
+        fi
+        printf '%s\n' "$path" >"$out/$m.path"
         ;;
     *) die "unknown backup method $m" ;;
     esac
 }
 
 restore_method() {
-    local m=$1 out="$work/out/$round" vol="persist-bench-$RUN_ID-$1"
+    local m=$1 out="$work/out/$round" vol="persist-bench-$RUN_ID-$1" input args=()
+    case "$m" in
+    a) input=$out/a.tar.gz ;;
+    b | c) input=$out/$m.tar.zst ;;
+    ours | ours-universal | ours-fast) input=$out/$m.path ;;
+    ours-direct) input=$out/$ours_u.path ;;
+    *) die "unknown restore method $m" ;;
+    esac
+    if [[ "$input" == *.path ]]; then
+        # No backup of ours this round (it failed, and said so): nothing to restore from.
+        [[ -e "$input" ]] || return 0
+        input=$(cat "$input")
+    fi
     docker volume rm -f "$vol" >/dev/null 2>&1 || true
+    warm_file "$input"
     case "$m" in
     a)
         docker volume create --label "$LABEL" "$vol" >/dev/null
@@ -351,7 +447,7 @@ restore_method() {
         docker volume create --label "$LABEL" "$vol" >/dev/null
         cp_container "$vol"
         start_timer
-        zstd -dc -q "$out/b.tar.zst" | docker cp - "$cp_id:/data"
+        zstd -dc -q "$input" | docker cp - "$cp_id:/data"
         stop_timer restore b "$round"
         rm_container "$cp_id"
         ;;
@@ -362,25 +458,24 @@ restore_method() {
             "$GNU_IMAGE" sh -c 'zstd -dc -q /in/c.tar.zst | tar -C /data -xf -'
         stop_timer restore c "$round"
         ;;
-    ours)
+    ours*)
+        mapfile -t args < <(path_args_of "$m")
+        local runner=persist_plugin
+        [[ "$m" == ours-direct ]] && runner=persist_direct
         start_timer
-        if ! persist_plugin -q restore "$(cat "$out/ours.path")" ref --as "$vol" --yes --no-safety-backup \
+        if ! "$runner" -q restore "$input" ref --as "$vol" --yes --no-safety-backup "${args[@]}" \
             >"$work/restore.log" 2>&1; then
-            ours_restore_failed "$vol"
+            ours_failed restore "$m" "$work/restore.log"
+            docker volume rm -f "$vol" >/dev/null 2>&1 || true
+            settle
             return 0
         fi
-        stop_timer restore ours "$round"
-        ;;
-    ours-direct)
-        start_timer
-        if ! persist_direct -q restore "$(cat "$out/ours.path")" ref --as "$vol" --yes --no-safety-backup \
-            >"$work/restore.log" 2>&1; then
-            ours_restore_failed "$vol"
-            return 0
+        if [[ "$runner" == persist_direct ]]; then
+            stop_timer_direct restore "$m" "$round"
+        else
+            stop_timer restore "$m" "$round"
         fi
-        stop_timer restore ours-direct "$round" "$(maxrss_of "$work/time.txt")"
         ;;
-    *) die "unknown restore method $m" ;;
     esac
     if ((round == 0)); then
         local got
@@ -399,13 +494,7 @@ restore_method() {
         fi
     fi
     docker volume rm -f "$vol" >/dev/null
-}
-
-ours_restore_failed() {
-    log "docker persist restore failed; not measuring it any further. Its output:"
-    sed 's/^/    /' "$work/restore.log" >&2
-    restore_failed=1
-    docker volume rm -f "$1" >/dev/null 2>&1 || true
+    settle
 }
 
 # ---------------------------------------------------------------------------------------------- report
@@ -435,74 +524,120 @@ range_of() {
 mb() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1e6 }'; }
 mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }'; }
 
+secs() { awk -v s="$1" 'BEGIN { printf "%.2f", s }'; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-verdict() { # ratio op limit
-    awk -v r="$1" -v op="$2" -v l="$3" 'BEGIN {
-        if (r == "-") { print "not measured"; exit }
-        ok = (op == "<=") ? (r <= l) : (r >= l)
-        print ok ? "met" : "MISSED" }'
+# paired PHASE NUM DEN → "MEDIAN MIN MAX N" of the per-round ratios NUM / DEN, each taken from one measured
+# round (round ≥ 1) that has both samples, or "- - - 0"
+paired() {
+    printf '%s' "$samples" | awk -F'\t' -v p="$1" -v a="$2" -v b="$3" '
+        $1 == p && $3 >= 1 && $2 == a { x[$3] = $4 }
+        $1 == p && $3 >= 1 && $2 == b { y[$3] = $4 }
+        END {
+            for (r in x) if ((r in y) && y[r] > 0) v[n++] = x[r] / y[r]
+            if (n == 0) { print "- - - 0"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            printf "%.2f %.2f %.2f %d\n", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2, v[0], v[n - 1], n }'
 }
 
-describe() {
-        case "$1" in
-        a) printf 'busybox tar czf / tar xzf in a container (classic)' ;;
-        b0) printf 'docker cp CTR:/data/. - > /dev/null (engine tar producer only)' ;;
-        b0e) printf 'the same, CTR from an empty image (no /etc/passwd, like our helper)' ;;
-        b) printf 'docker cp | zstd -T0 -3   /   zstd -dc | docker cp -' ;;
-        c) printf 'GNU tar | zstd -T0 -3 in a container (fast-path reference)' ;;
-        ours) printf 'docker persist backup / restore (plugin, universal path)' ;;
-        ours-direct) printf 'docker-persist binary directly, under /usr/bin/time -v' ;;
-        ours-l1) printf 'docker-persist binary directly, --level 1' ;;
-        esac
+# ratio_row LABEL PHASE NUM DEN: the ratio of the medians, then the median, min and max of the per-round ratios
+ratio_row() {
+    local med lo hi n
+    read -r med lo hi n < <(paired "$2" "$3" "$4")
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$(ratio "$(median_of "$2" "$3")" "$(median_of "$2" "$4")")" \
+        "$med" "$( ((n)) && echo "$lo–$hi" || echo -)" "$n"
+}
+
+# verdict_row TARGET PHASE NUM DEN LIMIT [WHY_NOT_MEASURED]: judged on the median of the per-round ratios
+verdict_row() {
+    local med lo hi n met
+    if [[ -n "${6:-}" ]]; then
+        printf '| %s | - | no: %s |\n' "$1" "$6"
+        return 0
+    fi
+    read -r med lo hi n < <(paired "$2" "$3" "$4")
+    if ((n == 0)); then
+        if [[ -n "${failed["backup $3"]:-}${failed["$2 $3"]:-}" ]]; then
+            printf '| %s | - | no: %s failed (its output is above) |\n' "$1" "$3"
+        else
+            printf '| %s | - | no: not measured |\n' "$1"
+        fi
+        return 0
+    fi
+    met=$(awk -v r="$med" -v l="$5" 'BEGIN { print (r <= l) ? "yes" : "no" }')
+    printf '| %s | %s× (median of %d paired round%s, %s–%s) | %s |\n' "$1" "$med" "$n" "$( ((n == 1)) || echo s)" \
+        "$lo" "$hi" "$met"
+}
+
+describe() { # (the text goes into a Markdown table: pipes escaped)
+    case "$1" in
+    a) printf 'busybox tar czf / tar xzf in a container (classic)' ;;
+    b0) printf 'docker cp CTR:/data/. - > /dev/null (engine tar producer only)' ;;
+    b0e) printf 'the same, CTR from an empty image (no /etc/passwd)' ;;
+    b) printf '%s' 'docker cp \| zstd -T0 -3   /   zstd -dc \| docker cp -' ;;
+    c) printf '%s' 'GNU tar \| zstd -T0 -3 in a container (fast-path reference)' ;;
+    ours) printf 'docker persist backup / restore (plugin; this build has the universal path only)' ;;
+    ours-universal) printf 'docker persist … --path universal (plugin)' ;;
+    ours-fast) printf 'docker persist … --path fast (plugin; packs/unpacks in a helper container)' ;;
+    ours-direct) printf 'docker-persist executable directly, universal path, under /usr/bin/time -v' ;;
+    ours-l1) printf 'the same, --level 1' ;;
+    esac
 }
 
 report() {
-    printf '\n## Results: medians of %d rounds (range, n), warm page cache\n\n' "$runs"
-    printf '| phase | method | what | median s | range s (n) | stored MB | peak RSS MiB |\n'
-    printf '|---|---|---|---:|---:|---:|---:|\n'
-    local phase m med bytes rss
+    printf '\n## Results: medians of %d rounds (range, n), inputs warmed before timing\n\n' "$runs"
+    printf '| phase | method | what | median s | range s (n) | stored MB | peak RSS MiB | CPU s |\n'
+    printf '|---|---|---|---:|---:|---:|---:|---:|\n'
+    local phase m med
     for phase in backup restore; do
-        for m in a b0 b0e b c ours ours-direct ours-l1; do
+        for m in a b0 b0e b c ours ours-universal ours-fast ours-direct ours-l1; do
             med=$(median_of "$phase" "$m")
             [[ "$med" == - ]] && continue
-            bytes=$(median_of "$phase" "$m" 7)
-            rss=$(median_of "$phase" "$m" 6)
-            printf '| %s | %s | %s | %.2f | %s | %s | %s |\n' "$phase" "$m" "$(describe "$m")" "$med" \
-                "$(range_of "$phase" "$m")" "$(mb "$bytes")" "$(mib "$rss")"
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$phase" "$m" "$(describe "$m")" "$(secs "$med")" \
+                "$(range_of "$phase" "$m")" "$(mb "$(median_of "$phase" "$m" 7)")" \
+                "$(mib "$(median_of "$phase" "$m" 6)")" "$(median_of "$phase" "$m" 8)"
         done
     done
     printf '\nNot timed: creating + removing the never-started container of (b)/(b'"'"'): median %ss.\n' \
         "$(median_of setup cp-container)"
+    printf 'CPU s: user + sys of the docker-persist process, where /usr/bin/time -v runs it (ours-direct, ours-l1).\n'
 
-    local bo bb bc ba ro rb rc ra rss_b rss_r r1 r2 r3 r4 r5
-    bo=$(median_of backup ours)
-    bb=$(median_of backup b)
-    bc=$(median_of backup c)
-    ba=$(median_of backup a)
-    ro=$(median_of restore ours)
-    rb=$(median_of restore b)
-    rc=$(median_of restore c)
-    ra=$(median_of restore a)
-    rss_b=$(median_of backup ours-direct 6)
-    rss_r=$(median_of restore ours-direct 6)
-    r1=$(ratio "$bo" "$bb")
-    r2=$(ratio "$ro" "$rb")
-    r3=$(ratio "$ba" "$bo")
-    r4=$(ratio "$ra" "$ro")
-    r5=$(ratio "$bo" "$bc")
-    printf '\n## Ratios\n\n| ratio | value | target | |\n|---|---:|---|---|\n'
-    printf '| backup: ours / (b) | %s | ≤ 1.10 (universal path) | %s |\n' "$r1" "$(verdict "$r1" '<=' 1.10)"
-    printf '| restore: ours / (b'"'"') | %s | ≤ 1.10 (universal path) | %s |\n' "$r2" "$(verdict "$r2" '<=' 1.10)"
-    printf '| backup: (a) / ours — "times faster than the classic method" | %s | — | |\n' "$r3"
-    printf '| restore: (a'"'"') / ours | %s | — | |\n' "$r4"
-    printf '| backup: ours / (c) | %s | ≤ 1.10 for the fast path (not built yet) | |\n' "$r5"
-    printf '| restore: ours / (c'"'"') | %s | ≤ 1.00 for the fast path (not built yet) | |\n' "$(ratio "$ro" "$rc")"
+    local u=$ours_u f=ours-fast
+    printf '\n## Ratios: ours / reference, paired by round\n\n'
+    printf '| ratio | of the medians | median per round | min–max per round | rounds |\n|---|---:|---:|---:|---:|\n'
+    ratio_row "backup: $u / (b)" backup "$u" b
+    ratio_row "restore: $u / (b')" restore "$u" b
+    if ((fast_path)); then
+        ratio_row "backup: $f / (c)" backup "$f" c
+        ratio_row "restore: $f / (c')" restore "$f" c
+    else
+        ratio_row "backup: $u / (c) (what the fast path is to reach)" backup "$u" c
+        ratio_row "restore: $u / (c')" restore "$u" c
+    fi
+    ratio_row "backup: (a) / $u, times faster than the classic method" backup a "$u"
+    ratio_row "restore: (a') / $u" restore a "$u"
+    if ((fast_path)); then
+        ratio_row "backup: (a) / $f" backup a "$f"
+        ratio_row "restore: (a') / $f" restore a "$f"
+    fi
+
+    local no_fast=""
+    ((fast_path)) || no_fast="the fast path is not available in this build"
+    printf '\n## Verdict (on the median of the per-round ratios)\n\n| target | measured | met |\n|---|---|---|\n'
+    verdict_row "universal path: backup ≤ 1.10 × (b)" backup "$u" b 1.10
+    verdict_row "universal path: restore ≤ 1.10 × (b')" restore "$u" b 1.10
+    verdict_row "fast path: backup ≤ 1.10 × (c)" backup "$f" c 1.10 "$no_fast"
+    verdict_row "fast path: restore ≤ 1.00 × (c')" restore "$f" c 1.00 "$no_fast"
     local rss_max
     rss_max=$(printf '%s' "$samples" | awk -F'\t' '$6 != "-" && $6 > m { m = $6 } END { print m ? m : "-" }')
-    printf '| peak RSS of docker-persist, backup / restore (median), max of all runs | %s / %s / %s MiB | ≤ 64 MB | %s |\n' \
-        "$(mib "$rss_b")" "$(mib "$rss_r")" "$(mib "$rss_max")" \
-        "$(awk -v k="$rss_max" 'BEGIN { if (k == "-") print "not measured"; else print (k * 1024 <= 64e6) ? "met" : "MISSED" }')"
+    if [[ "$rss_max" == - ]]; then
+        printf '| peak RSS of docker-persist ≤ 64 MB | - | no: not measured |\n'
+    else
+        printf '| peak RSS of docker-persist ≤ 64 MB | %s MiB at most, warm-up included (median backup %s, restore %s; universal path) | %s |\n' \
+            "$(mib "$rss_max")" "$(mib "$(median_of backup ours-direct 6)")" "$(mib "$(median_of restore ours-direct 6)")" \
+            "$(awk -v k="$rss_max" 'BEGIN { print (k * 1024 <= 64e6) ? "yes" : "no" }')"
+    fi
 }
 
 # ------------------------------------------------------------------------------------------------ main
@@ -517,6 +652,11 @@ while (($#)); do
     --no-build)
         build=0
         shift
+        ;;
+    --settle)
+        [[ $# -ge 2 && "$2" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$1 needs a number of seconds"
+        settle_secs=$2
+        shift 2
         ;;
     --results)
         [[ $# -ge 2 ]] || die "--results needs a file name"
@@ -546,12 +686,59 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 work=$(mktemp -d "${TMPDIR:-/tmp}/persist-bench.XXXXXX")
 
-bin="$repo/target/release/docker-persist"
-if ((build)); then
-    log "cargo build --release"
-    (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
+if [[ -n "${PERSIST_BENCH_BIN:-}" ]]; then
+    bin=$(realpath -- "$PERSIST_BENCH_BIN" 2>/dev/null) || die "PERSIST_BENCH_BIN=$PERSIST_BENCH_BIN does not exist"
+    [[ -f "$bin" && -x "$bin" ]] || die "PERSIST_BENCH_BIN=$PERSIST_BENCH_BIN is not an executable file"
+    build=0
+    source_desc="PERSIST_BENCH_BIN, not built here"
+    log "measuring PERSIST_BENCH_BIN=$bin (no build)"
+else
+    bin="$repo/target/release/docker-persist"
+    if ((build)); then
+        log "cargo build --release"
+        (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    [[ -x "$bin" ]] || die "$bin is missing; build it with \`cargo build --release\` or drop --no-build"
+    source_desc="this repository at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    ((build)) || source_desc+=", not rebuilt (--no-build)"
 fi
-[[ -x "$bin" ]] || die "$bin is missing; build it with \`cargo build --release\` or drop --no-build"
+
+# Which data paths this build has. With --path, ours runs once per path, and the fast path needs the
+# executable to be static (its helper container runs it): build that one and measure it on both paths.
+fast_path=0
+bin_help=$("$bin" backup --help 2>&1) || die "\`$bin backup --help\` fails: $bin_help"
+grep -q -- '--path' <<<"$bin_help" && fast_path=1
+if ((fast_path)); then
+    ours_methods=(ours-universal ours-fast)
+    if [[ -z "${PERSIST_BENCH_BIN:-}" ]]; then
+        host_triple=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+        [[ -n "$host_triple" ]] || die "cannot tell the host target triple (\`rustc -vV\`)"
+        static_bin="$repo/target/$host_triple/release/docker-persist"
+        if ((build)); then
+            log "this build has --path: cargo build --release --target $host_triple, static (for the fast path)"
+            (cd "$repo" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
+                --target "$host_triple") || die "the static cargo build --release --target $host_triple failed"
+        fi
+        if [[ -x "$static_bin" ]]; then
+            bin=$static_bin
+        else
+            log "warning: no static build at $static_bin (--no-build): ours-fast is likely to fail"
+        fi
+    fi
+    bin_interp=$(readelf -l "$bin" 2>/dev/null || true)
+    if grep -q 'program interpreter' <<<"$bin_interp"; then
+        log "warning: $bin is dynamically linked, and the fast path needs a static executable: ours-fast is likely to fail"
+    fi
+    paths_desc="universal and fast (\`--path\`): ours-universal and ours-fast"
+else
+    ours_methods=(ours)
+    paths_desc="universal only: the fast path is not available in this build (\`backup --help\` has no \`--path\`)"
+fi
+ours_u=${ours_methods[0]}
+log "data paths: $paths_desc"
+bin_version=$("$bin" --version 2>/dev/null || true)
+bin_version=${bin_version%%$'\n'*}
+bin_desc="$bin (${bin_version:-no --version}, sha256 $(sha256sum "$bin" | cut -c1-12); $source_desc)"
 
 ensure_busybox
 ensure_gnu_image
@@ -565,7 +752,7 @@ docker run --rm --network none --label "$LABEL" -v "$work/probe:/probe" "$BUSYBO
 
 mkdir -p "$work/project" "$work/config/cli-plugins"
 ln -s "$bin" "$work/config/cli-plugins/docker-persist"
-cat >"$work/project/compose.yaml" <<EOF
+cat >"$work/project/compose.yaml" <<EOF2
 name: $PROJECT
 services:
   app:
@@ -575,11 +762,10 @@ volumes:
   ref:
     external: true
     name: $REF_VOLUME
-EOF
+EOF2
 persist_plugin --help >/dev/null 2>&1 || die "\`docker persist\` does not run through $work/config/cli-plugins"
 
 restore_available=1
-restore_failed=0
 if ! persist_plugin restore --help >/dev/null 2>&1; then
     restore_available=0
     log "restore not available yet (\`docker persist restore --help\` fails): measuring the others' restores only"
@@ -588,47 +774,55 @@ fi
 ref_fingerprint=$(tree_fingerprint "$REF_VOLUME")
 log "reference: $ref_fingerprint"
 mismatches=""
+declare -A failed=() # "PHASE METHOD" of ours that failed, no longer measured
 
-backup_methods=(a b0 b0e b c ours ours-direct ours-l1)
-restore_methods=(a b c ours ours-direct)
+backup_methods=(a b0 b0e b c "${ours_methods[@]}" ours-direct ours-l1)
+restore_methods=(a b c "${ours_methods[@]}" ours-direct)
 ext_loads=()
 for ((round = 0; round <= runs; round++)); do
     mkdir -p "$work/out/$round"
     chmod 0777 "$work/out/$round"
     ext_loads+=("$(external_load)")
     log "round $round$( ((round == 0)) && echo ' (warm-up, not counted)'): busy CPUs outside the benchmark ${ext_loads[-1]} of $(nproc)"
+    warm_volume "$REF_VOLUME"
     n=${#backup_methods[@]}
     for ((i = 0; i < n; i++)); do
-        backup_method "${backup_methods[$(((i + round) % n))]}"
+        m=${backup_methods[$(((i + round) % n))]}
+        [[ -z "${failed["backup $m"]:-}" ]] || continue
+        backup_method "$m"
     done
     n=${#restore_methods[@]}
     for ((i = 0; i < n; i++)); do
         m=${restore_methods[$(((i + round) % n))]}
-        if [[ "$m" == ours* ]] && ((!restore_available || restore_failed)); then
+        if [[ "$m" == ours* ]] && { ((!restore_available)) || [[ -n "${failed["restore $m"]:-}" ]]; }; then
             continue
         fi
         restore_method "$m"
     done
     if ((round < runs)) || ((!keep)); then
         rm -rf "${work:?}/out/$round"
+        settle
     fi
 done
 
 {
     printf '# docker-persist benchmark, %s\n\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    printf 'Machine: %s CPUs, %s MB RAM; engine %s, storage driver %s, kernel %s; docker-persist %s (%s)\n' \
+    printf 'Machine: %s CPUs, %s MB RAM; engine %s, storage driver %s, kernel %s\n' \
         "$(nproc)" "$(awk '/MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)" \
-        "$(docker version --format '{{.Server.Version}}')" "$(docker info --format '{{.Driver}}')" \
-        "$(uname -r)" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" "$bin"
+        "$(docker version --format '{{.Server.Version}}')" "$(docker info --format '{{.Driver}}')" "$(uname -r)"
+    printf 'docker-persist: %s\n' "$bin_desc"
+    printf 'Data paths: %s\n' "$paths_desc"
     printf 'Reference volume: %s\n' "$ref_fingerprint"
+    printf 'Noise: inputs read once before timing; sync and a %s s settle pause after each bulk delete\n' "$settle_secs"
     printf 'Load: busy CPUs outside the benchmark before each round: %s (of %s); 1-min load average at the start of the measurements: median %s\n' \
         "${ext_loads[*]}" "$(nproc)" "$(median_load)"
     if ((!restore_available)); then
         # shellcheck disable=SC2016 # backticks are Markdown here
         printf '\nrestore not available yet: `docker persist restore --help` fails, so ours is not measured for restore\n'
-    elif ((restore_failed)); then
-        # shellcheck disable=SC2016
-        printf '\n`docker persist restore` FAILED (its output is above); ours is not measured for restore\n'
+    fi
+    if ((${#failed[@]})); then
+        printf '\nFAILED (their output is above), not measured after that: %s\n' \
+            "$(printf '%s\n' "${!failed[@]}" | sort | paste -sd, - | sed 's/,/, /g')"
     fi
     if [[ -n "$mismatches" ]]; then
         printf '\nWARNING: a restored tree differed from the reference (< reference, > restored):\n%s' "$mismatches"
@@ -638,7 +832,7 @@ done
 
 if [[ -n "$results" ]]; then
     {
-        printf 'phase\tmethod\tround\tseconds\tload1\tmaxrss_kib\tbytes\n'
+        printf 'phase\tmethod\tround\tseconds\tload1\tmaxrss_kib\tbytes\tcpu_s\n'
         printf '%s' "$samples"
     } >"$results"
     log "samples written to $results"
