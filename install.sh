@@ -10,8 +10,8 @@ usage() {
     cat <<EOF
 Usage: ./install.sh [--system]
 
-Builds docker-persist in release mode (cargo build --release --locked) and installs it as the Docker CLI
-plugin \`docker persist\`.
+Builds docker-persist in release mode (cargo build --release --locked; on Linux a static executable, which
+the local fast path needs) and installs it as the Docker CLI plugin \`docker persist\`.
 
 Options:
   --system    install into /usr/local/lib/docker/cli-plugins, for every user (needs root),
@@ -46,12 +46,20 @@ done
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-# The build, in one place. To ship the static executable instead (which the fast data path needs), set:
-#   build=(env RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked
-#          --target x86_64-unknown-linux-gnu)
-#   binary=target/x86_64-unknown-linux-gnu/release/docker-persist
-build=(cargo build --release --locked)
-binary=target/release/docker-persist
+command -v cargo >/dev/null 2>&1 || die "\`cargo\` is not on PATH; install Rust from https://rustup.rs"
+
+# The build, in one place. On Linux the executable is linked statically: the local fast path runs this very
+# executable inside a helper container that holds nothing else (docker persist falls back to the engine's
+# archive API with a dynamic build). The explicit --target keeps build scripts and proc-macros dynamic.
+if [[ "$(uname -s)" == Linux ]]; then
+    triple=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+    [[ -n "$triple" ]] || die "\`rustc -vV\` did not name the host target"
+    build=(env RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$triple")
+    binary="target/$triple/release/docker-persist"
+else
+    build=(cargo build --release --locked)
+    binary=target/release/docker-persist
+fi
 
 if ((system)); then
     dest_dir=/usr/local/lib/docker/cli-plugins
@@ -60,8 +68,6 @@ else
     dest_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
 fi
 dest="$dest_dir/docker-persist"
-
-command -v cargo >/dev/null 2>&1 || die "\`cargo\` is not on PATH; install Rust from https://rustup.rs"
 
 printf '==> building: %s\n' "${build[*]}" >&2
 "${build[@]}" || die "the build failed (see above)"

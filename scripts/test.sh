@@ -48,6 +48,15 @@ is_ci && cargo_flags+=(--locked)
 
 step "Build"
 cargo build "${cargo_flags[@]}" --bin docker-persist || die "cargo build failed"
+# The fast-path tests need a statically linked build (the helper image holds only the executable). The
+# explicit --target keeps build scripts and proc-macros dynamic; without debug info the executable the
+# tests import as a helper image stays small.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_DEV_DEBUG=0 \
+    cargo build "${cargo_flags[@]}" --bin docker-persist --target "$triple" ||
+    die "the static build (RUSTFLAGS='-C target-feature=+crt-static' cargo build --target $triple) failed"
+DOCKER_PERSIST_STATIC_BIN="$PWD/target/$triple/debug/docker-persist"
+export DOCKER_PERSIST_STATIC_BIN
 
 step "Tests"
 # Snapshots are compared, never written or updated (`cargo insta review` is the way to accept new ones).
@@ -82,10 +91,17 @@ else
     leftovers=$(
         {
             docker ps --all --format "container\t{{.ID}}$fmt"
+            # Helper containers carry no project label; their owner label names the host and the pid of
+            # the process that made them. Those of processes still running (another command) are theirs.
+            docker ps --all --filter label=persist.helper=true \
+                --format "helper\t{{.ID}}\t{{.Label \"persist.helper.owner\"}}" |
+                while IFS=$'\t' read -r kind id owner; do
+                    [[ -d "/proc/${owner##*:}" ]] || printf '%s\t%s\t\t\n' "$kind" "$id"
+                done
             docker network ls --format "network\t{{.ID}}$fmt"
             docker volume ls --format "volume\t{{.Name}}$fmt"
         } | awk -F '\t' -v run="$PERSIST_TEST_RUN_PREFIX" \
-            'index($3, "dp-" run) == 1 || index($4, run) == 1 { print $1, $2 }'
+            '$1 == "helper" || index($3, "dp-" run) == 1 || index($4, run) == 1 { print $1, $2 }'
     )
     if [[ -n "$leftovers" ]]; then
         printf 'error: the tests left these engine objects behind (removing them now):\n' >&2
@@ -93,7 +109,7 @@ else
         # In the order listed: containers (with their anonymous volumes), networks, volumes.
         while read -r kind id; do
             case "$kind" in
-            container) docker rm --force --volumes "$id" >/dev/null 2>&1 || true ;;
+            container | helper) docker rm --force --volumes "$id" >/dev/null 2>&1 || true ;;
             network) docker network rm "$id" >/dev/null 2>&1 || true ;;
             volume) docker volume rm --force "$id" >/dev/null 2>&1 || true ;;
             esac

@@ -199,6 +199,15 @@ pub struct OutputArgs {
     pub color: ColorChoice,
 }
 
+/// How data moves between a volume and a backup file (DESIGN: "Data path").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataPath {
+    /// The engine's archive API, through a helper container that never starts
+    Universal,
+    /// This program inside a helper container on the engine's host, reading and writing on disk
+    Fast,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum ColorChoice {
     #[default]
@@ -266,6 +275,12 @@ pub struct RestoreArgs {
     /// Directory of backup files (default: `backups` in the project directory)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+
+    /// How data moves: `fast` (a helper container runs this program on the engine's host and reads or
+    /// writes the volume on disk; needs a local engine and a static build) or `universal` (the engine's
+    /// archive API; works with any engine). Default: fast where it works, else universal
+    #[arg(long = "path", value_name = "PATH", value_enum)]
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -298,6 +313,12 @@ pub struct BackupArgs {
     /// archive stream on its own; more pays only for higher levels)
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub threads: u32,
+
+    /// How data moves: `fast` (a helper container runs this program on the engine's host and reads or
+    /// writes the volume on disk; needs a local engine and a static build) or `universal` (the engine's
+    /// archive API; works with any engine). Default: fast where it works, else universal
+    #[arg(long = "path", value_name = "PATH", value_enum)]
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -321,6 +342,12 @@ pub struct VerifyArgs {
     /// reads it back (the scratch volumes are removed afterwards)
     #[arg(long)]
     pub restore_test: bool,
+
+    /// How data moves: `fast` (a helper container runs this program on the engine's host and writes the
+    /// scratch volume on disk; needs a local engine and a static build) or `universal` (the engine's
+    /// archive API; works with any engine). Default: fast where it works, else universal
+    #[arg(long = "path", value_name = "PATH", value_enum)]
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -340,6 +367,53 @@ pub struct InspectArgs {
     /// Volume key (as in the Compose file), engine volume name, or bind mount path
     #[arg(value_name = "VOLUME")]
     pub volume: String,
+}
+
+/// The first argument that runs this program as a fast-path helper inside a container (never shown in
+/// `--help`: only docker persist itself starts helpers).
+pub const HELPER_ARG: &str = "__helper";
+
+/// What a fast-path helper does, inside its container: `docker-persist __helper OP …`.
+#[derive(Debug, Parser)]
+#[command(name = "docker-persist __helper", no_binary_name = true)]
+pub struct HelperCli {
+    #[command(subcommand)]
+    pub op: HelperOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HelperOp {
+    /// Write the tar of `--root` to the socket
+    Pack(HelperArgs),
+    /// Unpack the tar read from the socket into `--root`, then digest what is on disk
+    Unpack(HelperArgs),
+}
+
+impl HelperOp {
+    pub fn args(&self) -> &HelperArgs {
+        match self {
+            HelperOp::Pack(a) | HelperOp::Unpack(a) => a,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HelperArgs {
+    /// The unix socket docker persist listens on
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Sent first on the socket: tells docker persist which helper connected
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// Where the report (JSON) goes
+    #[arg(long, value_name = "PATH")]
+    pub result: PathBuf,
+    /// The tree to pack or unpack into
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Entries of the tar to unpack lie under this directory
+    #[arg(long, value_name = "DIR")]
+    pub strip_prefix: Option<String>,
 }
 
 fn parse_tag(s: &str) -> Result<String, String> {
@@ -430,5 +504,27 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        HelperCli::command().debug_assert();
+    }
+
+    #[test]
+    fn helper_arguments_parse_without_a_binary_name() {
+        let cli = HelperCli::try_parse_from([
+            "unpack",
+            "--socket",
+            "/io/s",
+            "--nonce",
+            "ab",
+            "--result",
+            "/io/r.json",
+            "--root",
+            "/data",
+            "--strip-prefix",
+            "data",
+        ])
+        .unwrap();
+        assert!(matches!(cli.op, HelperOp::Unpack(_)));
+        assert_eq!(cli.op.args().strip_prefix.as_deref(), Some("data"));
+        assert_eq!(cli.op.args().root, PathBuf::from("/data"));
     }
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod compose;
 pub mod context;
 pub mod engine;
+pub mod fastpath;
 pub mod inventory;
 pub mod pipe;
 pub mod plugin;

@@ -15,6 +15,12 @@ fn main() -> ExitCode {
         println!("{}", plugin::metadata_json());
         return ExitCode::SUCCESS;
     }
+    if argv
+        .get(1)
+        .is_some_and(|a| a == docker_persist::cli::HELPER_ARG)
+    {
+        return docker_persist::fastpath::inside::main(argv[2..].to_vec());
+    }
     let split = match split_docker_globals(argv) {
         Ok(split) => split,
         Err(e) => {

@@ -447,6 +447,18 @@ impl Backup {
     /// [`ArchiveError::NotVerified`]. The stream checks the stored bytes again as it goes; read it to its end or
     /// call [`VolumeStream::finish`] to learn whether they still matched.
     pub fn volume_stream(&self, key: &str) -> Result<VolumeStream, ArchiveError> {
+        self.open_stream(key, true)
+    }
+
+    /// Like [`Backup::volume_stream`], without the verification first: for a restore into a volume that
+    /// does not exist yet, which is removed again when the stream turns out damaged. The stream still checks
+    /// the stored bytes as it goes ([`VolumeStream::finish`]) and zstd its frame checksums; the caller
+    /// compares the restored content's digest with the manifest's.
+    pub fn volume_stream_unverified(&self, key: &str) -> Result<VolumeStream, ArchiveError> {
+        self.open_stream(key, false)
+    }
+
+    fn open_stream(&self, key: &str, require_verified: bool) -> Result<VolumeStream, ArchiveError> {
         let record = self
             .manifest
             .volume(key)
@@ -454,7 +466,7 @@ impl Backup {
                 path: self.path.clone(),
                 key: key.to_string(),
             })?;
-        if !self.is_verified(key) {
+        if require_verified && !self.is_verified(key) {
             return Err(ArchiveError::NotVerified {
                 path: self.path.clone(),
                 key: key.to_string(),

@@ -22,24 +22,41 @@ pub fn helper_rootfs() -> std::io::Result<Vec<u8>> {
     }
     let mut builder = tar::Builder::new(Vec::new());
     for dir in ["etc", "data"] {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        builder.append_data(&mut h, dir, std::io::empty())?;
+        append(&mut builder, dir, 0o755, None)?;
     }
     for (name, data) in [("etc/passwd", &passwd), ("etc/group", &group)] {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        builder.append_data(&mut h, name, data.as_slice())?;
+        append(&mut builder, name, 0o644, Some(data))?;
     }
+    builder.into_inner()
+}
+
+/// Adds a root-owned directory (`data: None`) or file to an image's root filesystem.
+fn append(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    mode: u32,
+    data: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    if data.is_none() {
+        h.set_entry_type(tar::EntryType::Directory);
+    }
+    h.set_mode(mode);
+    h.set_size(data.map_or(0, |d| d.len() as u64));
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    builder.append_data(&mut h, name, data.unwrap_or_default())
+}
+
+/// The root filesystem of a fast-path helper image: this program's own (statically linked) executable as
+/// `/docker-persist`, and the mount points `/data` and `/io`.
+pub fn fast_helper_rootfs(executable: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::with_capacity(executable.len() + 4096));
+    for dir in ["data", "io"] {
+        append(&mut builder, dir, 0o755, None)?;
+    }
+    append(&mut builder, "docker-persist", 0o755, Some(executable))?;
     builder.into_inner()
 }
 
@@ -65,5 +82,32 @@ mod tests {
             names.push(path);
         }
         assert_eq!(names, ["etc", "data", "etc/passwd", "etc/group"]);
+    }
+
+    #[test]
+    fn fast_rootfs_holds_the_executable_and_the_mount_points() {
+        let tar = fast_helper_rootfs(b"\x7fELF not really").unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let mode = e.header().mode().unwrap();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            seen.push((path, mode, data));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("data".to_string(), 0o755, Vec::new()),
+                ("io".to_string(), 0o755, Vec::new()),
+                (
+                    "docker-persist".to_string(),
+                    0o755,
+                    b"\x7fELF not really".to_vec()
+                ),
+            ]
+        );
     }
 }

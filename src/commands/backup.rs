@@ -23,6 +23,7 @@ use crate::compose::classify::DataKind;
 use crate::compose::{Project, Tier};
 use crate::engine::Engine;
 use crate::engine::helper::HelperMount;
+use crate::fastpath::{self, FastPath, LaunchError, Op};
 use crate::inventory::{self, DataItem, Inventory};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size};
@@ -122,16 +123,20 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     }
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
 
+    let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup(
         &engine,
         printer,
         &inventory.project,
         &plan.items,
-        &dir,
-        args.tag.as_deref(),
-        WriterOptions {
-            level: args.level,
-            workers: args.threads,
+        &Destination {
+            dir: &dir,
+            tag: args.tag.as_deref(),
+            options: WriterOptions {
+                level: args.level,
+                workers: args.threads,
+            },
+            fast: fast.as_ref(),
         },
     )
     .await?;
@@ -155,16 +160,29 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     Ok(ExitStatus::Success)
 }
 
-/// Writes one backup file of `items` into `dir` and returns it with the volume records.
+/// Where and how a backup file is written.
+pub struct Destination<'a> {
+    pub dir: &'a Path,
+    pub tag: Option<&'a str>,
+    pub options: WriterOptions,
+    /// The fast path, when the command chose it; `None`: the universal path.
+    pub fast: Option<&'a FastPath>,
+}
+
+/// Writes one backup file of `items` into `dest.dir` and returns it with the volume records.
 pub async fn write_backup(
     engine: &Engine,
     printer: &Printer,
     project: &Project,
     items: &[&DataItem],
-    dir: &Path,
-    tag: Option<&str>,
-    options: WriterOptions,
+    dest: &Destination<'_>,
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
+    let Destination {
+        dir,
+        tag,
+        options,
+        fast,
+    } = *dest;
     check_free_space(dir, items)?;
     let version = engine.version().await?;
     let engine_info = EngineInfo {
@@ -193,7 +211,7 @@ pub async fn write_backup(
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
     for item in items {
-        let (w, record) = back_up_one(engine, printer, writer, item).await?;
+        let (w, record) = back_up_one(engine, printer, fast, writer, item).await?;
         writer = w;
         report_volume(printer, item, &record);
         records.push(record);
@@ -209,11 +227,13 @@ pub async fn write_backup(
     Ok((finished, records))
 }
 
-/// Reads one piece of data through a helper container into the writer.
+/// Reads one piece of data through a helper container into the writer: on the fast path when it is in
+/// use, else (or when a fast helper cannot connect back) through the engine's archive endpoint.
 async fn back_up_one(
     engine: &Engine,
     printer: &Printer,
-    mut writer: BackupWriter,
+    fast: Option<&FastPath>,
+    writer: BackupWriter,
     item: &DataItem,
 ) -> anyhow::Result<(BackupWriter, VolumeRecord)> {
     let name = item
@@ -230,34 +250,90 @@ async fn back_up_one(
             read_only: true,
         },
     };
-    printer.verbose(format!("reading `{}` through a helper container", item.key));
-    let helper = engine.create_helper(&mount).await?;
+    let spec = volume_spec(item, name);
     let started = std::time::Instant::now();
+    if let Some(fast) = fast.filter(|f| f.usable()) {
+        match fast.launch(printer, Op::Pack, &mount, None).await {
+            Ok(mut run) => {
+                printer.verbose(format!("reading `{}` on the fast path", item.key));
+                let stream = run
+                    .take_stream()
+                    .context("the helper's connection is gone")?;
+                let (writer, result) = add_volume(printer, writer, item, spec, stream).await?;
+                let finished = run.finish().await;
+                let record = match (result, finished) {
+                    (Ok(record), Ok(report)) => {
+                        if report.skipped_sockets > 0 {
+                            printer.verbose(format!(
+                                "`{}`: {} unix socket(s) left out (they hold no data)",
+                                item.key, report.skipped_sockets
+                            ));
+                        }
+                        record
+                    }
+                    // The helper's own explanation first: the stream only shows that it stopped.
+                    (_, Err(e)) => {
+                        return Err(e.context(format!("failed to back up `{}`", item.key)));
+                    }
+                    (Err(e), Ok(_)) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("failed to back up `{}`", item.key)));
+                    }
+                };
+                printer.verbose(format!(
+                    "read `{}` in {:.2} s",
+                    item.key,
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok((writer, record));
+            }
+            Err(LaunchError::Unavailable(_)) => {}
+            Err(LaunchError::Failed(e)) => return Err(e),
+        }
+    }
+    printer.verbose(format!(
+        "reading `{}` through the engine's archive API",
+        item.key
+    ));
+    let helper = engine.create_helper(&mount).await?;
     let stream = engine
         .with_long_timeout()
         .download_data(&helper)
         .map_err(std::io::Error::other);
     let bridge = crate::pipe::reader_of(stream);
-    let progress = Progress::bytes(printer.progress_enabled(), &item.key, item.size_bytes);
-    let spec = volume_spec(item, name);
-    let bar = progress.clone();
-    let key = item.key.clone();
-    let (writer, result) = tokio::task::spawn_blocking(move || {
-        let reader = CancellableReader::new(bridge, |n| bar.inc(n));
-        let result = writer.add_volume(spec, reader);
-        (writer, result)
-    })
-    .await
-    .context("the backup writer stopped unexpectedly")?;
-    progress.finish();
+    let (writer, result) = add_volume(printer, writer, item, spec, bridge).await?;
     printer.verbose(format!(
         "read `{}` in {:.2} s",
         item.key,
         started.elapsed().as_secs_f64()
     ));
     helper.remove().await?;
-    let record = result.with_context(|| format!("failed to back up `{key}`"))?;
+    let record = result.with_context(|| format!("failed to back up `{}`", item.key))?;
     Ok((writer, record))
+}
+
+/// Streams one volume's tar from `source` into the writer on a blocking thread, with a progress bar.
+async fn add_volume(
+    printer: &Printer,
+    mut writer: BackupWriter,
+    item: &DataItem,
+    spec: VolumeSpec,
+    source: impl std::io::Read + Send + 'static,
+) -> anyhow::Result<(
+    BackupWriter,
+    Result<VolumeRecord, crate::archive::ArchiveError>,
+)> {
+    let progress = Progress::bytes(printer.progress_enabled(), &item.key, item.size_bytes);
+    let bar = progress.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let reader = CancellableReader::new(source, |n| bar.inc(n));
+        let result = writer.add_volume(spec, reader);
+        (writer, result)
+    })
+    .await
+    .context("the backup writer stopped unexpectedly")?;
+    progress.finish();
+    Ok(done)
 }
 
 fn volume_spec(item: &DataItem, name: String) -> VolumeSpec {

@@ -15,19 +15,22 @@ use anyhow::{Context as _, bail};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 
-use super::backup::write_backup;
+use super::backup::{Destination, write_backup};
 use super::backups::{backup_dir, listing};
 use super::compose_cli::ComposeCli;
 use super::verify::problem_text;
 use super::{ExitStatus, Session, UsageError};
 use crate::archive::{
-    Backup, ContentDigest, DigestOptions, VolumeRecord, digest::digest_tar, rebase_tar,
+    Backup, ContentDigest, DigestOptions, VolumeRecord, VolumeStream,
+    digest::{digest_tar, has_more_entries_than},
+    rebase_tar,
 };
 use crate::cancel::CancellableReader;
 use crate::cli::RestoreArgs;
 use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
+use crate::fastpath::{self, FastPath, HelperRun, LaunchError, Op};
 use crate::inventory::{self, DataItem};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
@@ -58,6 +61,12 @@ struct Target {
 impl Target {
     fn is_bind(&self) -> bool {
         self.kind == DataKind::Bind
+    }
+
+    /// A volume that does not exist yet: its member is verified as it streams in, and the volume is
+    /// removed again when that fails, so a damaged backup still changes nothing.
+    fn verified_as_it_streams(&self) -> bool {
+        !self.is_bind() && self.existing.is_none()
     }
 }
 
@@ -113,33 +122,6 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         });
     }
 
-    // A damaged backup changes nothing.
-    printer.status(format!(
-        "Verifying {} in `{}`",
-        plural(records.len(), "volume"),
-        path.display()
-    ));
-    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-    let report = {
-        let b = Arc::clone(&backup);
-        let keys = keys.clone();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            b.verify_volumes(&refs)
-        })
-        .await??
-    };
-    if !report.is_ok() {
-        for p in &report.problems {
-            printer.warn(problem_text(p));
-        }
-        bail!(
-            "`{}` is damaged ({} problem(s)); nothing was changed",
-            path.display(),
-            report.problems.len()
-        );
-    }
-
     let engine = session.connect().await?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
@@ -154,6 +136,40 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             )
             .await?,
         );
+    }
+
+    // A damaged backup changes nothing: data that is replaced is verified before anything changes; a
+    // volume that does not exist yet is verified as it streams in (one read of the backup instead of two)
+    // and removed again if the backup turns out damaged. A dry run verifies everything.
+    let keys: Vec<String> = targets
+        .iter()
+        .filter(|t| args.dry_run || !t.verified_as_it_streams())
+        .map(|t| t.record.key.clone())
+        .collect();
+    if !keys.is_empty() {
+        printer.status(format!(
+            "Verifying {} in `{}`",
+            plural(keys.len(), "volume"),
+            path.display()
+        ));
+        let report = {
+            let b = Arc::clone(&backup);
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                b.verify_volumes(&refs)
+            })
+            .await??
+        };
+        if !report.is_ok() {
+            for p in &report.problems {
+                printer.warn(problem_text(p));
+            }
+            bail!(
+                "`{}` is damaged ({} problem(s)); nothing was changed",
+                path.display(),
+                report.problems.len()
+            );
+        }
     }
 
     let replacing: Vec<&Target> = targets.iter().filter(|t| t.has_data).collect();
@@ -227,6 +243,8 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         }
     }
 
+    let fast = fastpath::select(&engine, printer, args.data_path).await?;
+
     // The safety copy of what is about to be replaced.
     let mut safety = None;
     if !replacing.is_empty() && !args.no_safety_backup {
@@ -251,9 +269,12 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             printer,
             &inventory.project,
             &items,
-            &dir,
-            Some("pre-restore"),
-            crate::archive::WriterOptions::default(),
+            &Destination {
+                dir: &dir,
+                tag: Some("pre-restore"),
+                options: crate::archive::WriterOptions::default(),
+                fast: fast.as_ref(),
+            },
         )
         .await
         .context("the safety backup failed; nothing was changed")?;
@@ -296,7 +317,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             "`{}` may be only partly restored and its services are left stopped; run the restore again",
             t.record.key
         ));
-        match restore_one(&engine, printer, &backup, t).await {
+        match restore_one(&engine, printer, fast.as_ref(), &backup, t).await {
             Ok(digest) => {
                 printer.status(format!(
                     "Restored `{}` ({}, {} entries) from `{}`",
@@ -307,7 +328,20 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 ));
                 restored.push((t, digest));
             }
-            Err(e) => {
+            Err(mut e) => {
+                if t.verified_as_it_streams() {
+                    // It did not exist before: remove what was partly written.
+                    e = match engine.remove_volume(&t.name).await {
+                        Ok(()) => e.context(format!(
+                            "volume `{}` did not exist before and was removed again",
+                            t.name
+                        )),
+                        Err(r) => e.context(format!(
+                            "volume `{}` is partly restored and could not be removed: {r}",
+                            t.name
+                        )),
+                    };
+                }
                 failed = Some(e.context(format!("failed to restore `{}`", t.record.key)));
                 break;
             }
@@ -527,16 +561,12 @@ async fn volume_has_data(engine: &Engine, name: &str) -> anyhow::Result<bool> {
             read_only: true,
         })
         .await?;
-    let stream = engine
-        .with_long_timeout()
-        .download_data(&helper)
-        .map_err(std::io::Error::other);
+    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
     let reader = crate::pipe::reader_of(stream);
-    let summary =
-        tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default())).await?;
+    // The root directory and one more entry are enough to tell; the rest is never read.
+    let more = tokio::task::spawn_blocking(move || has_more_entries_than(reader, 1)).await?;
     helper.remove().await?;
-    let summary = summary.with_context(|| format!("failed to read volume `{name}`"))?;
-    Ok(summary.entries > 1)
+    more.with_context(|| format!("failed to read volume `{name}`"))
 }
 
 fn print_plan(
@@ -587,6 +617,7 @@ fn print_plan(
 async fn restore_one(
     engine: &Engine,
     printer: &Printer,
+    fast: Option<&FastPath>,
     backup: &Arc<Backup>,
     t: &Target,
 ) -> anyhow::Result<ContentDigest> {
@@ -624,58 +655,76 @@ async fn restore_one(
             read_only: false,
         }
     };
+    if let Some(fast) = fast.filter(|f| f.usable()) {
+        match fast
+            .launch(printer, Op::Unpack, &mount, t.record.tar_prefix.as_deref())
+            .await
+        {
+            Ok(run) => {
+                printer.verbose(format!("writing `{}` on the fast path", t.record.key));
+                return restore_fast(printer, backup, t, run).await;
+            }
+            Err(LaunchError::Unavailable(_)) => {}
+            Err(LaunchError::Failed(e)) => return Err(e),
+        }
+    }
+    printer.verbose(format!(
+        "writing `{}` through the engine's archive API",
+        t.record.key
+    ));
     let helper = engine.create_helper(&mount).await?;
 
-    // decoded member → re-rooted under `data/` → channel → the engine.
-    let (writer, body) = crate::pipe::stream_of();
-    let progress = Progress::bytes(
-        printer.progress_enabled(),
-        &t.record.key,
-        Some(t.record.uncompressed_bytes),
-    );
-    let bar = progress.clone();
-    let b = Arc::clone(backup);
-    let key = t.record.key.clone();
-    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let failer = writer.clone();
-        let fail = |e: &dyn std::fmt::Display| failer.fail(std::io::Error::other(e.to_string()));
-        let stream = b.volume_stream(&key)?;
-        let mut reader = CancellableReader::new(stream, |n| bar.inc(n));
-        let sink = std::io::BufWriter::with_capacity(256 * 1024, writer);
-        let rebased = rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush().map(|()| w));
-        let w = match rebased {
-            Ok(w) => w,
-            Err(e) => {
+    // The helper goes whatever happens, before anything else is done with the volume.
+    let result = async {
+        // decoded member → re-rooted under `data/` → channel → the engine.
+        let (writer, body) = crate::pipe::stream_of();
+        let (progress, member) = MemberSource::new(printer, backup, t);
+        let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let failer = writer.clone();
+            let fail =
+                |e: &dyn std::fmt::Display| failer.fail(std::io::Error::other(e.to_string()));
+            let mut reader = member.open()?;
+            let sink = std::io::BufWriter::with_capacity(256 * 1024, writer);
+            let rebased =
+                rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush().map(|()| w));
+            let w = match rebased {
+                Ok(w) => w,
+                Err(e) => {
+                    fail(&e);
+                    return Err(e.into());
+                }
+            };
+            // The member's checksum is checked before the upload stream ends.
+            if let Err(e) = reader.into_inner().finish() {
                 fail(&e);
                 return Err(e.into());
             }
-        };
-        // The member's checksum is checked before the upload stream ends.
-        if let Err(e) = reader.into_inner().finish() {
-            fail(&e);
-            return Err(e.into());
-        }
-        drop(w);
-        Ok(())
-    });
-    let upload = engine.with_long_timeout().upload_root(&helper, body).await;
-    let produced = producer
-        .await
-        .context("the restore reader stopped unexpectedly")?;
-    progress.finish();
-    produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
-    upload?;
+            drop(w);
+            Ok(())
+        });
+        let upload = engine.with_long_timeout().upload_root(&helper, body).await;
+        let produced = producer
+            .await
+            .context("the restore reader stopped unexpectedly")?;
+        progress.finish();
+        produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
+        upload?;
 
-    // Read it back from the engine and compare.
-    let stream = engine
-        .with_long_timeout()
-        .download_data(&helper)
-        .map_err(std::io::Error::other);
-    let reader = crate::pipe::reader_of(stream);
-    let summary =
-        tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
-            .await??;
-    helper.remove().await?;
+        // Read it back from the engine and compare.
+        let stream = engine
+            .with_long_timeout()
+            .download_data(&helper)
+            .map_err(std::io::Error::other);
+        let reader = crate::pipe::reader_of(stream);
+        let summary =
+            tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
+                .await??;
+        anyhow::Ok(summary)
+    }
+    .await;
+    let removed = helper.remove().await;
+    let summary = result?;
+    removed?;
     if summary.digest != t.record.content_digest {
         bail!(
             "the restored content of `{}` differs from the backup (digest {} instead of {}): the engine did not write it exactly",
@@ -687,6 +736,102 @@ async fn restore_one(
     Ok(summary.digest)
 }
 
+/// What opens the decoded member of one target on the blocking thread that streams it, counting bytes on
+/// the target's progress bar.
+struct MemberSource {
+    backup: Arc<Backup>,
+    key: String,
+    unverified: bool,
+    bar: Progress,
+}
+
+type MemberReader = CancellableReader<VolumeStream, Box<dyn FnMut(u64) + Send>>;
+
+impl MemberSource {
+    fn new(printer: &Printer, backup: &Arc<Backup>, t: &Target) -> (Progress, MemberSource) {
+        let progress = Progress::bytes(
+            printer.progress_enabled(),
+            &t.record.key,
+            Some(t.record.uncompressed_bytes),
+        );
+        let source = MemberSource {
+            backup: Arc::clone(backup),
+            key: t.record.key.clone(),
+            unverified: t.verified_as_it_streams(),
+            bar: progress.clone(),
+        };
+        (progress, source)
+    }
+
+    fn open(self) -> Result<MemberReader, crate::archive::ArchiveError> {
+        let stream = if self.unverified {
+            self.backup.volume_stream_unverified(&self.key)?
+        } else {
+            self.backup.volume_stream(&self.key)?
+        };
+        let bar = self.bar;
+        Ok(CancellableReader::new(
+            stream,
+            Box::new(move |n| bar.inc(n)),
+        ))
+    }
+}
+
+/// The fast path of [`restore_one`]: the decoded member goes over the helper's socket, the helper unpacks
+/// it on disk and digests what landed there.
+async fn restore_fast(
+    printer: &Printer,
+    backup: &Arc<Backup>,
+    t: &Target,
+    mut run: HelperRun,
+) -> anyhow::Result<ContentDigest> {
+    let socket = run
+        .take_stream()
+        .context("the helper's connection is gone")?;
+    let (progress, member) = MemberSource::new(printer, backup, t);
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let sent = (|| -> anyhow::Result<()> {
+            let mut reader = member.open()?;
+            let mut sink = std::io::BufWriter::with_capacity(1024 * 1024, &socket);
+            std::io::copy(&mut reader, &mut sink)
+                .context("failed to send the data to the helper")?;
+            sink.flush()
+                .context("failed to send the data to the helper")?;
+            drop(sink);
+            // The member's checksum is checked before the stream ends: a damaged member never looks
+            // complete to the helper.
+            reader.into_inner().finish()?;
+            Ok(())
+        })();
+        let how = if sent.is_ok() {
+            std::net::Shutdown::Write
+        } else {
+            std::net::Shutdown::Both
+        };
+        let _ = socket.shutdown(how);
+        sent
+    });
+    let produced = producer
+        .await
+        .context("the restore reader stopped unexpectedly")?;
+    progress.finish();
+    let report = run.finish().await;
+    produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
+    let report = report?;
+    let digest = report
+        .digest
+        .context("the helper did not report the restored content's digest")?;
+    if digest != t.record.content_digest {
+        bail!(
+            "the restored content of `{}` differs from the backup (digest {} instead of {}): it was not written exactly",
+            t.name,
+            digest,
+            t.record.content_digest
+        );
+    }
+    Ok(digest)
+}
+
 /// The label on scratch volumes of `verify --restore-test`.
 pub const SCRATCH_LABEL: &str = "persist.scratch";
 
@@ -695,6 +840,7 @@ pub const SCRATCH_LABEL: &str = "persist.scratch";
 pub async fn restore_into_scratch(
     engine: &Engine,
     printer: &Printer,
+    fast: Option<&FastPath>,
     backup: &Arc<Backup>,
     record: &VolumeRecord,
 ) -> anyhow::Result<ContentDigest> {
@@ -720,7 +866,7 @@ pub async fn restore_into_scratch(
         has_data: false,
         containers: Vec::new(),
     };
-    let result = restore_one(engine, printer, backup, &target).await;
+    let result = restore_one(engine, printer, fast, backup, &target).await;
     let removed = engine.remove_volume(&name).await;
     let digest = result?;
     removed?;

@@ -106,9 +106,10 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
             .await??
         });
         let records = backup.manifest().volumes.clone();
+        let fast = crate::fastpath::select(&engine, printer, args.data_path).await?;
         let mut failed = Vec::new();
         for r in &records {
-            match restore_into_scratch(&engine, printer, &backup, r).await {
+            match restore_into_scratch(&engine, printer, fast.as_ref(), &backup, r).await {
                 Ok(d) => printer.status(format!(
                     "  restored `{}` into a scratch volume: digest {d} matches",
                     r.key

@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
+    RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -55,6 +56,41 @@ pub struct HelperContainer {
 impl HelperContainer {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Starts a helper made by [`Engine::create_runner`].
+    pub async fn start(&self) -> Result<(), EngineError> {
+        self.engine
+            .docker
+            .start_container(&self.id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| {
+                EngineError::api(format!("start helper container `{}`", short(&self.id)), &e)
+            })
+    }
+
+    /// Waits until the helper has stopped and returns its exit code.
+    pub async fn wait(&self) -> Result<i64, EngineError> {
+        let docker = self.engine.with_long_timeout().docker;
+        let mut waits = docker.wait_container(
+            &self.id,
+            Some(WaitContainerOptions {
+                condition: "not-running".to_string(),
+            }),
+        );
+        match waits.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            // A non-zero exit comes back as this error.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(EngineError::api(
+                format!("wait for helper container `{}`", short(&self.id)),
+                &e,
+            )),
+            None => Err(EngineError::Api {
+                operation: format!("wait for helper container `{}`", short(&self.id)),
+                message: "the engine ended the wait without a result".to_string(),
+            }),
+        }
     }
 
     /// Removes the container (and nothing else: the volume stays).
@@ -127,6 +163,10 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
     }
 }
 
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// `<hostname>:<pid>` of this process.
 fn owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -145,17 +185,88 @@ fn owner_is_gone(owner: &str) -> bool {
     host == this_host && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+impl HelperMount {
+    /// The volume name or host path.
+    pub fn source(&self) -> &str {
+        match self {
+            HelperMount::Volume { name, .. } => name,
+            HelperMount::Bind { path, .. } => path,
+        }
+    }
+}
+
+/// The mount of the data a helper works on, at [`DATA_PATH`].
+pub fn data_mount(mount: &HelperMount) -> Mount {
+    let (typ, source, read_only) = match mount {
+        HelperMount::Volume { name, read_only } => (MountType::VOLUME, name, *read_only),
+        HelperMount::Bind { path, read_only } => (MountType::BIND, path, *read_only),
+    };
+    Mount {
+        target: Some(DATA_PATH.to_string()),
+        source: Some(source.clone()),
+        typ: Some(typ),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// A bind mount of a host directory into a helper.
+pub fn bind_mount(source: &str, target: &str, read_only: bool) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn helper_body(
+    image: &str,
+    cmd: Vec<String>,
+    mounts: Vec<Mount>,
+    host: HostConfig,
+) -> ContainerCreateBody {
+    let labels = HashMap::from([
+        (HELPER_LABEL.to_string(), "true".to_string()),
+        (OWNER_LABEL.to_string(), owner()),
+    ]);
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(cmd),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            mounts: Some(mounts),
+            ..host
+        }),
+        ..Default::default()
+    }
+}
+
 impl Engine {
     /// Makes sure the helper image exists, importing it (never pulling it) when it does not.
     pub async fn ensure_helper_image(&self) -> Result<(), EngineError> {
-        if self.docker.inspect_image(HELPER_IMAGE).await.is_ok() {
-            return Ok(());
+        self.ensure_image(HELPER_IMAGE, crate::archive::rootfs::helper_rootfs)
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes sure the image `tag` exists, importing the root filesystem `rootfs` builds (an uncompressed
+    /// tar) when it does not. Returns whether it was imported.
+    pub async fn ensure_image(
+        &self,
+        tag: &str,
+        rootfs: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<bool, EngineError> {
+        if self.docker.inspect_image(tag).await.is_ok() {
+            return Ok(false);
         }
-        let (repo, tag) = HELPER_IMAGE
-            .split_once(':')
-            .unwrap_or((HELPER_IMAGE, "latest"));
-        let rootfs = crate::archive::rootfs::helper_rootfs().map_err(|e| EngineError::Api {
-            operation: "build the helper image".to_string(),
+        let operation = || format!("import the helper image `{tag}`");
+        let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
+        let rootfs = rootfs().map_err(|e| EngineError::Api {
+            operation: operation(),
             message: e.to_string(),
         })?;
         let body = bollard::body_full(rootfs.into());
@@ -163,7 +274,7 @@ impl Engine {
             Some(CreateImageOptions {
                 from_src: Some("-".to_string()),
                 repo: Some(repo.to_string()),
-                tag: Some(tag.to_string()),
+                tag: Some(version.to_string()),
                 changes: vec![format!("LABEL {HELPER_LABEL}=true")],
                 ..Default::default()
             }),
@@ -171,49 +282,100 @@ impl Engine {
             None,
         );
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| EngineError::api("import the helper image", &e))?;
+            let info = item.map_err(|e| EngineError::api(operation(), &e))?;
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(EngineError::Api {
-                    operation: "import the helper image".to_string(),
+                    operation: operation(),
                     message: err,
                 });
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Removes the images of `repo` labelled as helpers whose tag starts with `prefix`, except `keep`
+    /// (older builds' fast-path images). Images in use are left alone; nothing here is an error.
+    pub async fn remove_other_helper_images(&self, repo: &str, prefix: &str, keep: &str) {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{HELPER_LABEL}=true")])]);
+        let Ok(images) = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return;
+        };
+        for tag in images.iter().flat_map(|i| i.repo_tags.iter()) {
+            let Some((r, t)) = tag.split_once(':') else {
+                continue;
+            };
+            if r == repo && t.starts_with(prefix) && tag != keep {
+                let _ = self
+                    .docker
+                    .remove_image(tag, None::<RemoveImageOptions>, None)
+                    .await;
+            }
+        }
     }
 
     /// Creates a helper container from the helper image with `mount` at [`DATA_PATH`]. It is never started.
     pub async fn create_helper(&self, mount: &HelperMount) -> Result<HelperContainer, EngineError> {
         self.ensure_helper_image().await?;
-        let (typ, source, read_only) = match mount {
-            HelperMount::Volume { name, read_only } => (MountType::VOLUME, name, *read_only),
-            HelperMount::Bind { path, read_only } => (MountType::BIND, path, *read_only),
-        };
-        let labels = HashMap::from([
-            (HELPER_LABEL.to_string(), "true".to_string()),
-            (OWNER_LABEL.to_string(), owner()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(HELPER_IMAGE.to_string()),
-            cmd: Some(vec!["/docker-persist-helper-never-started".to_string()]),
-            labels: Some(labels),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".to_string()),
-                mounts: Some(vec![Mount {
-                    target: Some(DATA_PATH.to_string()),
-                    source: Some(source.clone()),
-                    typ: Some(typ),
-                    read_only: Some(read_only),
-                    ..Default::default()
-                }]),
-                ..Default::default()
+        let body = helper_body(
+            HELPER_IMAGE,
+            vec!["/docker-persist-helper-never-started".to_string()],
+            vec![data_mount(mount)],
+            HostConfig::default(),
+        );
+        self.create_registered(body, mount.source()).await
+    }
+
+    /// Creates a helper container that runs: `image` with `cmd`, `mounts`, no network, no log output,
+    /// only the capabilities a tree copy needs. Start it with [`HelperContainer::start`].
+    pub async fn create_runner(
+        &self,
+        image: &str,
+        cmd: Vec<String>,
+        mounts: Vec<Mount>,
+        what: &str,
+    ) -> Result<HelperContainer, EngineError> {
+        let host = HostConfig {
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_string()),
+                config: None,
             }),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            // Reading and writing any file, keeping owners, modes, devices and file capabilities.
+            cap_add: Some(
+                [
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "DAC_READ_SEARCH",
+                    "FOWNER",
+                    "FSETID",
+                    "MKNOD",
+                    "SETFCAP",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            readonly_rootfs: Some(true),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
             ..Default::default()
         };
-        // The request runs in a task of its own, so that a creation in flight when the command is
-        // interrupted still registers its container, and the sweep at the end (which waits for it) removes
-        // it.
+        let body = helper_body(image, cmd, mounts, host);
+        self.create_registered(body, what).await
+    }
+
+    /// Creates a container in a task of its own, so that a creation in flight when the command is
+    /// interrupted still registers its container, and the sweep at the end (which waits for it) removes it.
+    async fn create_registered(
+        &self,
+        body: ContainerCreateBody,
+        what: &str,
+    ) -> Result<HelperContainer, EngineError> {
         let docker = self.docker.clone();
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         let created = tokio::spawn(async move {
@@ -228,10 +390,10 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Api {
-            operation: format!("create a helper container for `{source}`"),
+            operation: format!("create a helper container for `{what}`"),
             message: e.to_string(),
         })?
-        .map_err(|e| EngineError::api(format!("create a helper container for `{source}`"), &e))?;
+        .map_err(|e| EngineError::api(format!("create a helper container for `{what}`"), &e))?;
         Ok(HelperContainer {
             engine: self.clone(),
             id: created.id,

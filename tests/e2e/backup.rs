@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use crate::support::{
-    Ran, TestEnv, TreeEntry, plugin_binary, tree_digest_in_container, tree_listing_in_container,
+    Ran, TestEnv, TreeEntry, tree_digest_in_container, tree_listing_in_container,
 };
 
 /// Where the `db` service of the test projects keeps its data.
@@ -314,7 +314,7 @@ impl Running {
     fn start(env: &TestEnv, name: &str, args: &[&str]) -> Running {
         let stdout = env.home.join(format!("{name}.stdout"));
         let stderr = env.home.join(format!("{name}.stderr"));
-        let mut cmd = env.command(plugin_binary());
+        let mut cmd = env.command(&env.binary);
         cmd.args(args)
             .stdout(Stdio::from(fs::File::create(&stdout).expect("stdout file")))
             .stderr(Stdio::from(fs::File::create(&stderr).expect("stderr file")));
@@ -1684,10 +1684,10 @@ fn bulk_project(env: &TestEnv) -> (String, String) {
     (db, state)
 }
 
-/// Starts `backup dbdata`, waits until it streams, then sends `signal` half a second later.
-fn start_and_signal(env: &TestEnv, signal: &str) -> (Running, ExitStatus) {
+/// Starts `backup dbdata ARGS`, waits until it streams, then sends `signal` half a second later.
+fn start_and_signal(env: &TestEnv, signal: &str, args: &[&str]) -> (Running, ExitStatus) {
     let dir = env.project_dir.join("backups");
-    let mut backup = Running::start(env, "backup", &["backup", "dbdata"]);
+    let mut backup = Running::start(env, "backup", &[&["backup", "dbdata"], args].concat());
     backup.wait_until_streaming(env, &dir);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -1700,11 +1700,11 @@ fn start_and_signal(env: &TestEnv, signal: &str) -> (Running, ExitStatus) {
     (backup, status)
 }
 
-fn interrupted_backup_leaves_nothing_behind(signal: &str) {
-    let env = TestEnv::new();
+/// Interrupts `backup dbdata ARGS` with `signal` mid-stream and checks that nothing is left behind.
+pub(crate) fn interrupted_backup_leaves_nothing_behind(env: TestEnv, signal: &str, args: &[&str]) {
     let (db, db_state) = bulk_project(&env);
     let dir = env.project_dir.join("backups");
-    let (backup, status) = start_and_signal(&env, signal);
+    let (backup, status) = start_and_signal(&env, signal, args);
 
     // Every rule is checked, and all that fail are reported together.
     let mut problems = Vec::new();
@@ -1749,12 +1749,12 @@ fn interrupted_backup_leaves_nothing_behind(signal: &str) {
 
 #[test]
 fn backup_interrupted_by_sigint_exits_130_and_leaves_no_file_and_no_helper() {
-    interrupted_backup_leaves_nothing_behind("INT");
+    interrupted_backup_leaves_nothing_behind(TestEnv::new(), "INT", &[]);
 }
 
 #[test]
 fn backup_interrupted_by_sigterm_exits_130_and_leaves_no_file_and_no_helper() {
-    interrupted_backup_leaves_nothing_behind("TERM");
+    interrupted_backup_leaves_nothing_behind(TestEnv::new(), "TERM", &[]);
 }
 
 #[test]
@@ -1762,7 +1762,7 @@ fn helpers_of_a_killed_backup_are_removed_by_the_next_backup() {
     let env = TestEnv::new();
     let (db, db_state) = bulk_project(&env);
     let dir = env.project_dir.join("backups");
-    let (killed, status) = start_and_signal(&env, "KILL");
+    let (killed, status) = start_and_signal(&env, "KILL", &[]);
     assert_eq!(status.signal(), Some(9), "{}", killed.output());
 
     // What a crash leaves: the helper, and a `.partial` that is not a backup.

@@ -8,6 +8,7 @@
 mod support;
 
 mod backup;
+mod fastpath;
 mod harness;
 mod inventory;
 mod plugin;

@@ -9,7 +9,7 @@ use crate::support::{
     tree_listing_of_volume,
 };
 
-const PROJECT: &str = r#"
+pub(crate) const PROJECT: &str = r#"
 services:
   db:
     image: postgres:16
@@ -23,7 +23,7 @@ volumes:
 "#;
 
 /// Builds a tree with every kind of entry that tends to get lost at `dir` inside the `db` service.
-const TORTURE: &str = r#"
+pub(crate) const TORTURE: &str = r#"
 set -e
 d="$1"
 cd "$d"
@@ -49,17 +49,17 @@ chown 999:999 "$d"
 chmod 0700 "$d"
 "#;
 
-fn exec_db(env: &TestEnv, script: &str, arg: &str) -> Ran {
+pub(crate) fn exec_db(env: &TestEnv, script: &str, arg: &str) -> Ran {
     let ran = env.compose_v2(["exec", "-T", "db", "sh", "-c", script, "sh", arg]);
     ran.assert_success();
     ran
 }
 
-fn tree_digest(env: &TestEnv, dir: &str) -> String {
+pub(crate) fn tree_digest(env: &TestEnv, dir: &str) -> String {
     tree_digest_in_container(env, "db", dir)
 }
 
-fn backups_in(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn backups_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -69,7 +69,7 @@ fn backups_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Brings the project up with Compose v2 and fills the volume and the bind mount.
-fn up_with_data(env: &TestEnv) {
+pub(crate) fn up_with_data(env: &TestEnv) {
     env.write_project(PROJECT, None);
     std::fs::create_dir_all(env.project_dir.join("uploads")).unwrap();
     env.compose_v2(["up", "-d"]).assert_success();
@@ -250,7 +250,7 @@ fn verify_restore_test_restores_into_scratch_volumes_and_removes_them() {
 }
 
 /// Helper containers that mount `volume` (other tests run their own helpers at the same time).
-fn helpers_on(env: &TestEnv, volume: &str) -> String {
+pub(crate) fn helpers_on(env: &TestEnv, volume: &str) -> String {
     let ran = env.docker([
         "ps",
         "-aq",

@@ -57,6 +57,24 @@ pub fn plugin_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_docker-persist"))
 }
 
+/// The statically linked build of the plugin (scripts/test.sh builds it and sets
+/// `DOCKER_PERSIST_STATIC_BIN`): the only kind of build that can take the local fast path.
+pub fn static_plugin_binary() -> PathBuf {
+    let path = std::env::var_os("DOCKER_PERSIST_STATIC_BIN").unwrap_or_else(|| {
+        panic!(
+            "DOCKER_PERSIST_STATIC_BIN is not set: the fast-path tests need a static build of the plugin; run them \
+             with scripts/test.sh, which builds one"
+        )
+    });
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "DOCKER_PERSIST_STATIC_BIN={} is not a file; scripts/test.sh builds it",
+        path.display()
+    );
+    path
+}
+
 /// The image names from `scripts/test-images.txt`.
 pub fn test_images() -> Vec<&'static str> {
     TEST_IMAGES
@@ -345,6 +363,8 @@ fn keep_objects() -> bool {
 /// our plugin and Compose v2 in `cli-plugins/`. Dropping it removes the engine objects of the project.
 pub struct TestEnv {
     pub project: String,
+    /// The plugin executable `docker persist` runs in this sandbox.
+    pub binary: PathBuf,
     pub run: &'static str,
     /// `<tmp>/<project>`: Compose files go here; commands run here. Named after the project so that a
     /// command without `-p` derives the same project name.
@@ -359,8 +379,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// A sandbox whose `docker persist` is the dynamically linked test build (the universal path only).
     #[track_caller]
     pub fn new() -> TestEnv {
+        TestEnv::with_plugin(plugin_binary())
+    }
+
+    /// A sandbox whose `docker persist` is the static build, which can take the local fast path.
+    #[track_caller]
+    pub fn with_static_plugin() -> TestEnv {
+        TestEnv::with_plugin(&static_plugin_binary())
+    }
+
+    #[track_caller]
+    fn with_plugin(binary: &Path) -> TestEnv {
         preflight();
         let compose_v2 = compose_v2_binary();
         let project = unique_project();
@@ -375,11 +407,12 @@ impl TestEnv {
         for dir in [&project_dir, &home, &plugins] {
             std::fs::create_dir_all(dir).expect("create a test dir");
         }
-        symlink(plugin_binary(), &plugins.join("docker-persist"));
+        symlink(binary, &plugins.join("docker-persist"));
         symlink(&compose_v2, &plugins.join("docker-compose"));
         *live() += 1;
         TestEnv {
             project,
+            binary: binary.to_path_buf(),
             run: run_id(),
             project_dir,
             home,
@@ -459,7 +492,7 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = self.command(plugin_binary());
+        let mut cmd = self.command(&self.binary);
         cmd.args(args);
         Ran::run(cmd)
     }

@@ -1,0 +1,361 @@
+//! The local fast path: when the engine runs on this machine, with this program's OS and architecture, and
+//! this program is a static executable, docker persist imports its own executable as a one-file helper
+//! image and runs it in a container with the volume mounted. The helper reads (or writes) the volume on
+//! disk and streams the tar over a unix socket that docker persist listens on, in a private directory
+//! bind-mounted into the helper. docker persist keeps doing everything else — the content digest, zstd,
+//! the backup file, its checks — exactly as on the universal path, so both paths make the same members
+//! and the backup file is always written by the invoking user.
+//!
+//! Preconditions are checked, not assumed ([`select`]): the executable, the engine's OS and architecture,
+//! a unix-socket engine, and finally the helper connecting back with its nonce through the bind mount,
+//! which proves the engine sees this machine's files. When a check fails the universal path is used
+//! (said with `--verbose`), unless `--path fast` asked for this one.
+
+pub mod exe;
+pub mod inside;
+
+use std::io::Read as _;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::archive::ContentDigest;
+use crate::cli::DataPath;
+use crate::engine::Engine;
+use crate::engine::helper::{DATA_PATH, HelperContainer, HelperMount, bind_mount, data_mount};
+use crate::report::Printer;
+
+/// The repository of fast-path helper images; the tag is `fast-<version>-<executable digest>`.
+const IMAGE_REPO: &str = "docker-persist-helper";
+const TAG_PREFIX: &str = "fast-";
+/// Where the private socket directory is mounted in a helper.
+const IO_PATH: &str = "/io";
+/// How long a started helper may take to connect before the fast path is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a helper reports when it ends (the file `result.json` in the socket directory).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HelperReport {
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// Entries packed or unpacked.
+    pub entries: u64,
+    /// Bytes of regular-file content packed or unpacked.
+    pub file_bytes: u64,
+    /// Unix sockets found and left out (the engine's tar leaves them out too).
+    pub skipped_sockets: u64,
+    /// After an unpack: the content digest of the tree on disk.
+    pub digest: Option<ContentDigest>,
+    /// After an unpack: the entries of the tree on disk.
+    pub digest_entries: u64,
+}
+
+/// The fast path, once its static checks passed. Shared by the volumes of one command; after a helper
+/// could not connect it is given up for the rest of the command (unless it was asked for).
+#[derive(Debug)]
+pub struct FastPath {
+    engine: Engine,
+    image: String,
+    forced: bool,
+    given_up: AtomicBool,
+}
+
+/// Why a helper run did not happen.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The fast path cannot work here (the helper could not connect): use the universal path.
+    Unavailable(String),
+    /// Something failed that would fail on any path.
+    Failed(anyhow::Error),
+}
+
+/// Chooses the data path for a command: `Some` for the fast path, `None` for the universal one.
+pub async fn select(
+    engine: &Engine,
+    printer: &Printer,
+    choice: Option<DataPath>,
+) -> anyhow::Result<Option<FastPath>> {
+    if choice == Some(DataPath::Universal) {
+        printer.verbose("data path: universal (`--path universal`)");
+        return Ok(None);
+    }
+    let forced = choice == Some(DataPath::Fast);
+    match prepare(engine).await {
+        Ok(image) => {
+            printer.verbose(format!(
+                "data path: fast, through helper image `{image}`, if a helper can connect back"
+            ));
+            Ok(Some(FastPath {
+                engine: engine.clone(),
+                image,
+                forced,
+                given_up: AtomicBool::new(false),
+            }))
+        }
+        Err(reason) if forced => {
+            anyhow::bail!("`--path fast` cannot be used: {reason}")
+        }
+        Err(reason) => {
+            printer.verbose(format!("data path: universal, because {reason}"));
+            Ok(None)
+        }
+    }
+}
+
+/// The static checks, then the helper image (imported when missing). Returns the image's tag.
+async fn prepare(engine: &Engine) -> Result<String, String> {
+    if !engine.is_local() {
+        return Err(
+            "the engine is not on this machine (it is not reached through a unix socket)".into(),
+        );
+    }
+    let version = engine
+        .version()
+        .await
+        .map_err(|e| format!("the engine's version is unknown: {e}"))?;
+    let executable = tokio::task::spawn_blocking(|| std::fs::read("/proc/self/exe"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("this program's executable cannot be read: {e}"))?;
+    if let Some(reason) = exe::unfit_reason(&executable, &version.os, &version.arch) {
+        return Err(reason);
+    }
+    let digest = hex::encode(Sha256::digest(&executable));
+    let tag = format!(
+        "{IMAGE_REPO}:{TAG_PREFIX}{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        &digest[..12]
+    );
+    let imported = engine
+        .ensure_image(&tag, || {
+            crate::archive::rootfs::fast_helper_rootfs(&executable)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if imported {
+        engine
+            .remove_other_helper_images(IMAGE_REPO, TAG_PREFIX, &tag)
+            .await;
+    }
+    Ok(tag)
+}
+
+/// What a helper does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Pack,
+    Unpack,
+}
+
+impl FastPath {
+    /// Whether the fast path is still in use for this command.
+    pub fn usable(&self) -> bool {
+        !self.given_up.load(Ordering::SeqCst)
+    }
+
+    /// Starts a helper for `op` on `mount` and returns once it has connected. When it cannot connect and
+    /// the fast path was not asked for, the fast path is given up ([`LaunchError::Unavailable`]).
+    pub async fn launch(
+        &self,
+        printer: &Printer,
+        op: Op,
+        mount: &HelperMount,
+        strip_prefix: Option<&str>,
+    ) -> Result<HelperRun, LaunchError> {
+        match self.try_launch(op, mount, strip_prefix).await {
+            Ok(run) => Ok(run),
+            Err(LaunchError::Unavailable(reason)) if self.forced => Err(LaunchError::Failed(
+                anyhow::anyhow!("`--path fast` cannot be used: {reason}"),
+            )),
+            Err(LaunchError::Unavailable(reason)) => {
+                self.given_up.store(true, Ordering::SeqCst);
+                printer.verbose(format!(
+                    "data path: universal from now on, because {reason}"
+                ));
+                Err(LaunchError::Unavailable(reason))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn try_launch(
+        &self,
+        op: Op,
+        mount: &HelperMount,
+        strip_prefix: Option<&str>,
+    ) -> Result<HelperRun, LaunchError> {
+        let failed = |e: anyhow::Error| LaunchError::Failed(e);
+        let dir = tempfile::Builder::new()
+            .prefix("docker-persist-io-")
+            .tempdir()
+            .context("failed to create a private directory for the helper's socket")
+            .map_err(failed)?;
+        let socket = dir.path().join("s");
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .with_context(|| format!("failed to listen on `{}`", socket.display()))
+            .map_err(failed)?;
+        let nonce = nonce().map_err(failed)?;
+        let io_dir = dir.path().to_string_lossy().into_owned();
+        let mut cmd = vec![
+            "/docker-persist".to_string(),
+            crate::cli::HELPER_ARG.to_string(),
+            match op {
+                Op::Pack => "pack",
+                Op::Unpack => "unpack",
+            }
+            .to_string(),
+            "--socket".to_string(),
+            format!("{IO_PATH}/s"),
+            "--nonce".to_string(),
+            nonce.clone(),
+            "--result".to_string(),
+            format!("{IO_PATH}/result.json"),
+            "--root".to_string(),
+            DATA_PATH.to_string(),
+        ];
+        if let Some(p) = strip_prefix {
+            cmd.extend(["--strip-prefix".to_string(), p.to_string()]);
+        }
+        let helper = self
+            .engine
+            .create_runner(
+                &self.image,
+                cmd,
+                vec![data_mount(mount), bind_mount(&io_dir, IO_PATH, false)],
+                mount.source(),
+            )
+            .await
+            // The engine refuses the container when it cannot see the socket directory (a bind source
+            // that does not exist on its host): the fast path cannot work with this engine.
+            .map_err(|e| {
+                LaunchError::Unavailable(format!("a helper container could not be created: {e}"))
+            })?;
+        let run = HelperRun {
+            helper,
+            dir,
+            stream: None,
+        };
+        if let Err(e) = run.helper.start().await {
+            // A helper that cannot start (a bind mount the engine refuses, a runtime without this
+            // architecture) means this engine cannot run the fast path.
+            let _ = run.finish_quietly().await;
+            return Err(LaunchError::Unavailable(format!(
+                "a helper container could not start: {e}"
+            )));
+        }
+        let accepted = tokio::select! {
+            a = accept(&listener, &nonce) => a,
+            code = run.helper.wait() => Err(match code {
+                Ok(code) => {
+                    let why = run.read_report().and_then(|r| r.error).unwrap_or_default();
+                    format!("the helper exited (code {code}) before connecting back{}", if why.is_empty() { String::new() } else { format!(": {why}") })
+                }
+                Err(e) => format!("the helper could not be watched: {e}"),
+            }),
+            () = tokio::time::sleep(CONNECT_TIMEOUT) => Err(format!(
+                "the helper did not connect back within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+        };
+        match accepted {
+            Ok(stream) => Ok(HelperRun {
+                stream: Some(stream),
+                ..run
+            }),
+            Err(reason) => {
+                let _ = run.finish_quietly().await;
+                Err(LaunchError::Unavailable(reason))
+            }
+        }
+    }
+}
+
+/// Accepts the helper's connection and checks its nonce; other connections are dropped.
+async fn accept(listener: &tokio::net::UnixListener, nonce: &str) -> Result<UnixStream, String> {
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("the helper's socket failed: {e}"))?;
+        let stream = stream
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            .map_err(|e| format!("the helper's connection failed: {e}"))?;
+        let greeted = tokio::task::spawn_blocking(move || {
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut line = vec![0u8; nonce_len() + 1];
+            (&stream).read_exact(&mut line)?;
+            stream.set_read_timeout(None)?;
+            Ok::<_, std::io::Error>((stream, line))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Ok((stream, line)) = greeted
+            && line.strip_suffix(b"\n") == Some(nonce.as_bytes())
+        {
+            return Ok(stream);
+        }
+    }
+}
+
+fn nonce_len() -> usize {
+    32
+}
+
+/// 16 random bytes in hex.
+fn nonce() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// A helper that has connected: take its stream, move the data, then [`HelperRun::finish`].
+#[derive(Debug)]
+pub struct HelperRun {
+    helper: HelperContainer,
+    dir: tempfile::TempDir,
+    stream: Option<UnixStream>,
+}
+
+impl HelperRun {
+    /// The connection to the helper (once).
+    pub fn take_stream(&mut self) -> Option<UnixStream> {
+        self.stream.take()
+    }
+
+    /// Waits for the helper to end, removes it and its socket directory, and returns its report; an
+    /// error when it failed, with the helper's own explanation.
+    pub async fn finish(self) -> anyhow::Result<HelperReport> {
+        drop(self.stream);
+        let code = self.helper.wait().await;
+        let report = read_report(self.dir.path());
+        self.helper.remove().await?;
+        let code = code?;
+        match report {
+            Some(r) if r.error.is_none() && code == 0 => Ok(r),
+            Some(HelperReport {
+                error: Some(why), ..
+            }) => anyhow::bail!("the helper failed: {why}"),
+            _ => anyhow::bail!("the helper ended with exit code {code} without a report"),
+        }
+    }
+
+    fn read_report(&self) -> Option<HelperReport> {
+        read_report(self.dir.path())
+    }
+
+    async fn finish_quietly(self) -> anyhow::Result<()> {
+        self.helper.remove().await?;
+        Ok(())
+    }
+}
+
+fn read_report(dir: &Path) -> Option<HelperReport> {
+    let bytes = std::fs::read(dir.join("result.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
