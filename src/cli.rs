@@ -309,10 +309,10 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
 
-    /// zstd worker threads (0: compress on the thread that writes, which keeps up with the engine's
-    /// archive stream on its own; more pays only for higher levels)
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
-    pub threads: u32,
+    /// zstd worker threads (0: compress on the thread that writes). Default: 2 with 2 cores or more (≈50
+    /// MB of memory instead of ≈22 MB, for a faster backup on both data paths), else 0
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub threads: Option<u32>,
 
     /// How data moves: `fast` (a helper container runs this program on the engine's host and reads or
     /// writes the volume on disk; needs a local engine and a static build) or `universal` (the engine's

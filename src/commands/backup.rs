@@ -134,7 +134,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             tag: args.tag.as_deref(),
             options: WriterOptions {
                 level: args.level,
-                workers: args.threads,
+                workers: args.threads.unwrap_or(WriterOptions::auto().workers),
             },
             fast: fast.as_ref(),
         },

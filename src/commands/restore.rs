@@ -272,7 +272,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             &Destination {
                 dir: &dir,
                 tag: Some("pre-restore"),
-                options: crate::archive::WriterOptions::default(),
+                options: crate::archive::WriterOptions::auto(),
                 fast: fast.as_ref(),
             },
         )
