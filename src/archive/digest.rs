@@ -218,15 +218,13 @@ impl TreeHasher {
 
     pub fn add(&mut self, entry: &EntryRecord<'_>) {
         let hash = entry.hash();
-        let mut carry = false;
-        for i in (0..4).rev() {
-            let mut limb = [0u8; 8];
-            limb.copy_from_slice(&hash[i * 8..i * 8 + 8]);
-            let (s1, c1) = self.sum[i].overflowing_add(u64::from_be_bytes(limb));
-            let (s2, c2) = s1.overflowing_add(u64::from(carry));
-            self.sum[i] = s2;
-            carry = c1 || c2;
+        let mut limbs = [0u64; 4];
+        for (i, limb) in limbs.iter_mut().enumerate() {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&hash[i * 8..i * 8 + 8]);
+            *limb = u64::from_be_bytes(bytes);
         }
+        self.add_to_sum(limbs);
         self.entries += 1;
         match entry.data {
             EntryData::File { size, .. } => self.file_bytes += size,
@@ -235,6 +233,27 @@ impl TreeHasher {
         }
         if entry.path.is_empty() {
             self.has_root = true;
+        }
+    }
+
+    /// Takes in the entries `other` has seen, as if they had been added here: several threads can each
+    /// digest part of a tree.
+    pub fn merge(&mut self, other: &TreeHasher) {
+        self.add_to_sum(other.sum);
+        self.entries += other.entries;
+        self.file_bytes += other.file_bytes;
+        self.symlink_bytes += other.symlink_bytes;
+        self.has_root |= other.has_root;
+    }
+
+    /// `sum += limbs` modulo 2^256, most significant limb first.
+    fn add_to_sum(&mut self, limbs: [u64; 4]) {
+        let mut carry = false;
+        for i in (0..4).rev() {
+            let (s1, c1) = self.sum[i].overflowing_add(limbs[i]);
+            let (s2, c2) = s1.overflowing_add(u64::from(carry));
+            self.sum[i] = s2;
+            carry = c1 || c2;
         }
     }
 
@@ -303,7 +322,7 @@ pub enum PathIssue {
 }
 
 impl PathIssue {
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             PathIssue::Absolute => "is an absolute path",
             PathIssue::ParentComponent => "has a `..` component",
@@ -340,6 +359,22 @@ pub fn normalize_path(raw: &[u8], strip_prefix: Option<&str>) -> Result<Vec<u8>,
         out.extend_from_slice(c);
     }
     Ok(out)
+}
+
+/// Normalizes the target of a hardlink entry like an entry path; `Err` says why the target is refused (it
+/// could make a link to a file outside the tree, or to the root directory).
+pub(crate) fn normalize_link_target(
+    raw: Option<&[u8]>,
+    strip_prefix: Option<&str>,
+) -> Result<Vec<u8>, &'static str> {
+    let raw = raw.ok_or("is a hardlink without a target")?;
+    match normalize_path(raw, strip_prefix) {
+        Ok(t) if t.is_empty() => Err("is a hardlink to the root directory"),
+        Ok(t) => Ok(t),
+        Err(PathIssue::Absolute) => Err("is a hardlink to an absolute path"),
+        Err(PathIssue::ParentComponent) => Err("is a hardlink to a path with a `..` component"),
+        Err(PathIssue::OutsidePrefix) => Err("is a hardlink to a path outside the tar's root"),
+    }
 }
 
 /// What reading a tree from a tar stream found.
@@ -490,8 +525,7 @@ fn walk<R: Read>(
         };
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let type_flag = entry_type.as_byte();
-        let is_dir = entry_type.is_dir()
-            || ((entry_type.is_file() || type_flag == b'7') && raw_path.ends_with(b"/"));
+        let is_dir = is_dir_entry(entry_type, &raw_path);
 
         let hardlink_target;
         let data = if is_dir {
@@ -532,20 +566,8 @@ fn walk<R: Read>(
                     why,
                 })
             };
-            let raw_target = link
-                .as_deref()
-                .ok_or_else(|| unsafe_entry("is a hardlink without a target"))?;
-            hardlink_target = match normalize_path(raw_target, prefix) {
-                Ok(t) if t.is_empty() => Err(unsafe_entry("is a hardlink to the root directory")),
-                Ok(t) => Ok(t),
-                Err(PathIssue::Absolute) => Err(unsafe_entry("is a hardlink to an absolute path")),
-                Err(PathIssue::ParentComponent) => Err(unsafe_entry(
-                    "is a hardlink to a path with a `..` component",
-                )),
-                Err(PathIssue::OutsidePrefix) => Err(unsafe_entry(
-                    "is a hardlink to a path outside the tar's root",
-                )),
-            }?;
+            hardlink_target =
+                normalize_link_target(link.as_deref(), prefix).map_err(unsafe_entry)?;
             EntryData::Hardlink {
                 target: &hardlink_target,
             }
@@ -575,6 +597,12 @@ fn walk<R: Read>(
     Ok(())
 }
 
+/// Whether an entry is a directory: by its type, or (old tars) a regular file whose name ends in `/`.
+pub(crate) fn is_dir_entry(entry_type: tar::EntryType, raw_path: &[u8]) -> bool {
+    entry_type.is_dir()
+        || ((entry_type.is_file() || entry_type.as_byte() == b'7') && raw_path.ends_with(b"/"))
+}
+
 /// A numeric header field left blank (all NUL or spaces) reads as 0, as GNU tar reads it; anything else must
 /// parse.
 fn or_zero<T: Default>(field: &[u8], parsed: io::Result<T>) -> io::Result<T> {
@@ -585,7 +613,8 @@ fn or_zero<T: Default>(field: &[u8], parsed: io::Result<T>) -> io::Result<T> {
     }
 }
 
-fn device_numbers(header: &tar::Header) -> io::Result<(u32, u32)> {
+/// A device entry's major and minor numbers (0 where the fields are blank or absent).
+pub(crate) fn device_numbers(header: &tar::Header) -> io::Result<(u32, u32)> {
     let (major_field, minor_field) = match (header.as_ustar(), header.as_gnu()) {
         (Some(u), _) => (u.dev_major, u.dev_minor),
         (_, Some(g)) => (g.dev_major, g.dev_minor),
@@ -1080,6 +1109,42 @@ pub(crate) mod tests {
                 .parse::<ContentDigest>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn merged_hashers_give_the_digest_of_all_their_entries() {
+        let records: Vec<EntryRecord<'_>> = [&b""[..], b"a", b"a/b", b"c"]
+            .into_iter()
+            .map(|path| EntryRecord {
+                path,
+                data: EntryData::File {
+                    size: path.len() as u64,
+                    sha256: [0xff; 32],
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            })
+            .collect();
+        let mut all = TreeHasher::new();
+        records.iter().for_each(|r| all.add(r));
+        let (mut left, mut right) = (TreeHasher::new(), TreeHasher::new());
+        records[..2].iter().for_each(|r| left.add(r));
+        records[2..].iter().for_each(|r| right.add(r));
+        left.merge(&right);
+        assert_eq!(left.digest(), all.digest());
+        assert_eq!(
+            (left.entries(), left.file_bytes(), left.has_root()),
+            (4, 5, true)
+        );
+
+        // The carry runs through every limb and off the top.
+        let mut max = TreeHasher::new();
+        max.sum = [u64::MAX; 4];
+        let mut one = TreeHasher::new();
+        one.sum = [0, 0, 0, 1];
+        max.merge(&one);
+        assert_eq!(max.sum, [0; 4]);
     }
 
     #[test]

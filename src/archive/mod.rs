@@ -9,13 +9,16 @@
 //! - [`format`]: the manifest, file and member names;
 //! - [`digest`]: the order-independent content digest of a tree, computed from a tar stream as it passes;
 //! - [`writer`]: writing a backup file (`.partial`, fsync, rename);
-//! - [`reader`]: opening, verifying and listing backup files, and reading a volume back.
+//! - [`reader`]: opening, verifying and listing backup files, and reading a volume back;
+//! - [`tree`]: a volume's tree on disk packed to, unpacked from and digested like the engine's tar (the fast
+//!   path, run inside a helper container).
 
 pub mod digest;
 pub mod format;
 pub mod reader;
 pub mod rebase;
 pub mod rootfs;
+pub mod tree;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ pub use reader::{
     VerifyReport, VolumeCheck, VolumeStream, list_backups,
 };
 pub use rebase::rebase_tar;
+pub use tree::{TreeError, TreeStats, digest_tree, pack_tree, unpack_tree};
 pub use writer::{BackupWriter, FinishedBackup, VolumeSpec, WriterOptions};
 
 /// Everything that can go wrong reading or writing a backup file; one variant per operation, each naming the

@@ -68,7 +68,7 @@ fn under(prefix: &str, rel: &Path) -> PathBuf {
 }
 
 /// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record, itself included.
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+pub(crate) fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     let body = key.len() + value.len() + 3; // space, '=', newline
     let mut len = body + 1;
     while len != body + len.to_string().len() {
