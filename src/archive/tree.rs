@@ -65,9 +65,9 @@ use super::digest::{
 use super::rebase::pax_record;
 
 /// Reads of file contents; large enough that a big file costs few system calls.
-const READ_BUFFER: usize = 128 << 10;
+const READ_BUFFER: usize = 1 << 20;
 /// The tar stream is written and read through buffers of this size.
-const STREAM_BUFFER: usize = 128 << 10;
+const STREAM_BUFFER: usize = 1 << 20;
 const BLOCK: usize = 512;
 /// ustar's name and linkname fields; longer names get a PAX record.
 const NAME_FIELD: usize = 100;
@@ -363,15 +363,11 @@ pub fn unpack_tree<R: Read>(
     strip_prefix: Option<&str>,
 ) -> Result<TreeStats, TreeError> {
     let options = DigestOptions::new(strip_prefix).map_err(TreeError::InvalidPrefix)?;
+    root_dir(root)?;
     let canonical = fs::canonicalize(root).map_err(|source| TreeError::Read {
         path: root.to_path_buf(),
         source,
     })?;
-    if !canonical.is_dir() {
-        return Err(TreeError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
     let mut unpacker = Unpacker {
         root: canonical,
         prefix: options.strip_prefix(),
@@ -469,15 +465,7 @@ fn walk<F>(root: &Path, mut visit: F) -> Result<u64, TreeError>
 where
     F: FnMut(&Found<'_>) -> Result<(), TreeError>,
 {
-    let meta = fs::metadata(root).map_err(|source| TreeError::Read {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(TreeError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
+    let meta = root_dir(root)?;
     // One buffer holds the path of the current entry as `<root>/./<rel>`: the path to open, and from
     // `name_start` on its tar name. Nothing else is allocated per entry but the directory listings, the
     // targets of symlinks and the names of multiply-linked files.
@@ -490,16 +478,9 @@ where
     abs.extend_from_slice(trimmed);
     abs.extend_from_slice(b"/./");
     let name_start = trimmed.len() + 1;
-    visit(&Found {
-        name: &abs[name_start..],
-        path: as_path(&abs),
-        meta: &meta,
-        kind: Kind::Dir,
-    })?;
-
+    let mut stack = vec![enter_dir(&abs, name_start, &meta, &mut visit)?];
     let mut first_names: HashMap<(u64, u64), Box<[u8]>> = HashMap::new();
     let mut sockets = 0;
-    let mut stack = vec![list_dir(&abs)?];
     while let Some(level) = stack.last_mut() {
         let Some(&(start, end)) = level.spans.get(level.next) else {
             stack.pop();
@@ -516,13 +497,7 @@ where
         }
         if file_type.is_dir() {
             abs.push(b'/');
-            visit(&Found {
-                name: &abs[name_start..],
-                path: as_path(&abs),
-                meta: &meta,
-                kind: Kind::Dir,
-            })?;
-            stack.push(list_dir(&abs)?);
+            stack.push(enter_dir(&abs, name_start, &meta, &mut visit)?);
             continue;
         }
         let target;
@@ -544,7 +519,7 @@ where
             Kind::Block { major, minor }
         } else {
             return Err(TreeError::Read {
-                path: as_path(&abs).to_path_buf(),
+                path: shown(as_path(&abs)),
                 source: io::Error::other("unknown file type"),
             });
         };
@@ -570,14 +545,53 @@ fn as_path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
+/// The metadata of `root`, a directory or a symlink to one.
+fn root_dir(root: &Path) -> Result<Metadata, TreeError> {
+    let meta = fs::metadata(root).map_err(|source| TreeError::Read {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        Ok(meta)
+    } else {
+        Err(TreeError::NotADirectory {
+            path: root.to_path_buf(),
+        })
+    }
+}
+
+/// A path of the walk as errors show it: `<root>/a/f` rather than the walker's `<root>/./a/f`.
+fn shown(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
 /// An error reading `path` during the walk: gone means it vanished.
 fn read_error(path: &[u8], source: io::Error) -> TreeError {
-    let path = as_path(path).to_path_buf();
+    let path = shown(as_path(path));
     if source.kind() == io::ErrorKind::NotFound {
         TreeError::Vanished { path }
     } else {
         TreeError::Read { path, source }
     }
+}
+
+/// Visits the directory at `abs` (which ends in `/`), then lists it.
+fn enter_dir<F>(
+    abs: &[u8],
+    name_start: usize,
+    meta: &Metadata,
+    visit: &mut F,
+) -> Result<Level, TreeError>
+where
+    F: FnMut(&Found<'_>) -> Result<(), TreeError>,
+{
+    visit(&Found {
+        name: &abs[name_start..],
+        path: as_path(abs),
+        meta,
+        kind: Kind::Dir,
+    })?;
+    list_dir(abs)
 }
 
 /// The sorted names in the directory `abs` (which ends in `/`).
@@ -631,14 +645,14 @@ fn read_exactly(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => {
                 return Err(TreeError::Read {
-                    path: path.to_path_buf(),
+                    path: shown(path),
                     source,
                 });
             }
         };
         if total + n as u64 > size {
             return Err(TreeError::Changed {
-                path: path.to_path_buf(),
+                path: shown(path),
                 what: format!("it grew past the {size} bytes it had when the walk reached it"),
             });
         }
@@ -647,7 +661,7 @@ fn read_exactly(
     }
     if total < size {
         return Err(TreeError::Changed {
-            path: path.to_path_buf(),
+            path: shown(path),
             what: format!("it shrank from {size} to {total} bytes"),
         });
     }
@@ -663,7 +677,7 @@ fn pack_entry<W: Write>(
     stats: &mut TreeStats,
 ) -> Result<(), TreeError> {
     let write_error = |source| TreeError::Write {
-        path: found.path.to_path_buf(),
+        path: shown(found.path),
         source,
     };
     let meta = found.meta;
@@ -691,27 +705,14 @@ fn pack_entry<W: Write>(
                 header.set_entry_type(EntryType::Link);
                 header.set_size(0);
             }
-            let field = &mut header.as_old_mut().linkname;
-            if target.len() <= NAME_FIELD {
-                field[..target.len()].copy_from_slice(target);
-            } else {
-                field.copy_from_slice(&target[..NAME_FIELD]);
-                pax.extend_from_slice(&pax_record(b"linkpath", target));
-            }
+            put_name(&mut header.as_old_mut().linkname, target, b"linkpath", pax);
         }
         Kind::Char { major, minor } | Kind::Block { major, minor } => {
             header.set_device_major(major).map_err(write_error)?;
             header.set_device_minor(minor).map_err(write_error)?;
         }
     }
-    let name = found.name;
-    let field = &mut header.as_old_mut().name;
-    if name.len() <= NAME_FIELD {
-        field[..name.len()].copy_from_slice(name);
-    } else {
-        field.copy_from_slice(&name[..NAME_FIELD]);
-        pax.extend_from_slice(&pax_record(b"path", name));
-    }
+    put_name(&mut header.as_old_mut().name, found.name, b"path", pax);
     header.set_cksum();
 
     if !pax.is_empty() {
@@ -738,6 +739,17 @@ fn pack_entry<W: Write>(
     Ok(())
 }
 
+/// Puts `name` in a header's name or linkname `field`, as it is (any bytes); one too long for it goes whole
+/// into the PAX record `key`, and its first 100 bytes into the field.
+fn put_name(field: &mut [u8; NAME_FIELD], name: &[u8], key: &[u8], pax: &mut Vec<u8>) {
+    if name.len() <= NAME_FIELD {
+        field[..name.len()].copy_from_slice(name);
+    } else {
+        field.copy_from_slice(&name[..NAME_FIELD]);
+        pax.extend_from_slice(&pax_record(key, name));
+    }
+}
+
 /// The zeros that fill the last block of `len` bytes of data.
 fn padding(len: u64) -> &'static [u8] {
     const ZEROS: [u8; BLOCK] = [0; BLOCK];
@@ -753,7 +765,7 @@ fn read_capability(file: &File, path: &Path) -> Result<Option<Vec<u8>>, TreeErro
         Ok(n) => Ok(Some(value[..n].to_vec())),
         Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
         Err(e) => Err(TreeError::Read {
-            path: path.to_path_buf(),
+            path: shown(path),
             source: e.into(),
         }),
     }
@@ -1169,8 +1181,9 @@ mod tests {
         rustix::fs::mknodat(CWD, path, kind, Mode::from_raw_mode(0o640), dev).unwrap();
     }
 
-    /// Everything a volume can hold, in `<tempdir>/root`, with whole-second mtimes (two of them 0).
-    fn torture_tree() -> tempfile::TempDir {
+    /// Everything a volume can hold, in `<tempdir>/root`, with whole-second mtimes (two of them 0); the
+    /// temporary directory and the root.
+    fn torture_tree() -> (tempfile::TempDir, PathBuf) {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -1237,7 +1250,7 @@ mod tests {
             };
             set_mtime(&path, mtime).unwrap();
         }
-        dir
+        (dir, root)
     }
 
     fn pack(root: &Path) -> (Vec<u8>, TreeStats) {
@@ -1319,8 +1332,7 @@ mod tests {
 
     #[test]
     fn packed_tar_digests_like_the_tree_on_disk() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (_dir, root) = torture_tree();
         let (tar, stats) = pack(&root);
         let from_tar = digest(&tar);
         let from_disk = digest_tree(&root).unwrap();
@@ -1339,8 +1351,7 @@ mod tests {
 
     #[test]
     fn gnu_tar_of_the_tree_digests_the_same() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (_dir, root) = torture_tree();
         let from_disk = digest_tree(&root).unwrap();
         assert_eq!(digest(&gnu_tar(&root, &[])).digest, from_disk.digest);
         assert_eq!(
@@ -1351,8 +1362,7 @@ mod tests {
 
     #[test]
     fn packed_tar_has_the_engines_names_order_and_fields() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (_dir, root) = torture_tree();
         let (tar, _) = pack(&root);
         let ours = list(&tar);
         // GNU tar's `--sort=name` walks in the engine's order and names entries the same way.
@@ -1408,8 +1418,8 @@ mod tests {
 
     #[test]
     fn packed_tar_records_the_capability_as_a_pax_xattr_and_no_owner_names() {
-        let dir = torture_tree();
-        let (tar, _) = pack(&dir.path().join("root"));
+        let (_dir, root) = torture_tree();
+        let (tar, _) = pack(&root);
         let mut archive = tar::Archive::new(&tar[..]);
         let mut capability = None;
         for entry in archive.entries().unwrap() {
@@ -1493,17 +1503,22 @@ mod tests {
         );
     }
 
+    /// A new empty directory `parent/name`.
+    fn new_dir(parent: &Path, name: impl AsRef<Path>) -> PathBuf {
+        let path = parent.join(name);
+        fs::create_dir(&path).unwrap();
+        path
+    }
+
     fn symlink_meta(path: &Path) -> Metadata {
         fs::symlink_metadata(path).unwrap()
     }
 
     #[test]
     fn unpacking_a_packed_tree_gives_the_same_tree() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (dir, root) = torture_tree();
         let (tar, packed) = pack(&root);
-        let restored = dir.path().join("restored");
-        fs::create_dir(&restored).unwrap();
+        let restored = new_dir(dir.path(), "restored");
         let stats = unpack_tree(&tar[..], &restored, None).unwrap();
         assert_same_tree(&root, &restored, true);
         assert_eq!(stats.entries, packed.entries);
@@ -1512,23 +1527,43 @@ mod tests {
     }
 
     #[test]
+    fn gnu_tar_unpacks_the_packed_tar_to_the_same_tree() {
+        let (dir, root) = torture_tree();
+        let (tar, _) = pack(&root);
+        let restored = new_dir(dir.path(), "restored");
+        let mut gnu = Command::new("tar")
+            .args([
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "-xpf",
+                "-",
+                "-C",
+            ])
+            .arg(&restored)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("GNU tar runs");
+        gnu.stdin.take().unwrap().write_all(&tar).unwrap();
+        assert!(gnu.wait().unwrap().success());
+        assert_same_tree(&root, &restored, true);
+    }
+
+    #[test]
     fn gnu_tars_unpack_to_the_same_tree() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (dir, root) = torture_tree();
         // With `--xattrs`, GNU tar records `security.capability` as the engine does (and switches to the
         // POSIX format); the record padding after the end-of-archive blocks is read too.
         let mut tar = gnu_tar(&root, &["--xattrs"]);
         tar.extend_from_slice(&[0; 4096]);
-        let restored = dir.path().join("restored");
-        fs::create_dir(&restored).unwrap();
+        let restored = new_dir(dir.path(), "restored");
         let stats = unpack_tree(&tar[..], &restored, None).unwrap();
         assert_same_tree(&root, &restored, true);
         assert_eq!(stats.tar_bytes, tar.len() as u64);
 
         // `--sparse` in GNU's own format stores the holes as a GNU sparse entry; they stay holes.
         let tar = gnu_tar(&root, &["--sparse"]);
-        let restored = dir.path().join("restored-sparse");
-        fs::create_dir(&restored).unwrap();
+        let restored = new_dir(dir.path(), "restored-sparse");
         unpack_tree(&tar[..], &restored, None).unwrap();
         assert_same_tree(&root, &restored, false);
         let blocks = symlink_meta(&restored.join("sparse")).blocks();
@@ -1538,14 +1573,12 @@ mod tests {
     #[test]
     fn a_pax_sparse_file_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).unwrap();
+        let root = new_dir(dir.path(), "root");
         let sparse = File::create(root.join("sparse")).unwrap();
         sparse.set_len(8 << 20).unwrap();
         rustix::io::pwrite(&sparse, b"middle", 1 << 20).unwrap();
         let tar = gnu_tar(&root, &["--sparse", "--format=posix"]);
-        let restored = dir.path().join("restored");
-        fs::create_dir(&restored).unwrap();
+        let restored = new_dir(dir.path(), "restored");
         let err = unpack_tree(&tar[..], &restored, None).unwrap_err();
         assert!(
             matches!(&err, TreeError::Unsupported { what, .. } if what.contains("sparse")),
@@ -1555,13 +1588,11 @@ mod tests {
 
     #[test]
     fn a_tar_under_a_prefix_unpacks_with_strip_prefix() {
-        let dir = torture_tree();
-        let root = dir.path().join("root");
+        let (dir, root) = torture_tree();
         let (tar, _) = pack(&root);
         // The engine's tar of `/data` (rather than `/data/.`): every entry under `data/`.
         let prefixed = rebase_tar(&tar[..], Vec::new(), "data").unwrap();
-        let restored = dir.path().join("restored");
-        fs::create_dir(&restored).unwrap();
+        let restored = new_dir(dir.path(), "restored");
         unpack_tree(&prefixed[..], &restored, Some("data")).unwrap();
         assert_same_tree(&root, &restored, true);
     }
@@ -1693,12 +1724,10 @@ mod tests {
 
     #[test]
     fn a_tar_cut_short_is_refused() {
-        require_root();
-        let dir = torture_tree();
-        let (tar, _) = pack(&dir.path().join("root"));
+        let (dir, root) = torture_tree();
+        let (tar, _) = pack(&root);
         for cut in [tar.len() - 2 * BLOCK, tar.len() / 2] {
-            let restored = dir.path().join(format!("restored-{cut}"));
-            fs::create_dir(&restored).unwrap();
+            let restored = new_dir(dir.path(), format!("restored-{cut}"));
             let err = unpack_tree(&tar[..cut], &restored, None).unwrap_err();
             assert!(
                 matches!(
@@ -1760,7 +1789,13 @@ mod tests {
             matches!(&err, TreeError::Vanished { path } if path.ends_with("small")),
             "{err:?}"
         );
-        assert!(err.to_string().contains("small"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}` vanished while the tree was being read",
+                small.display()
+            )
+        );
     }
 
     #[test]
