@@ -81,7 +81,8 @@ for arg in "$@"; do
     esac
 done
 test_status=0
-cargo test "${cargo_flags[@]}" "${targets[@]}" "$@" || test_status=$?
+# --no-fail-fast: one run reports every failing test binary, not only the first.
+cargo test --no-fail-fast "${cargo_flags[@]}" "${targets[@]}" "$@" || test_status=$?
 
 step "Leftovers"
 if [[ "${PERSIST_TEST_KEEP:-}" == 1 ]]; then
