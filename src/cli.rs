@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::archive::DigestVersion;
 use crate::compose::Tier;
 
 /// Docker's global flags (`docker [FLAGS] persist …`), honoured when resolving the engine endpoint.
@@ -414,6 +415,10 @@ pub struct HelperArgs {
     /// Entries of the tar to unpack lie under this directory
     #[arg(long, value_name = "DIR")]
     pub strip_prefix: Option<String>,
+    /// The version of the content digest to compute after unpacking: the version of the digest it is
+    /// compared with
+    #[arg(long, value_name = "v1|v2", default_value = "v2")]
+    pub digest: DigestVersion,
 }
 
 fn parse_tag(s: &str) -> Result<String, String> {
@@ -521,10 +526,29 @@ mod tests {
             "/data",
             "--strip-prefix",
             "data",
+            "--digest",
+            "v1",
         ])
         .unwrap();
         assert!(matches!(cli.op, HelperOp::Unpack(_)));
         assert_eq!(cli.op.args().strip_prefix.as_deref(), Some("data"));
         assert_eq!(cli.op.args().root, PathBuf::from("/data"));
+        assert_eq!(cli.op.args().digest, DigestVersion::V1);
+    }
+
+    #[test]
+    fn helper_digests_the_current_version_unless_told() {
+        let cli = HelperCli::try_parse_from([
+            "unpack", "--socket", "/io/s", "--nonce", "ab", "--result", "/r", "--root", "/data",
+        ])
+        .unwrap();
+        assert_eq!(cli.op.args().digest, DigestVersion::V2);
+        assert!(
+            HelperCli::try_parse_from([
+                "unpack", "--socket", "/s", "--nonce", "ab", "--result", "/r", "--root", "/d",
+                "--digest", "v3",
+            ])
+            .is_err()
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use docker_persist::archive::digest::{DigestError, DigestOptions, digest_tar};
+use docker_persist::archive::digest::{DigestError, DigestOptions, DigestVersion, digest_tar};
 use docker_persist::archive::{
     ArchiveError, Backup, BackupName, BackupWriter, EngineInfo, Manifest, ProblemKind, VolumeSpec,
     WriterOptions,
@@ -521,13 +521,11 @@ fn a_partial_file_is_not_a_backup() {
     assert_eq!(listing.skipped.len(), 1);
 }
 
-#[test]
-fn a_manifest_with_a_wrong_sha256_is_found() {
-    let f = fixture(WriterOptions::default());
-    let path = copy_to(&f, "app-20261122T101506Z.tar");
+/// A copy of the fixture's backup named `name` whose manifest `edit` changed.
+fn with_manifest(f: &Fixture, name: &str, edit: impl Fn(&mut Manifest)) -> PathBuf {
+    let path = copy_to(f, name);
     let mut manifest = Backup::open(&path).unwrap().manifest().clone();
-    let good = manifest.volumes[0].sha256.clone();
-    manifest.volumes[0].sha256 = "ab".repeat(32);
+    edit(&mut manifest);
     fs::write(
         f.dir.join("manifest.json"),
         serde_json::to_vec_pretty(&manifest).unwrap(),
@@ -540,6 +538,18 @@ fn a_manifest_with_a_wrong_sha256_is_found() {
         ),
         &f.dir,
     );
+    path
+}
+
+#[test]
+fn a_manifest_with_a_wrong_sha256_is_found() {
+    let f = fixture(WriterOptions::default());
+    let good = Backup::open(&f.backup).unwrap().manifest().volumes[0]
+        .sha256
+        .clone();
+    let path = with_manifest(&f, "app-20261122T101506Z.tar", |m| {
+        m.volumes[0].sha256 = "ab".repeat(32);
+    });
     let report = Backup::open(&path).unwrap().verify().unwrap();
     let p = report
         .problems
@@ -550,6 +560,54 @@ fn a_manifest_with_a_wrong_sha256_is_found() {
     assert_eq!(p.found.as_deref(), Some(good.as_str()));
     // Only the SHA-256 is wrong: the content itself still decodes and digests.
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+}
+
+/// The content digests of [`torture_tar`] and [`small_tar`] as written before `tree-v2` existed: backups
+/// written then hold these, and must keep verifying.
+const TORTURE_V1: &str = "tree-v1:61ac0d9c4011cce0fa7b86e80b00cbd49ae32b54d2c711f695f716f0e207a213";
+const SMALL_V1: &str = "tree-v1:ea438167155fa4008cfece528591c9ac2f9093bd032a055c970ce53b1325606c";
+
+#[test]
+fn new_backups_carry_tree_v2_digests() {
+    let f = fixture(WriterOptions::default());
+    let backup = Backup::open(&f.backup).unwrap();
+    for v in &backup.manifest().volumes {
+        assert_eq!(v.content_digest.version(), DigestVersion::V2, "{}", v.key);
+        assert!(v.content_digest.to_string().starts_with("tree-v2:"));
+    }
+}
+
+#[test]
+fn a_backup_with_tree_v1_digests_still_verifies() {
+    let f = fixture(WriterOptions::default());
+    // What a backup written before `tree-v2` holds: the same members, v1 digests in the manifest.
+    let path = with_manifest(&f, "app-20261122T101507Z.tar", |m| {
+        m.volumes[0].content_digest = TORTURE_V1.parse().unwrap();
+        m.volumes[1].content_digest = SMALL_V1.parse().unwrap();
+    });
+    let backup = Backup::open(&path).unwrap();
+    let report = backup.verify().unwrap();
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_eq!(report.volumes.len(), 2);
+    // The v1 digest of what the member holds is the one computed before `tree-v2` existed.
+    let options = DigestOptions::new(Some("data"))
+        .unwrap()
+        .with_version(DigestVersion::V1);
+    let summary = digest_tar(backup.volume_stream("db").unwrap(), &options).unwrap();
+    assert_eq!(summary.digest.to_string(), TORTURE_V1);
+
+    // A v1 digest that does not match is still found.
+    let path = with_manifest(&f, "app-20261122T101508Z.tar", |m| {
+        m.volumes[0].content_digest = SMALL_V1.parse().unwrap();
+    });
+    let report = Backup::open(&path).unwrap().verify().unwrap();
+    let p = report
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::DigestMismatch)
+        .unwrap_or_else(|| panic!("{:?}", report.problems));
+    assert_eq!(p.expected.as_deref(), Some(SMALL_V1));
+    assert_eq!(p.found.as_deref(), Some(TORTURE_V1));
 }
 
 /// A backup made by hand whose volume member holds `entry` (and nothing the writer would refuse otherwise).

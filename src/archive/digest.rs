@@ -1,11 +1,28 @@
 //! The content digest of a tree: one value that a volume restored anywhere, by either data path, can be
 //! compared with, whatever order its entries come in.
 //!
+//! # Versions
+//! There are two versions, written before the value: `tree-v2` (what backups get now) and `tree-v1` (what
+//! they got before; still read, so that every existing backup verifies and restores). They differ only in
+//! the content hash of a regular file: SHA-256 of the content in v1, XXH3-128 in v2; and in their domain
+//! strings, so a v1 and a v2 digest of the same tree never compare equal by accident. A digest computed to be
+//! compared with a manifest's uses the manifest digest's version ([`DigestOptions::with_version`]).
+//!
+//! XXH3-128 because hashing every byte of content is what a digest costs, and SHA-256 was a large part of a
+//! backup's CPU time on small machines; XXH3 runs at memory speed. The question the digest answers (below)
+//! needs a hash whose outputs for different contents collide with negligible probability, not one that
+//! resists someone choosing contents: 128 bits give 2^-128 per pair of files, which is what rsync's default
+//! checksum (xxh128) relies on for the same question. Entry hashes and the tree hash stay SHA-256: they
+//! cover a few dozen bytes per entry, and the sum below needs 256-bit outputs.
+//!
 //! # What is hashed
 //! Each entry of the tree gives one SHA-256 over an unambiguous encoding (lengths before variable fields) of:
 //! its normalized path, its type, its mode (`mode & 0o7777`: permission bits and setuid, setgid, sticky), uid,
-//! gid, and by type: size and SHA-256 of the content (regular files), link target (symlinks: the raw bytes;
-//! hardlinks: the normalized path of the entry linked to), major and minor numbers (devices). Not hashed:
+//! gid, and by type: size and content hash (regular files; v1: the 32 bytes of the SHA-256 with no length
+//! before them, v2: the length, 16, then the 16 bytes of the XXH3-128, big-endian as XXH128's canonical
+//! form), link target (symlinks: the raw bytes; hardlinks: the normalized path of the entry linked to), major
+//! and minor numbers (devices). Entry hashes begin with the domain `"docker-persist entry v1\0"` (v1) or
+//! `"docker-persist entry v2\0"` (v2). Not hashed:
 //! mtime/atime/ctime, user and group names, xattrs, and the tar encoding itself (ustar/GNU/PAX, long-name
 //! records, header order). A GNU sparse entry counts as the regular file it expands to (holes read as zeros),
 //! so a sparse file and the same file stored in full have the same digest. PAX global headers are skipped.
@@ -14,8 +31,9 @@
 //!
 //! # How entries combine
 //! The entry hashes, read as 256-bit big-endian integers, are added modulo 2^256, and the digest is
-//! SHA-256(`"docker-persist tree v1\0"` ‖ entry count ‖ sum). Addition is commutative, so order does not
-//! matter; the state is 32 bytes plus counters, so memory is constant. Soundness for this use: the question
+//! SHA-256(`"docker-persist tree v2\0"` ‖ entry count ‖ sum) (`"docker-persist tree v1\0"` for v1).
+//! Addition is commutative, so order does not matter; the state is 32 bytes plus counters, so memory is
+//! constant. Soundness for this use: the question
 //! asked is "does this restored tree equal the one backed up?", with differences caused by bugs, truncation or
 //! bit rot, not by someone choosing file contents to forge a collision. For trees that differ in at least one
 //! entry, the sums differ unless the SHA-256 outputs of the differing entries happen to add up to the same value
@@ -46,31 +64,161 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
+use xxhash_rust::xxh3::Xxh3Default;
 
-/// The label of the digest algorithm, written before the hex value.
-pub const DIGEST_LABEL: &str = "tree-v1";
-
-const ENTRY_DOMAIN: &[u8] = b"docker-persist entry v1\0";
-const TREE_DOMAIN: &[u8] = b"docker-persist tree v1\0";
 const BUFFER_SIZE: usize = 128 * 1024;
 
-/// The digest of a whole tree, written `tree-v1:<64 hex digits>`.
+/// A version of the digest (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DigestVersion {
+    /// Content hashed with SHA-256: backups written before `tree-v2`.
+    V1,
+    /// Content hashed with XXH3-128: what backups get now.
+    #[default]
+    V2,
+}
+
+impl DigestVersion {
+    /// The label written before the hex value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DigestVersion::V1 => "tree-v1",
+            DigestVersion::V2 => "tree-v2",
+        }
+    }
+
+    /// The short name the helper's `--digest` takes.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            DigestVersion::V1 => "v1",
+            DigestVersion::V2 => "v2",
+        }
+    }
+
+    fn entry_domain(self) -> &'static [u8] {
+        match self {
+            DigestVersion::V1 => b"docker-persist entry v1\0",
+            DigestVersion::V2 => b"docker-persist entry v2\0",
+        }
+    }
+
+    fn tree_domain(self) -> &'static [u8] {
+        match self {
+            DigestVersion::V1 => b"docker-persist tree v1\0",
+            DigestVersion::V2 => b"docker-persist tree v2\0",
+        }
+    }
+}
+
+impl fmt::Display for DigestVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A string that is not `v1`, `v2`, `tree-v1` or `tree-v2`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a digest version (expected `v1` or `v2`)")]
+pub struct InvalidDigestVersion(pub String);
+
+impl FromStr for DigestVersion {
+    type Err = InvalidDigestVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "v1" | "tree-v1" => Ok(DigestVersion::V1),
+            "v2" | "tree-v2" => Ok(DigestVersion::V2),
+            _ => Err(InvalidDigestVersion(s.to_string())),
+        }
+    }
+}
+
+/// The hash of one regular file's content, as the digest version in use computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHash {
+    /// `tree-v1`: SHA-256.
+    Sha256([u8; 32]),
+    /// `tree-v2`: XXH3-128, big-endian (XXH128's canonical form).
+    Xxh3([u8; 16]),
+}
+
+impl ContentHash {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ContentHash::Sha256(b) => b,
+            ContentHash::Xxh3(b) => b,
+        }
+    }
+
+    pub fn version(&self) -> DigestVersion {
+        match self {
+            ContentHash::Sha256(_) => DigestVersion::V1,
+            ContentHash::Xxh3(_) => DigestVersion::V2,
+        }
+    }
+
+    /// The content hash of `content`, whole.
+    pub fn of(version: DigestVersion, content: &[u8]) -> Self {
+        let mut h = ContentHasher::new(version);
+        h.update(content);
+        h.finish()
+    }
+}
+
+/// Hashes one regular file's content as it streams by.
+#[derive(Clone)]
+pub enum ContentHasher {
+    Sha256(Sha256),
+    Xxh3(Box<Xxh3Default>),
+}
+
+impl ContentHasher {
+    pub fn new(version: DigestVersion) -> Self {
+        match version {
+            DigestVersion::V1 => ContentHasher::Sha256(Sha256::new()),
+            DigestVersion::V2 => ContentHasher::Xxh3(Box::new(Xxh3Default::new())),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            ContentHasher::Sha256(h) => h.update(bytes),
+            ContentHasher::Xxh3(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> ContentHash {
+        match self {
+            ContentHasher::Sha256(h) => ContentHash::Sha256(h.finalize().into()),
+            ContentHasher::Xxh3(h) => ContentHash::Xxh3(h.digest128().to_be_bytes()),
+        }
+    }
+}
+
+/// The digest of a whole tree, written `tree-v2:<64 hex digits>` (or `tree-v1:…`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContentDigest([u8; 32]);
+pub struct ContentDigest {
+    version: DigestVersion,
+    bytes: [u8; 32],
+}
 
 impl ContentDigest {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        ContentDigest(bytes)
+    pub fn from_bytes(version: DigestVersion, bytes: [u8; 32]) -> Self {
+        ContentDigest { version, bytes }
+    }
+
+    pub fn version(&self) -> DigestVersion {
+        self.version
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 }
 
 impl fmt::Display for ContentDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{DIGEST_LABEL}:{}", hex::encode(self.0))
+        write!(f, "{}:{}", self.version.label(), hex::encode(self.bytes))
     }
 }
 
@@ -80,9 +228,9 @@ impl fmt::Debug for ContentDigest {
     }
 }
 
-/// A string that is not `tree-v1:<64 hex digits>`.
+/// A string that is not `tree-v1:` or `tree-v2:` and 64 hex digits.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{0}` is not a content digest (expected `tree-v1:` and 64 hex digits)")]
+#[error("`{0}` is not a content digest (expected `tree-v1:` or `tree-v2:` and 64 hex digits)")]
 pub struct InvalidDigest(pub String);
 
 impl FromStr for ContentDigest {
@@ -90,13 +238,14 @@ impl FromStr for ContentDigest {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || InvalidDigest(s.to_string());
-        let hex_part = s
-            .strip_prefix(DIGEST_LABEL)
-            .and_then(|rest| rest.strip_prefix(':'))
+        let (label, hex_part) = s.split_once(':').ok_or_else(invalid)?;
+        let version = [DigestVersion::V1, DigestVersion::V2]
+            .into_iter()
+            .find(|v| v.label() == label)
             .ok_or_else(invalid)?;
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| invalid())?;
-        Ok(ContentDigest(bytes))
+        Ok(ContentDigest { version, bytes })
     }
 }
 
@@ -118,7 +267,7 @@ impl<'de> Deserialize<'de> for ContentDigest {
 pub enum EntryData<'a> {
     File {
         size: u64,
-        sha256: [u8; 32],
+        content_hash: ContentHash,
     },
     Dir,
     Symlink {
@@ -171,23 +320,27 @@ pub struct EntryRecord<'a> {
 }
 
 impl EntryRecord<'_> {
-    /// The entry's own SHA-256.
-    pub fn hash(&self) -> [u8; 32] {
+    /// The entry's own SHA-256 for digest `version`; a file's content hash must be that version's.
+    pub fn hash(&self, version: DigestVersion) -> [u8; 32] {
         fn put(h: &mut Sha256, bytes: &[u8]) {
             h.update((bytes.len() as u64).to_be_bytes());
             h.update(bytes);
         }
         let mut h = Sha256::new();
-        h.update(ENTRY_DOMAIN);
+        h.update(version.entry_domain());
         h.update(self.data.tag());
         put(&mut h, self.path);
         h.update((self.mode & 0o7777).to_be_bytes());
         h.update(self.uid.to_be_bytes());
         h.update(self.gid.to_be_bytes());
         match self.data {
-            EntryData::File { size, sha256 } => {
+            EntryData::File { size, content_hash } => {
+                debug_assert_eq!(content_hash.version(), version);
                 h.update(size.to_be_bytes());
-                h.update(sha256);
+                match version {
+                    DigestVersion::V1 => h.update(content_hash.as_bytes()),
+                    DigestVersion::V2 => put(&mut h, content_hash.as_bytes()),
+                }
             }
             EntryData::Symlink { target } | EntryData::Hardlink { target } => put(&mut h, target),
             EntryData::CharDevice { major, minor } | EntryData::BlockDevice { major, minor } => {
@@ -203,6 +356,7 @@ impl EntryRecord<'_> {
 /// The order-independent accumulator: add entries in any order, then [`TreeHasher::digest`].
 #[derive(Debug, Clone, Default)]
 pub struct TreeHasher {
+    version: DigestVersion,
     /// The sum of entry hashes, most significant limb first.
     sum: [u64; 4],
     entries: u64,
@@ -212,12 +366,24 @@ pub struct TreeHasher {
 }
 
 impl TreeHasher {
-    pub fn new() -> Self {
-        TreeHasher::default()
+    pub fn new(version: DigestVersion) -> Self {
+        TreeHasher {
+            version,
+            ..TreeHasher::default()
+        }
+    }
+
+    pub fn version(&self) -> DigestVersion {
+        self.version
+    }
+
+    /// A hasher for the content of a regular file, of this hasher's version.
+    pub fn content_hasher(&self) -> ContentHasher {
+        ContentHasher::new(self.version)
     }
 
     pub fn add(&mut self, entry: &EntryRecord<'_>) {
-        let hash = entry.hash();
+        let hash = entry.hash(self.version);
         let mut limbs = [0u64; 4];
         for (i, limb) in limbs.iter_mut().enumerate() {
             let mut bytes = [0u8; 8];
@@ -239,6 +405,7 @@ impl TreeHasher {
     /// Takes in the entries `other` has seen, as if they had been added here: several threads can each
     /// digest part of a tree.
     pub fn merge(&mut self, other: &TreeHasher) {
+        debug_assert_eq!(self.version, other.version);
         self.add_to_sum(other.sum);
         self.entries += other.entries;
         self.file_bytes += other.file_bytes;
@@ -276,19 +443,24 @@ impl TreeHasher {
 
     pub fn digest(&self) -> ContentDigest {
         let mut h = Sha256::new();
-        h.update(TREE_DOMAIN);
+        h.update(self.version.tree_domain());
         h.update(self.entries.to_be_bytes());
         for limb in self.sum {
             h.update(limb.to_be_bytes());
         }
-        ContentDigest(h.finalize().into())
+        ContentDigest {
+            version: self.version,
+            bytes: h.finalize().into(),
+        }
     }
 }
 
-/// How to read entry paths of a tar stream.
+/// How to read entry paths of a tar stream, and which version of the digest to compute (the current one,
+/// `tree-v2`, unless told).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DigestOptions {
     prefix: Option<String>,
+    version: DigestVersion,
 }
 
 impl DigestOptions {
@@ -296,11 +468,12 @@ impl DigestOptions {
     /// `None` for entries relative to the root (`x`, `./x`).
     pub fn new(strip_prefix: Option<&str>) -> Result<Self, DigestError> {
         let Some(prefix) = strip_prefix else {
-            return Ok(DigestOptions { prefix: None });
+            return Ok(DigestOptions::default());
         };
         match normalize_path(prefix.as_bytes(), None) {
             Ok(p) if !p.is_empty() => Ok(DigestOptions {
                 prefix: Some(String::from_utf8_lossy(&p).into_owned()),
+                version: DigestVersion::default(),
             }),
             _ => Err(DigestError::InvalidPrefix {
                 prefix: prefix.to_string(),
@@ -308,8 +481,17 @@ impl DigestOptions {
         }
     }
 
+    /// Computes digest `version`: the version of the digest the result is to be compared with.
+    pub fn with_version(self, version: DigestVersion) -> Self {
+        DigestOptions { version, ..self }
+    }
+
     pub fn strip_prefix(&self) -> Option<&str> {
         self.prefix.as_deref()
+    }
+
+    pub fn version(&self) -> DigestVersion {
+        self.version
     }
 }
 
@@ -462,7 +644,7 @@ pub fn digest_tar_into<R: Read, W: Write>(
 ) -> Result<TreeSummary, DigestError> {
     let source = io::BufReader::with_capacity(BUFFER_SIZE / 2, source);
     let mut archive = tar::Archive::new(Tee::new(source, sink));
-    let mut hasher = TreeHasher::new();
+    let mut hasher = TreeHasher::new(options.version());
     let walked = walk(&mut archive, &mut hasher, options);
     let mut tee = archive.into_inner();
     let entries = hasher.entries();
@@ -548,7 +730,7 @@ fn walk<R: Read>(
             EntryData::Dir
         } else if entry_type.is_file() || entry_type.is_gnu_sparse() || type_flag == b'7' {
             let expected = entry.size();
-            let mut sha = Sha256::new();
+            let mut content = hasher.content_hasher();
             let mut found = 0u64;
             loop {
                 let n = match entry.read(&mut buf) {
@@ -557,7 +739,7 @@ fn walk<R: Read>(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(Walk::Io(e)),
                 };
-                sha.update(&buf[..n]);
+                content.update(&buf[..n]);
                 found += n as u64;
             }
             if found != expected {
@@ -569,7 +751,7 @@ fn walk<R: Read>(
             }
             EntryData::File {
                 size: found,
-                sha256: sha.finalize().into(),
+                content_hash: content.finish(),
             }
         } else if entry_type.is_symlink() {
             EntryData::Symlink {
@@ -811,8 +993,15 @@ pub(crate) mod tests {
         b.into_inner().unwrap()
     }
 
+    const VERSIONS: [DigestVersion; 2] = [DigestVersion::V1, DigestVersion::V2];
+
     fn digest(tar: &[u8], prefix: Option<&str>) -> TreeSummary {
-        digest_tar(tar, &DigestOptions::new(prefix).unwrap()).unwrap()
+        digest_as(DigestVersion::default(), tar, prefix)
+    }
+
+    fn digest_as(version: DigestVersion, tar: &[u8], prefix: Option<&str>) -> TreeSummary {
+        let options = DigestOptions::new(prefix).unwrap().with_version(version);
+        digest_tar(tar, &options).unwrap()
     }
 
     fn sample() -> Vec<E> {
@@ -835,22 +1024,92 @@ pub(crate) mod tests {
         ]
     }
 
+    /// The digests of [`sample`] computed before `tree-v2` existed: every backup written then must still
+    /// verify, so v1 must never change.
+    const SAMPLE_V1: &str =
+        "tree-v1:c5874be6678e3fa2de54c96a5c1a7c0739d26d764a5c22d0d1d0e786f1ebbeea";
+    const SAMPLE_V2: &str =
+        "tree-v2:28cfa4c1b5be19d4b242e1193b0dcc6dbbc36f90b6eb425752820bb790b3205e";
+
+    #[test]
+    fn digests_of_a_fixed_tree_never_change() {
+        let tar = build(&sample());
+        assert_eq!(
+            digest_as(DigestVersion::V1, &tar, None).digest.to_string(),
+            SAMPLE_V1
+        );
+        assert_eq!(
+            digest_as(DigestVersion::V2, &tar, None).digest.to_string(),
+            SAMPLE_V2
+        );
+    }
+
+    #[test]
+    fn content_hashes_are_sha256_and_canonical_xxh3_128() {
+        // XXH3-128 of nothing, in XXH128's canonical (big-endian) form, as `xxhsum -H2` prints it.
+        assert_eq!(
+            hex::encode(ContentHash::of(DigestVersion::V2, b"").as_bytes()),
+            "99aa06d3014798d86001c324468d497f"
+        );
+        assert_eq!(
+            hex::encode(ContentHash::of(DigestVersion::V1, b"").as_bytes()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let mut streamed = ContentHasher::new(DigestVersion::V2);
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in content.chunks(4096 + 3) {
+            streamed.update(chunk);
+        }
+        assert_eq!(
+            streamed.finish(),
+            ContentHash::Xxh3(xxhash_rust::xxh3::xxh3_128(&content).to_be_bytes())
+        );
+    }
+
+    #[test]
+    fn versions_never_agree_on_a_tree() {
+        for entries in [sample(), vec![dir(".")], vec![file("x", b"")], vec![]] {
+            let tar = build(&entries);
+            let v1 = digest_as(DigestVersion::V1, &tar, None).digest;
+            let v2 = digest_as(DigestVersion::V2, &tar, None).digest;
+            assert_ne!(v1.as_bytes(), v2.as_bytes());
+            assert_ne!(v1, v2);
+        }
+    }
+
+    #[test]
+    fn new_digests_are_v2() {
+        assert_eq!(
+            digest(&build(&sample()), None).digest.version(),
+            DigestVersion::V2
+        );
+    }
+
     #[test]
     fn digest_is_order_independent() {
-        let entries = sample();
-        let a = digest(&build(&entries), None);
-        let mut reversed = entries.clone();
-        reversed.reverse();
-        let b = digest(&build(&reversed), None);
-        assert_eq!(a.digest, b.digest);
-        assert_eq!(a.entries, 7);
-        assert_eq!(a.file_bytes, 10);
-        assert!(a.has_root);
+        for version in VERSIONS {
+            let entries = sample();
+            let a = digest_as(version, &build(&entries), None);
+            let mut reversed = entries.clone();
+            reversed.reverse();
+            let b = digest_as(version, &build(&reversed), None);
+            assert_eq!(a.digest, b.digest);
+            assert_eq!(a.digest.version(), version);
+            assert_eq!(a.entries, 7);
+            assert_eq!(a.file_bytes, 10);
+            assert!(a.has_root);
+        }
     }
 
     #[test]
     fn digest_changes_with_any_recorded_field() {
-        let base = digest(&build(&sample()), None).digest;
+        for version in VERSIONS {
+            digest_changes_with_any_recorded_field_in(version);
+        }
+    }
+
+    fn digest_changes_with_any_recorded_field_in(version: DigestVersion) {
+        let base = digest_as(version, &build(&sample()), None).digest;
         type Change = Box<dyn Fn(&mut Vec<E>)>;
         let variants: Vec<(&str, Change)> = vec![
             ("mode bit", Box::new(|e| e[3].mode = 0o755)),
@@ -858,6 +1117,10 @@ pub(crate) mod tests {
             ("uid", Box::new(|e| e[3].uid = 1000)),
             ("gid", Box::new(|e| e[3].gid = 0)),
             ("content byte", Box::new(|e| e[2].data = b"hellO".to_vec())),
+            (
+                "content length",
+                Box::new(|e| e[2].data = b"hello\0".to_vec()),
+            ),
             (
                 "symlink target",
                 Box::new(|e| e[4].link = Some("../missinG".into())),
@@ -875,8 +1138,8 @@ pub(crate) mod tests {
         for (what, change) in variants {
             let mut entries = sample();
             change(&mut entries);
-            let changed = digest(&build(&entries), None).digest;
-            assert_ne!(changed, base, "{what} did not change the digest");
+            let changed = digest_as(version, &build(&entries), None).digest;
+            assert_ne!(changed, base, "{what} did not change the {version} digest");
         }
     }
 
@@ -912,14 +1175,17 @@ pub(crate) mod tests {
                 })
                 .collect()
         };
-        let plain = digest(&build(&sample()), None);
-        let engine = digest(&build(&rename("data/", "data/")), Some("data"));
-        let dotted = digest(&build(&rename("./", "./")), None);
-        let dotted_prefix = digest(&build(&rename("./data", "./data/")), Some("./data/"));
-        assert_eq!(plain.digest, engine.digest);
-        assert_eq!(plain.digest, dotted.digest);
-        assert_eq!(plain.digest, dotted_prefix.digest);
-        assert!(engine.has_root);
+        for version in VERSIONS {
+            let digest = |tar: &[u8], prefix| digest_as(version, tar, prefix);
+            let plain = digest(&build(&sample()), None);
+            let engine = digest(&build(&rename("data/", "data/")), Some("data"));
+            let dotted = digest(&build(&rename("./", "./")), None);
+            let dotted_prefix = digest(&build(&rename("./data", "./data/")), Some("./data/"));
+            assert_eq!(plain.digest, engine.digest);
+            assert_eq!(plain.digest, dotted.digest);
+            assert_eq!(plain.digest, dotted_prefix.digest);
+            assert!(engine.has_root);
+        }
     }
 
     #[test]
@@ -1019,27 +1285,30 @@ pub(crate) mod tests {
             b.append(&h, &e.data[..]).unwrap();
         }
         let pax = b.into_inner().unwrap();
-        assert_eq!(digest(&gnu, None).digest, digest(&pax, None).digest);
-        let mut hasher = TreeHasher::new();
-        for e in &entries {
-            let data = match &e.link {
-                Some(l) => EntryData::Symlink {
-                    target: l.as_bytes(),
-                },
-                None => EntryData::File {
-                    size: e.data.len() as u64,
-                    sha256: Sha256::digest(&e.data).into(),
-                },
-            };
-            hasher.add(&EntryRecord {
-                path: e.path.as_bytes(),
-                data,
-                mode: e.mode,
-                uid: 0,
-                gid: 0,
-            });
+        for version in VERSIONS {
+            let gnu_digest = digest_as(version, &gnu, None).digest;
+            assert_eq!(gnu_digest, digest_as(version, &pax, None).digest);
+            let mut hasher = TreeHasher::new(version);
+            for e in &entries {
+                let data = match &e.link {
+                    Some(l) => EntryData::Symlink {
+                        target: l.as_bytes(),
+                    },
+                    None => EntryData::File {
+                        size: e.data.len() as u64,
+                        content_hash: ContentHash::of(version, &e.data),
+                    },
+                };
+                hasher.add(&EntryRecord {
+                    path: e.path.as_bytes(),
+                    data,
+                    mode: e.mode,
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+            assert_eq!(gnu_digest, hasher.digest());
         }
-        assert_eq!(digest(&gnu, None).digest, hasher.digest());
     }
 
     /// A GNU sparse entry: 1 MiB with 512 bytes of data at 0 and 512 at 512 KiB.
@@ -1075,10 +1344,12 @@ pub(crate) mod tests {
         full[512 * 1024..512 * 1024 + 512].fill(2);
         let mut e = file("sparse", &full);
         e.mode = 0o600;
-        let plain = digest(&build(&[e]), None);
-        let sparse = digest(&sparse_tar(), None);
-        assert_eq!(sparse.digest, plain.digest);
-        assert_eq!(sparse.file_bytes, 1024 * 1024);
+        for version in VERSIONS {
+            let plain = digest_as(version, &build(std::slice::from_ref(&e)), None);
+            let sparse = digest_as(version, &sparse_tar(), None);
+            assert_eq!(sparse.digest, plain.digest);
+            assert_eq!(sparse.file_bytes, 1024 * 1024);
+        }
     }
 
     #[test]
@@ -1136,11 +1407,22 @@ pub(crate) mod tests {
 
     #[test]
     fn digest_string_round_trips() {
-        let d = digest(&build(&sample()), None).digest;
-        let s = d.to_string();
-        assert!(s.starts_with("tree-v1:") && s.len() == 8 + 64, "{s}");
-        assert_eq!(s.parse::<ContentDigest>().unwrap(), d);
+        for version in VERSIONS {
+            let d = digest_as(version, &build(&sample()), None).digest;
+            let s = d.to_string();
+            assert!(
+                s.starts_with(&format!("{}:", version.label())) && s.len() == 8 + 64,
+                "{s}"
+            );
+            assert_eq!(s.parse::<ContentDigest>().unwrap(), d);
+            assert_eq!(s.parse::<ContentDigest>().unwrap().version(), version);
+        }
         assert!("tree-v2:00".parse::<ContentDigest>().is_err());
+        assert!(
+            format!("tree-v3:{}", "0".repeat(64))
+                .parse::<ContentDigest>()
+                .is_err()
+        );
         assert!(
             format!("tree-v1:{}", "g".repeat(64))
                 .parse::<ContentDigest>()
@@ -1156,16 +1438,17 @@ pub(crate) mod tests {
                 path,
                 data: EntryData::File {
                     size: path.len() as u64,
-                    sha256: [0xff; 32],
+                    content_hash: ContentHash::Xxh3([0xff; 16]),
                 },
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
             })
             .collect();
-        let mut all = TreeHasher::new();
+        let v2 = DigestVersion::V2;
+        let mut all = TreeHasher::new(v2);
         records.iter().for_each(|r| all.add(r));
-        let (mut left, mut right) = (TreeHasher::new(), TreeHasher::new());
+        let (mut left, mut right) = (TreeHasher::new(v2), TreeHasher::new(v2));
         records[..2].iter().for_each(|r| left.add(r));
         records[2..].iter().for_each(|r| right.add(r));
         left.merge(&right);
@@ -1176,9 +1459,9 @@ pub(crate) mod tests {
         );
 
         // The carry runs through every limb and off the top.
-        let mut max = TreeHasher::new();
+        let mut max = TreeHasher::new(v2);
         max.sum = [u64::MAX; 4];
-        let mut one = TreeHasher::new();
+        let mut one = TreeHasher::new(v2);
         one.sum = [0, 0, 0, 1];
         max.merge(&one);
         assert_eq!(max.sum, [0; 4]);
@@ -1186,7 +1469,7 @@ pub(crate) mod tests {
 
     #[test]
     fn sum_wraps_modulo_2_256() {
-        let mut h = TreeHasher::new();
+        let mut h = TreeHasher::new(DigestVersion::V2);
         h.sum = [u64::MAX; 4];
         h.add(&EntryRecord {
             path: b"x",
@@ -1202,7 +1485,7 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
         }
-        .hash();
+        .hash(DigestVersion::V2);
         // MAX + h = h - 1 (mod 2^256)
         let mut expected = [0u64; 4];
         for (i, limb) in expected.iter_mut().enumerate() {

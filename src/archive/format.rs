@@ -401,6 +401,7 @@ pub fn compose_member(file_name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::digest::DigestVersion;
 
     fn stamp() -> Timestamp {
         "2026-11-22T10:15:00Z".parse().unwrap()
@@ -442,7 +443,7 @@ mod tests {
                 uncompressed_bytes: 3072,
                 stored_bytes: 200,
                 sha256: "00".repeat(32),
-                content_digest: ContentDigest::from_bytes([7; 32]),
+                content_digest: ContentDigest::from_bytes(DigestVersion::V2, [7; 32]),
             }],
         }
     }

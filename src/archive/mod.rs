@@ -23,7 +23,9 @@ pub mod writer;
 
 use std::path::PathBuf;
 
-pub use digest::{ContentDigest, DigestError, DigestOptions, TreeHasher, TreeSummary};
+pub use digest::{
+    ContentDigest, DigestError, DigestOptions, DigestVersion, TreeHasher, TreeSummary,
+};
 pub use format::{
     BackupName, EngineInfo, Manifest, Tool, VolumeRecord, VolumeUser, member_for_key, validate_tag,
 };

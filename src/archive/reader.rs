@@ -360,7 +360,8 @@ impl Backup {
             );
         }
         let options = match DigestOptions::new(record.tar_prefix.as_deref()) {
-            Ok(o) => o,
+            // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
+            Ok(o) => o.with_version(record.content_digest.version()),
             Err(e) => {
                 problem(ProblemKind::Manifest, &e.to_string(), None, None);
                 return Ok(check);

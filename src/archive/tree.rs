@@ -55,12 +55,11 @@ use std::{mem, thread};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
-use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
 use super::digest::{
-    DigestError, DigestOptions, EntryData, EntryRecord, TreeHasher, TreeSummary, device_numbers,
-    is_dir_entry, normalize_link_target, normalize_path,
+    DigestError, DigestOptions, DigestVersion, EntryData, EntryRecord, TreeHasher, TreeSummary,
+    device_numbers, is_dir_entry, normalize_link_target, normalize_path,
 };
 use super::rebase::pax_record;
 
@@ -172,22 +171,22 @@ pub fn pack_tree<W: Write>(root: &Path, out: W) -> Result<TreeStats, TreeError> 
     Ok(stats)
 }
 
-/// The content digest of the tree rooted at `root`, read from disk: the digest
+/// The content digest (of version `version`) of the tree rooted at `root`, read from disk: the digest
 /// [`digest_tar`](super::digest::digest_tar) gives for [`pack_tree`]'s tar, or the engine's, of the same tree.
 /// `tar_bytes` is 0: no tar is made.
 ///
 /// The walk runs on the calling thread; regular files are hashed on one thread per core (at most
-/// [`MAX_HASHERS`]), in batches, each thread summing its own part of the digest. SHA-256 is what bounds a
-/// digest of large files, and the sum does not depend on the order entries come in.
-pub fn digest_tree(root: &Path) -> Result<TreeSummary, TreeError> {
+/// [`MAX_HASHERS`]), in batches, each thread summing its own part of the digest. Hashing content is what
+/// bounds a digest of large files, and the sum does not depend on the order entries come in.
+pub fn digest_tree(root: &Path, version: DigestVersion) -> Result<TreeSummary, TreeError> {
     let hashers = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_HASHERS));
     let (jobs, queue) = mpsc::sync_channel::<Vec<FileJob>>(2 * hashers);
     let queue = Mutex::new(queue);
     let failure = Failure::default();
-    let mut hasher = TreeHasher::new();
+    let mut hasher = TreeHasher::new(version);
     let parts = thread::scope(|scope| {
         let threads: Vec<_> = (0..hashers)
-            .map(|_| scope.spawn(|| hash_files(&queue, &failure)))
+            .map(|_| scope.spawn(|| hash_files(&queue, &failure, version)))
             .collect();
         let mut batch = Vec::with_capacity(BATCH_FILES);
         let mut batch_bytes = 0;
@@ -314,8 +313,12 @@ fn send(jobs: &mpsc::SyncSender<Vec<FileJob>>, batch: Vec<FileJob>) {
 }
 
 /// One hashing thread: digests the files of every batch it takes, until the queue is closed.
-fn hash_files(queue: &Mutex<mpsc::Receiver<Vec<FileJob>>>, failure: &Failure) -> TreeHasher {
-    let mut hasher = TreeHasher::new();
+fn hash_files(
+    queue: &Mutex<mpsc::Receiver<Vec<FileJob>>>,
+    failure: &Failure,
+    version: DigestVersion,
+) -> TreeHasher {
+    let mut hasher = TreeHasher::new(version);
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let received = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -327,10 +330,10 @@ fn hash_files(queue: &Mutex<mpsc::Receiver<Vec<FileJob>>>, failure: &Failure) ->
         }
         for job in &batch {
             let path = as_path(&job.path);
-            let mut sha = Sha256::new();
+            let mut content = hasher.content_hasher();
             let hashed = open_file(path).and_then(|mut file| {
                 read_exactly(&mut file, path, job.size, &mut buf, |chunk| {
-                    sha.update(chunk);
+                    content.update(chunk);
                     Ok(())
                 })
             });
@@ -342,7 +345,7 @@ fn hash_files(queue: &Mutex<mpsc::Receiver<Vec<FileJob>>>, failure: &Failure) ->
                 path: &job.path[job.rel_start..],
                 data: EntryData::File {
                     size: job.size,
-                    sha256: sha.finalize().into(),
+                    content_hash: content.finish(),
                 },
                 mode: job.mode,
                 uid: u64::from(job.uid),
@@ -1259,8 +1262,11 @@ mod tests {
         (tar, stats)
     }
 
-    fn digest(tar: &[u8]) -> TreeSummary {
-        digest_tar(tar, &DigestOptions::default()).unwrap()
+    const VERSIONS: [DigestVersion; 2] = [DigestVersion::V1, DigestVersion::V2];
+    const CURRENT: DigestVersion = DigestVersion::V2;
+
+    fn digest(tar: &[u8], version: DigestVersion) -> TreeSummary {
+        digest_tar(tar, &DigestOptions::default().with_version(version)).unwrap()
     }
 
     fn gnu_tar(root: &Path, extra: &[&str]) -> Vec<u8> {
@@ -1334,13 +1340,19 @@ mod tests {
     fn packed_tar_digests_like_the_tree_on_disk() {
         let (_dir, root) = torture_tree();
         let (tar, stats) = pack(&root);
-        let from_tar = digest(&tar);
-        let from_disk = digest_tree(&root).unwrap();
-        assert_eq!(from_tar.digest, from_disk.digest);
-        assert_eq!(from_tar.entries, from_disk.entries);
-        assert_eq!(from_tar.file_bytes, from_disk.file_bytes);
-        assert_eq!(from_tar.symlink_bytes, from_disk.symlink_bytes);
-        assert!(from_disk.has_root);
+        let mut from_disk = None;
+        for version in VERSIONS {
+            let from_tar = digest(&tar, version);
+            let on_disk = digest_tree(&root, version).unwrap();
+            assert_eq!(from_tar.digest, on_disk.digest);
+            assert_eq!(on_disk.digest.version(), version);
+            assert_eq!(from_tar.entries, on_disk.entries);
+            assert_eq!(from_tar.file_bytes, on_disk.file_bytes);
+            assert_eq!(from_tar.symlink_bytes, on_disk.symlink_bytes);
+            assert!(on_disk.has_root);
+            from_disk = Some(on_disk);
+        }
+        let from_disk = from_disk.unwrap();
         assert_eq!(stats.entries, from_disk.entries);
         assert_eq!(stats.file_bytes, from_disk.file_bytes);
         assert_eq!(stats.skipped_sockets, 1);
@@ -1352,12 +1364,12 @@ mod tests {
     #[test]
     fn gnu_tar_of_the_tree_digests_the_same() {
         let (_dir, root) = torture_tree();
-        let from_disk = digest_tree(&root).unwrap();
-        assert_eq!(digest(&gnu_tar(&root, &[])).digest, from_disk.digest);
-        assert_eq!(
-            digest(&gnu_tar(&root, &["--xattrs"])).digest,
-            from_disk.digest
-        );
+        let (plain, xattrs) = (gnu_tar(&root, &[]), gnu_tar(&root, &["--xattrs"]));
+        for version in VERSIONS {
+            let from_disk = digest_tree(&root, version).unwrap();
+            assert_eq!(digest(&plain, version).digest, from_disk.digest);
+            assert_eq!(digest(&xattrs, version).digest, from_disk.digest);
+        }
     }
 
     #[test]
@@ -1498,8 +1510,8 @@ mod tests {
             }
         }
         assert_eq!(
-            digest_tree(restored).unwrap().digest,
-            digest_tree(original).unwrap().digest
+            digest_tree(restored, CURRENT).unwrap().digest,
+            digest_tree(original, CURRENT).unwrap().digest
         );
     }
 
@@ -1836,7 +1848,7 @@ mod tests {
         jobs.send(vec![job(&kept)]).unwrap();
         drop(jobs);
         let failure = Failure::default();
-        let part = hash_files(&Mutex::new(queue), &failure);
+        let part = hash_files(&Mutex::new(queue), &failure, CURRENT);
         // Nothing after the failure is hashed, and the queue is emptied.
         assert_eq!(part.entries(), 0);
         let err = failure.take().unwrap();
@@ -1856,7 +1868,7 @@ mod tests {
             Err(TreeError::NotADirectory { .. })
         ));
         assert!(matches!(
-            digest_tree(&file),
+            digest_tree(&file, CURRENT),
             Err(TreeError::NotADirectory { .. })
         ));
         let tar = raw_tar(&[]);
@@ -1998,8 +2010,16 @@ mod tests {
         );
         let mut digest = None;
         report(
-            "digest_tree",
-            time(runs, || digest = Some(digest_tree(&root).unwrap().digest)),
+            "digest_tree (tree-v1)",
+            time(runs, || {
+                digest_tree(&root, DigestVersion::V1).unwrap();
+            }),
+        );
+        report(
+            "digest_tree (tree-v2)",
+            time(runs, || {
+                digest = Some(digest_tree(&root, CURRENT).unwrap().digest);
+            }),
         );
 
         let tar_file = dir.path().join("tree.tar");
@@ -2007,12 +2027,15 @@ mod tests {
         let from_tar =
             digest_tar(File::open(&tar_file).unwrap(), &DigestOptions::default()).unwrap();
         assert_eq!(Some(from_tar.digest), digest);
-        report(
-            "digest_tar of pack_tree's tar (from a file)",
-            time(runs, || {
-                digest_tar(File::open(&tar_file).unwrap(), &DigestOptions::default()).unwrap();
-            }),
-        );
+        for version in VERSIONS {
+            let options = DigestOptions::default().with_version(version);
+            report(
+                &format!("digest_tar of pack_tree's tar (from a file, {version})"),
+                time(runs, || {
+                    digest_tar(File::open(&tar_file).unwrap(), &options).unwrap();
+                }),
+            );
+        }
         // Every run unpacks into a directory of its own, with everything before it written back: removing
         // the last run's files first (this file system is mounted with `discard`) made the next run pay for
         // the removal, several seconds.
@@ -2031,7 +2054,10 @@ mod tests {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             ours.push(time_after(1, fresh, unpack).0);
-            assert_eq!(Some(digest_tree(&out(run.get())).unwrap().digest), digest);
+            assert_eq!(
+                Some(digest_tree(&out(run.get()), CURRENT).unwrap().digest),
+                digest
+            );
             theirs.push(time_after(1, fresh, gnu).0);
         }
         let best_and_median = |mut times: Vec<f64>| {

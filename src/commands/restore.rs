@@ -657,7 +657,12 @@ async fn restore_one(
     };
     if let Some(fast) = fast.filter(|f| f.usable()) {
         match fast
-            .launch(printer, Op::Unpack, &mount, t.record.tar_prefix.as_deref())
+            .launch(
+                printer,
+                Op::Unpack(t.record.content_digest.version()),
+                &mount,
+                t.record.tar_prefix.as_deref(),
+            )
             .await
         {
             Ok(run) => {
@@ -716,9 +721,9 @@ async fn restore_one(
             .download_data(&helper)
             .map_err(std::io::Error::other);
         let reader = crate::pipe::reader_of(stream);
-        let summary =
-            tokio::task::spawn_blocking(move || digest_tar(reader, &DigestOptions::default()))
-                .await??;
+        // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
+        let options = DigestOptions::default().with_version(t.record.content_digest.version());
+        let summary = tokio::task::spawn_blocking(move || digest_tar(reader, &options)).await??;
         anyhow::Ok(summary)
     }
     .await;

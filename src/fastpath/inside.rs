@@ -91,7 +91,7 @@ fn run(op: &HelperOp) -> anyhow::Result<HelperReport> {
             // last write refused.
             std::io::copy(&mut input.by_ref(), &mut std::io::sink())
                 .context("failed to read the end of the tar stream")?;
-            let summary = digest_tree(&args.root)
+            let summary = digest_tree(&args.root, args.digest)
                 .with_context(|| format!("failed to read back `{}`", args.root.display()))?;
             Ok(HelperReport {
                 entries: stats.entries,

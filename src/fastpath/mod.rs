@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::archive::ContentDigest;
+use crate::archive::{ContentDigest, DigestVersion};
 use crate::cli::DataPath;
 use crate::engine::Engine;
 use crate::engine::helper::{DATA_PATH, HelperContainer, HelperMount, bind_mount, data_mount};
@@ -149,7 +149,8 @@ async fn prepare(engine: &Engine) -> Result<String, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Pack,
-    Unpack,
+    /// Unpack, then digest what is on disk with this version of the digest.
+    Unpack(DigestVersion),
 }
 
 impl FastPath {
@@ -206,7 +207,7 @@ impl FastPath {
             crate::cli::HELPER_ARG.to_string(),
             match op {
                 Op::Pack => "pack",
-                Op::Unpack => "unpack",
+                Op::Unpack(_) => "unpack",
             }
             .to_string(),
             "--socket".to_string(),
@@ -220,6 +221,9 @@ impl FastPath {
         ];
         if let Some(p) = strip_prefix {
             cmd.extend(["--strip-prefix".to_string(), p.to_string()]);
+        }
+        if let Op::Unpack(version) = op {
+            cmd.extend(["--digest".to_string(), version.short_name().to_string()]);
         }
         let helper = self
             .engine

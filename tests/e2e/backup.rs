@@ -870,7 +870,7 @@ fn backup_of_a_torture_tree_reads_back_exactly_with_tar_and_zstd_alone() {
     assert!(
         v["content_digest"]
             .as_str()
-            .is_some_and(|d| d.starts_with("tree-v1:") && d.len() == 8 + 64),
+            .is_some_and(|d| d.starts_with("tree-v2:") && d.len() == 8 + 64),
         "{v:#}"
     );
 

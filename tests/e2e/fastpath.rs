@@ -71,12 +71,49 @@ fn leftovers(env: &TestEnv, tmp: &Path) -> Vec<String> {
     found
 }
 
+/// The tree digests of the database volume and the uploads bind mount.
+fn trees(env: &TestEnv) -> [String; 2] {
+    [tree_digest(env, PGDATA), tree_digest(env, "/uploads")]
+}
+
+/// Changes both trees so that the restore has something to undo, restores `file` through `path`, and
+/// checks that both trees are `before` again and that `path` was the one used.
+fn change_then_restore_exactly(env: &TestEnv, file: &Path, path: &str, before: &[String; 2]) {
+    exec_db(
+        env,
+        "set -e; echo changed > \"$1/owned\"; rm -rf /uploads/a; echo new > /uploads/new",
+        PGDATA,
+    );
+    assert_ne!(tree_digest(env, PGDATA), before[0]);
+    let ran = env.persist([
+        "restore",
+        "--yes",
+        "--no-safety-backup",
+        "-v",
+        "--path",
+        path,
+        file.to_str().unwrap(),
+    ]);
+    ran.assert_success();
+    let how = if path == "fast" {
+        "writing `dbdata` on the fast path"
+    } else {
+        "writing `dbdata` through the engine's archive API"
+    };
+    assert!(ran.stderr().contains(how), "{ran}");
+    let made_by = file.file_name().unwrap().to_string_lossy();
+    assert_eq!(
+        &trees(env),
+        before,
+        "dbdata and uploads after restoring {made_by} through the {path} path"
+    );
+}
+
 #[test]
 fn both_paths_back_up_the_same_tree_and_every_backup_restores_exactly_through_either() {
     let env = TestEnv::with_static_plugin();
     up_with_data(&env);
-    let before_db = tree_digest(&env, PGDATA);
-    let before_up = tree_digest(&env, "/uploads");
+    let before = trees(&env);
 
     let fast = backup_with(&env, "fast");
     let universal = backup_with(&env, "universal");
@@ -95,40 +132,7 @@ fn both_paths_back_up_the_same_tree_and_every_backup_restores_exactly_through_ei
         (&universal, "fast"),
         (&universal, "universal"),
     ] {
-        // Change both so that each restore has something to undo.
-        exec_db(
-            &env,
-            "set -e; echo changed > \"$1/owned\"; rm -rf /uploads/a; echo new > /uploads/new",
-            PGDATA,
-        );
-        assert_ne!(tree_digest(&env, PGDATA), before_db);
-        let ran = env.persist([
-            "restore",
-            "--yes",
-            "--no-safety-backup",
-            "-v",
-            "--path",
-            path,
-            file.to_str().unwrap(),
-        ]);
-        ran.assert_success();
-        let how = if path == "fast" {
-            "writing `dbdata` on the fast path"
-        } else {
-            "writing `dbdata` through the engine's archive API"
-        };
-        assert!(ran.stderr().contains(how), "{ran}");
-        let made_by = file.file_name().unwrap().to_string_lossy();
-        assert_eq!(
-            tree_digest(&env, PGDATA),
-            before_db,
-            "dbdata after restoring {made_by} through the {path} path"
-        );
-        assert_eq!(
-            tree_digest(&env, "/uploads"),
-            before_up,
-            "uploads after restoring {made_by} through the {path} path"
-        );
+        change_then_restore_exactly(&env, file, path, &before);
     }
 
     // The restore test of `verify` runs on the fast path too, and leaves no scratch volume.
@@ -298,4 +302,89 @@ fn a_damaged_backup_restored_into_a_missing_volume_leaves_no_volume_on_either_pa
     env.persist(["restore", "--yes", file.to_str().unwrap(), "dbdata"])
         .assert_success();
     assert!(env.volume_labels(&volume).is_some());
+}
+
+/// A copy of `file` as a backup written before `tree-v2` has it: the same members, and in the manifest
+/// each volume's `tree-v1` digest, computed from its member.
+fn with_tree_v1_digests(file: &Path) -> PathBuf {
+    use docker_persist::archive::digest::{DigestOptions, DigestVersion, digest_tar};
+    use docker_persist::archive::{ContentDigest, Manifest};
+    use std::io::Read as _;
+
+    let mut members: Vec<(tar::Header, String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(file).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        members.push((entry.header().clone(), name, data));
+    }
+    let v1_of = |member: &str, prefix: Option<&str>| -> ContentDigest {
+        let (_, _, data) = members.iter().find(|(_, n, _)| n == member).unwrap();
+        let options = DigestOptions::new(prefix)
+            .unwrap()
+            .with_version(DigestVersion::V1);
+        let tar = zstd::decode_all(&data[..]).unwrap();
+        digest_tar(&tar[..], &options).unwrap().digest
+    };
+    let (_, _, json) = members
+        .iter()
+        .find(|(_, n, _)| n == "manifest.json")
+        .unwrap();
+    let mut manifest: Manifest = serde_json::from_slice(json).unwrap();
+    for v in &mut manifest.volumes {
+        assert_eq!(v.content_digest.version(), DigestVersion::V2);
+        v.content_digest = v1_of(&v.member, v.tar_prefix.as_deref());
+    }
+    let json = serde_json::to_vec_pretty(&manifest).unwrap();
+
+    let copy = file.with_file_name(format!(
+        "{}-tree-v1.tar",
+        file.file_stem().unwrap().to_string_lossy()
+    ));
+    let mut builder = tar::Builder::new(std::fs::File::create(&copy).unwrap());
+    for (mut header, name, data) in members {
+        let data = if name == "manifest.json" {
+            json.clone()
+        } else {
+            data
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap();
+    copy
+}
+
+#[test]
+fn a_backup_with_tree_v1_digests_verifies_and_restores_exactly_through_either_path() {
+    let env = TestEnv::with_static_plugin();
+    up_with_data(&env);
+    let before = trees(&env);
+    let v1 = with_tree_v1_digests(&backup_with(&env, "fast"));
+    let digests = manifest(&env, &v1);
+    assert!(
+        volume_entry(&digests, "dbdata")["content_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("tree-v1:")),
+        "{digests:#}"
+    );
+
+    env.persist(["verify", v1.to_str().unwrap()])
+        .assert_success()
+        .assert_stderr_contains("is intact");
+    for path in ["fast", "universal"] {
+        // The read-back digest is compared with the manifest's v1 digest: a v2 read-back would differ.
+        change_then_restore_exactly(&env, &v1, path, &before);
+        env.persist([
+            "verify",
+            "--restore-test",
+            "--path",
+            path,
+            v1.to_str().unwrap(),
+        ])
+        .assert_success();
+    }
 }
