@@ -25,24 +25,31 @@ pub struct Resolved {
     /// `Stop`, `Live` or `Dump`; never `Auto`.
     pub mode: Consistency,
     pub reason: String,
+    /// Where the mode came from, in a word or two for the `ls` table: `auto`, `x-persist`, `flag`, …
+    pub source: &'static str,
 }
 
 /// The mode for `item`: `flag` > the volume's `x-persist` > the project's `x-persist` > `auto`, where `auto`
 /// is `stop` for critical and important data and `live` for the rest.
 pub fn resolve(flag: Option<Consistency>, item: &DataItem, project: &Project) -> Resolved {
-    let (chosen, source) = if let Some(f) = flag {
-        (f, Some(format!("--consistency {f}")))
+    let (chosen, source, short) = if let Some(f) = flag {
+        (f, Some(format!("--consistency {f}")), "flag")
     } else if let Some(c) = volume_setting(item, project) {
-        (c, Some("x-persist of the volume".to_string()))
+        (c, Some("x-persist of the volume".to_string()), "x-persist")
     } else if let Some(c) = project.consistency {
-        (c, Some("x-persist of the project".to_string()))
+        (
+            c,
+            Some("x-persist of the project".to_string()),
+            "project x-persist",
+        )
     } else {
-        (Consistency::Auto, None)
+        (Consistency::Auto, None, "auto")
     };
     if chosen != Consistency::Auto {
         return Resolved {
             mode: chosen,
             reason: source.unwrap_or_default(),
+            source: short,
         };
     }
     let tier = item.tier();
@@ -54,7 +61,11 @@ pub fn resolve(flag: Option<Consistency>, item: &DataItem, project: &Project) ->
         Some(s) => format!("auto ({s}): {tier} data"),
         None => format!("auto: {tier} data"),
     };
-    Resolved { mode, reason }
+    Resolved {
+        mode,
+        reason,
+        source: "auto",
+    }
 }
 
 /// `consistency:` in the `x-persist` of the volume itself: the top-level definition of a named volume, or
@@ -330,6 +341,7 @@ mod tests {
             (r.mode, r.reason.as_str()),
             (Consistency::Stop, "--consistency stop")
         );
+        assert_eq!(r.source, "flag");
         // `auto` wherever it is written still depends on the tier.
         let r = resolve(Some(Consistency::Auto), &it, &p);
         assert_eq!(r.mode, Consistency::Stop);
