@@ -1859,10 +1859,16 @@ fn helpers_of_a_killed_backup_are_removed_by_the_next_backup() {
 // 7. Consistency: what is stopped while it is read
 // ---------------------------------------------------------------------------------------------------------
 
-/// A database (critical), a web service after it whose only volume is regenerable, a stopped service with
+/// A database (critical) and a worker that shares its volume and depends on it (listed first, so that file
+/// order alone would start it first), a web service whose only volume is regenerable, a stopped service with
 /// critical data, and a volume that asks for a dump.
 const CONSISTENCY_PROJECT: &str = r#"
 services:
+  worker:
+    image: alpine:3
+    depends_on: [db]
+    volumes:
+      - dbdata:/db
   db:
     image: postgres:16
     volumes:
@@ -1904,6 +1910,8 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
     exec(&env, "db", &format!("echo row > {PGDATA}/row.txt"));
     exec(&env, "web", "echo dep > /app/node_modules/dep.js");
     let db = env.service_container("db");
+    let worker = env.service_container("worker");
+    let worker_before = container_state(&env, &worker);
     let web = env.service_container("web");
     let idle = env.service_container("idle");
     env.docker(["stop", &idle]).assert_success();
@@ -1918,7 +1926,11 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
     let path = printed_path(&ran);
     let m = manifest(&env, &path);
     assert_eq!(record(&m, "dbdata")["consistency"], "stop", "{m:#}");
-    assert_eq!(record(&m, "dbdata")["stopped"], serde_json::json!(["db"]));
+    // In start order: the worker depends on db.
+    assert_eq!(
+        record(&m, "dbdata")["stopped"],
+        serde_json::json!(["db", "worker"])
+    );
     assert_eq!(record(&m, "modules")["consistency"], "live", "{m:#}");
     assert!(record(&m, "modules").get("stopped").is_none(), "{m:#}");
     // Critical, but nothing of it ran: nothing to stop, and nothing started.
@@ -1928,6 +1940,11 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
     assert!(
         db_after.starts_with("true ") && db_after != db_before,
         "db was not stopped and started again: `{db_before}` → `{db_after}`\n{ran}"
+    );
+    let worker_after = container_state(&env, &worker);
+    assert!(
+        worker_after.starts_with("true ") && worker_after != worker_before,
+        "worker was not stopped and started again: `{worker_before}` → `{worker_after}`\n{ran}"
     );
     assert_eq!(
         container_state(&env, &web),
@@ -1940,9 +1957,14 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
         "idle was started\n{ran}"
     );
     let db_name = container_name(&env, &db);
-    ran.assert_stderr_contains(&format!("Stopping `{db_name}` while `dbdata` is read"))
-        .assert_stderr_contains(&format!("Started `{db_name}` again"))
-        .assert_stderr_contains("Backed up `modules` live, its services running");
+    let worker_name = container_name(&env, &worker);
+    ran.assert_stderr_contains(&format!(
+        "Stopping `{db_name}`, `{worker_name}` while `dbdata` is read"
+    ))
+    .assert_stderr_contains(&format!(
+        "Started `{db_name}` again\nStarted `{worker_name}` again"
+    ))
+    .assert_stderr_contains("Backed up `modules` live, its services running");
     assert!(journal_files(&env).is_empty(), "{:?}", journal_files(&env));
 
     // `--consistency live` stops nothing, and the manifest says so.
