@@ -174,7 +174,7 @@ pub struct Destination<'a> {
 }
 
 /// The consistency mode of each item; a usage error when one asks for a mode not available yet.
-pub fn consistency_modes(
+fn consistency_modes(
     items: &[&DataItem],
     project: &Project,
     flag: Option<Consistency>,

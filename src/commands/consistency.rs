@@ -177,6 +177,9 @@ pub async fn stop(
     project: &Project,
     containers: &[ContainerInfo],
 ) -> anyhow::Result<()> {
+    if containers.is_empty() {
+        return Ok(());
+    }
     let journal: Vec<StoppedContainer> = containers
         .iter()
         .map(|c| StoppedContainer {
