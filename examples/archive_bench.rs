@@ -249,6 +249,7 @@ fn spec() -> VolumeSpec {
         labels: Default::default(),
         users: vec![],
         consistency: "live".into(),
+        stopped: vec![],
         tar_prefix: Some("data".into()),
     }
 }

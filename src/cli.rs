@@ -320,6 +320,34 @@ pub struct BackupArgs {
     /// archive API; works with any engine). Default: fast where it works, else universal
     #[arg(long = "path", value_name = "PATH", value_enum)]
     pub data_path: Option<DataPath>,
+
+    /// How each volume is kept consistent while it is read: `stop` (its running containers are stopped
+    /// while it is read and started again right after), `live` (copied while they run) or `auto` (stop for
+    /// critical and important data, live for the rest). Default: `x-persist: {consistency: …}` of the
+    /// volume, else of the project, else auto
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub consistency: Option<ConsistencyChoice>,
+}
+
+/// The consistency modes `--consistency` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyChoice {
+    /// Stop for critical and important data, live for the rest
+    Auto,
+    /// Stop the running containers that mount the volume while it is read
+    Stop,
+    /// Copy while the services keep running
+    Live,
+}
+
+impl From<ConsistencyChoice> for crate::compose::Consistency {
+    fn from(c: ConsistencyChoice) -> Self {
+        match c {
+            ConsistencyChoice::Auto => crate::compose::Consistency::Auto,
+            ConsistencyChoice::Stop => crate::compose::Consistency::Stop,
+            ConsistencyChoice::Live => crate::compose::Consistency::Live,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

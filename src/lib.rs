@@ -12,6 +12,7 @@ pub mod context;
 pub mod engine;
 pub mod fastpath;
 pub mod inventory;
+pub mod journal;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
@@ -34,6 +35,8 @@ pub async fn run(
         engine: tokio::sync::OnceCell::new(),
         restarts: std::sync::Mutex::new(Vec::new()),
         notes: std::sync::Mutex::new(Vec::new()),
+        host: std::sync::OnceLock::new(),
+        journal: std::sync::Mutex::new(None),
     };
     let command = async {
         match &cli.command {

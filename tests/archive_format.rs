@@ -35,6 +35,7 @@ fn spec(key: &str, prefix: Option<&str>) -> VolumeSpec {
         labels: [("com.docker.compose.project".to_string(), "app".to_string())].into(),
         users: vec![],
         consistency: "stop".into(),
+        stopped: vec![],
         tar_prefix: prefix.map(str::to_string),
     }
 }

@@ -125,9 +125,13 @@ pub struct VolumeRecord {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub users: Vec<VolumeUser>,
-    /// How the data was kept consistent while it was read (`stop`, `live`, …).
+    /// How the data was kept consistent while it was read: `stop` (its running containers were stopped)
+    /// or `live` (read while they ran).
     #[serde(default)]
     pub consistency: String,
+    /// The services (or, outside Compose, the containers) stopped while it was read; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
     /// The member holding the volume's tar, `volumes/<encoded key>.tar.zst`.
     pub member: String,
     /// The leading path component of every entry of the inner tar (`data` when the engine archived `/data`),
@@ -435,6 +439,7 @@ mod tests {
                     read_only: false,
                 }],
                 consistency: "stop".into(),
+                stopped: vec!["db".into()],
                 member: member_for_key("db"),
                 tar_prefix: Some("data".into()),
                 entries: 3,
@@ -469,6 +474,25 @@ mod tests {
         v["volumes"][0]["future_volume_field"] = serde_json::json!([1, 2]);
         let back: Manifest = serde_json::from_value(v).unwrap();
         assert_eq!(back, sample_manifest());
+    }
+
+    #[test]
+    fn stopped_is_left_out_when_empty_and_older_manifests_without_it_parse() {
+        let mut m = sample_manifest();
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["volumes"][0]["stopped"], serde_json::json!(["db"]));
+        m.volumes[0].stopped.clear();
+        m.volumes[0].consistency = "live".into();
+        let mut json = serde_json::to_value(&m).unwrap();
+        assert!(json["volumes"][0].get("stopped").is_none(), "{json}");
+        // A manifest from before either field was written.
+        json["volumes"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("consistency");
+        let back: Manifest = serde_json::from_value(json).unwrap();
+        assert!(back.volumes[0].stopped.is_empty());
+        assert_eq!(back.volumes[0].consistency, "");
     }
 
     #[test]

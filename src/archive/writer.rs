@@ -93,6 +93,8 @@ pub struct VolumeSpec {
     pub labels: std::collections::BTreeMap<String, String>,
     pub users: Vec<VolumeUser>,
     pub consistency: String,
+    /// What was stopped while it was read (see [`VolumeRecord::stopped`]).
+    pub stopped: Vec<String>,
     /// The leading path component of the inner tar's entries (`data` for the engine's tar of `/data`).
     pub tar_prefix: Option<String>,
 }
@@ -268,6 +270,7 @@ impl BackupWriter {
             labels: spec.labels,
             users: spec.users,
             consistency: spec.consistency,
+            stopped: spec.stopped,
             member: member.clone(),
             tar_prefix: digest_options.strip_prefix().map(str::to_string),
             entries: summary.entries,
@@ -623,6 +626,7 @@ pub(crate) mod tests {
             labels: Default::default(),
             users: vec![],
             consistency: "stop".into(),
+            stopped: vec![],
             tar_prefix: None,
         }
     }

@@ -12,7 +12,8 @@ use anyhow::{Context as _, bail};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 
-use super::{ExitStatus, Session, UsageError};
+use super::consistency::{self, Resolved};
+use super::{ExitStatus, Session, UsageError, quoted};
 use crate::archive::{
     BackupName, BackupWriter, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec, VolumeUser,
     WriterOptions,
@@ -20,7 +21,7 @@ use crate::archive::{
 use crate::cancel::CancellableReader;
 use crate::cli::BackupArgs;
 use crate::compose::classify::DataKind;
-use crate::compose::{Project, Tier};
+use crate::compose::{Consistency, Project, Tier};
 use crate::engine::Engine;
 use crate::engine::helper::HelperMount;
 use crate::fastpath::{self, FastPath, LaunchError, Op};
@@ -125,8 +126,8 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup(
+        session,
         &engine,
-        printer,
         &inventory.project,
         &plan.items,
         &Destination {
@@ -137,6 +138,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
                 workers: args.threads.unwrap_or(WriterOptions::auto().workers),
             },
             fast: fast.as_ref(),
+            consistency: args.consistency.map(Consistency::from),
         },
     )
     .await?;
@@ -167,22 +169,58 @@ pub struct Destination<'a> {
     pub options: WriterOptions,
     /// The fast path, when the command chose it; `None`: the universal path.
     pub fast: Option<&'a FastPath>,
+    /// `--consistency`, when given: it wins over every `x-persist` setting.
+    pub consistency: Option<Consistency>,
 }
 
-/// Writes one backup file of `items` into `dest.dir` and returns it with the volume records.
+/// The consistency mode of each item; a usage error when one asks for a mode not available yet.
+fn consistency_modes(
+    items: &[&DataItem],
+    project: &Project,
+    flag: Option<Consistency>,
+) -> Result<Vec<Resolved>, UsageError> {
+    let modes: Vec<Resolved> = items
+        .iter()
+        .map(|i| consistency::resolve(flag, i, project))
+        .collect();
+    if let Some((item, mode)) = items
+        .iter()
+        .zip(&modes)
+        .find(|(_, m)| m.mode == Consistency::Dump)
+    {
+        return Err(UsageError {
+            message: format!(
+                "`{}` asks for `consistency: dump` ({}), and dump recipes are not available yet",
+                item.key, mode.reason
+            ),
+            hint: Some(
+                "use `stop` or `live` instead: `--consistency stop`, or `x-persist: {consistency: stop}`"
+                    .to_string(),
+            ),
+        });
+    }
+    Ok(modes)
+}
+
+/// Writes one backup file of `items` into `dest.dir` and returns it with the volume records. Each item is
+/// read in its consistency mode: for `stop`, its running containers are stopped just before it is read
+/// and started again right after, whatever happened.
 pub async fn write_backup(
+    session: &Session<'_>,
     engine: &Engine,
-    printer: &Printer,
     project: &Project,
     items: &[&DataItem],
     dest: &Destination<'_>,
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
+    let printer = session.printer;
     let Destination {
         dir,
         tag,
         options,
         fast,
+        consistency,
     } = *dest;
+    let modes = consistency_modes(items, project, consistency)?;
     check_free_space(dir, items)?;
     let version = engine.version().await?;
     let engine_info = EngineInfo {
@@ -210,8 +248,27 @@ pub async fn write_backup(
     };
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
-    for item in items {
-        let (w, record) = back_up_one(engine, printer, fast, writer, item).await?;
+    for (item, mode) in items.iter().zip(&modes) {
+        let stopped = match mode.mode {
+            Consistency::Stop => {
+                let running = consistency::running_users(engine, project, item).await?;
+                if !running.is_empty() {
+                    printer.status(format!(
+                        "Stopping {} while `{}` is read",
+                        quoted(running.iter().map(|c| c.name.as_str())),
+                        item.key
+                    ));
+                }
+                consistency::stop(session, engine, project, &running).await?;
+                running
+            }
+            _ => Vec::new(),
+        };
+        let read = back_up_one(engine, printer, fast, writer, item, mode, &stopped).await;
+        // Started again before anything else happens, whether the read worked or not.
+        let started = consistency::start_again(session, engine, &stopped).await;
+        let (w, record) = read?;
+        started?;
         writer = w;
         report_volume(printer, item, &record);
         records.push(record);
@@ -235,6 +292,8 @@ async fn back_up_one(
     fast: Option<&FastPath>,
     writer: BackupWriter,
     item: &DataItem,
+    mode: &Resolved,
+    stopped: &[crate::engine::ContainerInfo],
 ) -> anyhow::Result<(BackupWriter, VolumeRecord)> {
     let name = item
         .name
@@ -250,7 +309,9 @@ async fn back_up_one(
             read_only: true,
         },
     };
-    let spec = volume_spec(item, name);
+    let mut spec = volume_spec(item, name);
+    spec.consistency = mode.mode.to_string();
+    spec.stopped = consistency::stopped_names(stopped);
     let started = std::time::Instant::now();
     if let Some(fast) = fast.filter(|f| f.usable()) {
         match fast.launch(printer, Op::Pack, &mount, None).await {
@@ -366,7 +427,8 @@ fn volume_spec(item: &DataItem, name: String) -> VolumeSpec {
                 read_only: u.read_only,
             })
             .collect(),
-        consistency: "live".to_string(),
+        consistency: Consistency::Live.to_string(),
+        stopped: Vec::new(),
         tar_prefix: None,
     }
 }
@@ -374,8 +436,18 @@ fn volume_spec(item: &DataItem, name: String) -> VolumeSpec {
 /// One status line per volume, and a loud warning when the stream held fewer bytes than the engine
 /// measured: the engine skips files it cannot read and still answers with success.
 fn report_volume(printer: &Printer, item: &DataItem, record: &VolumeRecord) {
+    let how = if record.consistency == Consistency::Live.as_str() {
+        " live, its services running".to_string()
+    } else if record.stopped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " with {} stopped",
+            quoted(record.stopped.iter().map(String::as_str))
+        )
+    };
     printer.status(format!(
-        "Backed up `{}`: {} in {} entries, stored as {}",
+        "Backed up `{}`{how}: {} in {} entries, stored as {}",
         item.key,
         human_size(record.file_bytes),
         record.entries,

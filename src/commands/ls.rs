@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::consistency::{self, Resolved};
 use super::{ExitStatus, Session};
 use crate::cli::LsArgs;
-use crate::compose::Tier;
 use crate::compose::classify::{DataKind, TierSource};
+use crate::compose::{Consistency, Project, Tier};
 use crate::inventory::{self, DataItem, Inventory, User};
 use crate::report::{Printer, human_size, table};
 
@@ -39,6 +40,12 @@ pub struct ItemJson<'a> {
     pub declared: bool,
     /// The newest backup file holding this data, if any.
     pub last_backup: Option<LastBackup>,
+    /// How a backup would keep it consistent (`stop` or `live`; `dump` when asked for), in `ls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// Why it gets that mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency_reason: Option<String>,
 }
 
 /// Where and when the newest backup of a piece of data is.
@@ -87,6 +94,8 @@ impl<'a> From<&'a DataItem> for ItemJson<'a> {
             removed_by_down_v: i.removed_by_down_v,
             declared: i.declared,
             last_backup: None,
+            consistency: None,
+            consistency_reason: None,
         }
     }
 }
@@ -115,9 +124,14 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
             project: &inventory.project.name,
             volumes: items
                 .iter()
-                .map(|i| ItemJson {
-                    last_backup: last.get(&i.key).cloned(),
-                    ..ItemJson::from(*i)
+                .map(|i| {
+                    let mode = consistency::resolve(None, i, &inventory.project);
+                    ItemJson {
+                        last_backup: last.get(&i.key).cloned(),
+                        consistency: Some(mode.mode),
+                        consistency_reason: Some(mode.reason),
+                        ..ItemJson::from(*i)
+                    }
                 })
                 .collect(),
         })?;
@@ -135,17 +149,23 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
         ));
         return Ok(ExitStatus::Success);
     }
-    printer.data(render(printer, &items, &last));
+    printer.data(render(printer, &inventory.project, &items, &last));
     printer.status(summary(&inventory, &items));
     Ok(ExitStatus::Success)
 }
 
 /// The `ls` table.
-fn render(printer: &Printer, items: &[&DataItem], last: &HashMap<String, LastBackup>) -> String {
+fn render(
+    printer: &Printer,
+    project: &Project,
+    items: &[&DataItem],
+    last: &HashMap<String, LastBackup>,
+) -> String {
     let now = jiff::Timestamp::now();
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|i| {
+            let Resolved { mode, source, .. } = consistency::resolve(None, i, project);
             vec![
                 i.key.clone(),
                 i.name.clone().unwrap_or_else(|| "-".to_string()),
@@ -154,6 +174,7 @@ fn render(printer: &Printer, items: &[&DataItem], last: &HashMap<String, LastBac
                 i.size_bytes
                     .map(human_size)
                     .unwrap_or_else(|| "-".to_string()),
+                format!("{mode} ({source})"),
                 yes_no(i.exists),
                 if i.removed_by_down_v { "yes" } else { "no" }.to_string(),
                 last.get(&i.key)
@@ -171,6 +192,7 @@ fn render(printer: &Printer, items: &[&DataItem], last: &HashMap<String, LastBac
             "KIND",
             "TIER",
             "SIZE",
+            "CONSISTENCY",
             "EXISTS",
             "DOWN -V",
             "LAST BACKUP",

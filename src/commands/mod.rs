@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod backups;
 pub mod compose_cli;
+pub mod consistency;
 pub mod inspect;
 pub mod ls;
 pub mod restore;
@@ -16,6 +17,7 @@ use crate::cli::{DockerGlobals, ProjectArgs};
 use crate::compose::{self, Project, ProjectOptions};
 use crate::context;
 use crate::engine::Engine;
+use crate::journal::{self, Journal, StoppedContainer};
 use crate::report::Printer;
 
 /// How a command ended, as an exit code.
@@ -63,6 +65,10 @@ pub struct Session<'a> {
     pub restarts: std::sync::Mutex<Vec<(String, String)>>,
     /// What the user should know when the command ends early (where a safety backup is).
     pub notes: std::sync::Mutex<Vec<String>>,
+    /// The engine endpoint once connected (`unix:///var/run/docker.sock`), for the journal.
+    pub host: std::sync::OnceLock<String>,
+    /// The journal of containers a backup stopped, once it stopped some (see [`crate::journal`]).
+    pub journal: std::sync::Mutex<Option<Journal>>,
 }
 
 impl Session<'_> {
@@ -103,10 +109,89 @@ impl Session<'_> {
                     "engine `{}` (context `{}`, from {})",
                     endpoint.host, endpoint.context, endpoint.source
                 ));
-                anyhow::Ok(Engine::connect(&endpoint).await?)
+                let engine = Engine::connect(&endpoint).await?;
+                let _ = self.host.set(endpoint.host.clone());
+                self.start_abandoned(&engine, &endpoint.host).await;
+                anyhow::Ok(engine)
             })
             .await?;
         Ok(engine.clone())
+    }
+
+    /// Starts again what a killed backup stopped on this engine and did not start (its journal file is
+    /// left by a process that no longer runs), then deletes the journal file.
+    async fn start_abandoned(&self, engine: &Engine, host: &str) {
+        let Some(dir) = journal_dir() else { return };
+        for (path, entry) in journal::abandoned(&dir, host, journal::process_alive) {
+            let mut all_done = true;
+            for c in &entry.containers {
+                match engine.container_state(&c.id).await {
+                    Ok(Some(state)) if state.is_running() => {}
+                    Ok(Some(_)) => match engine.start_container(&c.id, &c.name).await {
+                        Ok(()) => self.printer.status(format!(
+                            "Started `{}` again: a docker persist backup (pid {}) stopped it and did not finish",
+                            c.name, entry.pid
+                        )),
+                        Err(e) => {
+                            all_done = false;
+                            self.printer.warn(format!(
+                                "`{}` was stopped by a docker persist backup (pid {}) that did not finish, and could not be started again: {e}; start it with `docker start {}`",
+                                c.name, entry.pid, c.name
+                            ));
+                        }
+                    },
+                    // Removed meanwhile: nothing to start.
+                    Ok(None) => {}
+                    Err(e) => {
+                        all_done = false;
+                        self.printer.verbose(format!(
+                            "cannot look at `{}`, stopped by backup pid {}: {e}",
+                            c.name, entry.pid
+                        ));
+                    }
+                }
+            }
+            if all_done && let Err(e) = fs_err::remove_file(&path) {
+                self.printer
+                    .warn(format!("cannot delete the journal file: {e}"));
+            }
+        }
+    }
+
+    /// Writes containers about to be stopped by a backup to the journal (before they are stopped).
+    pub fn journal_stopping(
+        &self,
+        project: &str,
+        containers: &[StoppedContainer],
+    ) -> anyhow::Result<()> {
+        let Some(dir) = journal_dir() else {
+            self.printer.verbose(
+                "no journal of stopped containers: neither XDG_STATE_HOME nor HOME is set",
+            );
+            return Ok(());
+        };
+        let host = self.host.get().cloned().unwrap_or_default();
+        let mut guard = self
+            .journal
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the journal is unusable"))?;
+        let journal = guard.get_or_insert_with(|| Journal::new(&dir, &host, project));
+        journal
+            .add(containers)
+            .with_context(|| format!("failed to write the journal `{}`", journal.path().display()))
+    }
+
+    /// Takes a container that runs again out of the journal.
+    pub fn journal_started(&self, id: &str) {
+        if let Ok(mut guard) = self.journal.lock()
+            && let Some(journal) = guard.as_mut()
+            && let Err(e) = journal.remove(id)
+        {
+            self.printer.warn(format!(
+                "failed to update the journal `{}`: {e}",
+                journal.path().display()
+            ));
+        }
     }
 
     /// Remembers a container this command stopped, to start again if the command ends early.
@@ -148,7 +233,10 @@ impl Session<'_> {
         if let Some(engine) = self.engine.get() {
             for (id, name) in restarts {
                 match engine.start_container(&id, &name).await {
-                    Ok(()) => self.printer.status(format!("Started `{name}` again")),
+                    Ok(()) => {
+                        self.journal_started(&id);
+                        self.printer.status(format!("Started `{name}` again"));
+                    }
                     Err(e) => self.printer.warn(format!(
                         "`{name}` is stopped and could not be started again: {e}; start it with `docker start {name}`"
                     )),
@@ -173,4 +261,17 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Where journals of stopped containers are kept (see [`crate::journal`]).
+fn journal_dir() -> Option<std::path::PathBuf> {
+    journal::default_dir(|k| std::env::var(k).ok())
+}
+
+/// "`a`, `b`, `c`".
+pub(crate) fn quoted<'a>(xs: impl IntoIterator<Item = &'a str>) -> String {
+    xs.into_iter()
+        .map(|x| format!("`{x}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

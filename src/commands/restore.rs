@@ -19,7 +19,7 @@ use super::backup::{Destination, write_backup};
 use super::backups::{backup_dir, listing};
 use super::compose_cli::ComposeCli;
 use super::verify::problem_text;
-use super::{ExitStatus, Session, UsageError};
+use super::{ExitStatus, Session, UsageError, quoted};
 use crate::archive::{
     Backup, ContentDigest, DigestOptions, VolumeRecord, VolumeStream,
     digest::{digest_tar, has_more_entries_than},
@@ -245,6 +245,13 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
 
+    // Stop first, so that the safety copy is consistent and nothing writes while data is replaced.
+    for c in to_stop.values() {
+        printer.status(format!("Stopping `{}`", c.name));
+        session.restart_on_interrupt(c.id.clone(), c.name.clone());
+        engine.stop_container(&c.id, &c.name).await?;
+    }
+
     // The safety copy of what is about to be replaced.
     let mut safety = None;
     if !replacing.is_empty() && !args.no_safety_backup {
@@ -265,8 +272,8 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         }
         printer.status("Taking a safety backup of the data being replaced");
         let (finished, _) = write_backup(
+            session,
             &engine,
-            printer,
             &inventory.project,
             &items,
             &Destination {
@@ -274,6 +281,8 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 tag: Some("pre-restore"),
                 options: crate::archive::WriterOptions::auto(),
                 fast: fast.as_ref(),
+                // Its containers are stopped already; one that runs anyway is stopped while read.
+                consistency: Some(crate::compose::Consistency::Stop),
             },
         )
         .await
@@ -286,12 +295,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         safety = Some(finished.path);
     }
 
-    // Stop, recreate, upload, compare.
-    for c in to_stop.values() {
-        printer.status(format!("Stopping `{}`", c.name));
-        engine.stop_container(&c.id, &c.name).await?;
-        session.restart_on_interrupt(c.id.clone(), c.name.clone());
-    }
+    // Recreate, upload, compare.
     if !to_remove.is_empty() {
         session.note_on_interrupt(format!(
             "removed for the restore: {}; once the data is restored, `docker compose up -d` recreates them",
@@ -960,14 +964,6 @@ async fn bring_back(
         })?;
     }
     Ok(())
-}
-
-/// "`a`, `b`, `c`".
-fn quoted<'a>(xs: impl IntoIterator<Item = &'a str>) -> String {
-    xs.into_iter()
-        .map(|x| format!("`{x}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -22,7 +22,7 @@ use serde_norway::{Mapping, Value};
 
 use super::discovery::{self, clean_path};
 use super::interpolate::{self, interpolate_value, key_display, substitute};
-use super::model::{Mount, MountType, PersistSpec, Project, Service, Tier, VolumeDef};
+use super::model::{Consistency, Mount, MountType, PersistSpec, Project, Service, Tier, VolumeDef};
 use super::{ComposeError, ProjectOptions};
 
 /// Loads the project described by `opts` the way `docker compose` would.
@@ -517,7 +517,25 @@ fn persist_spec(raw: serde_json::Value, location: &str) -> Result<PersistSpec, C
             )));
         }
     };
-    Ok(PersistSpec { tier, raw })
+    let consistency = consistency_of(map).map_err(invalid)?;
+    Ok(PersistSpec {
+        tier,
+        consistency,
+        raw,
+    })
+}
+
+/// The `consistency:` of an `x-persist` mapping, when given.
+fn consistency_of(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Consistency>, String> {
+    match map.get("consistency") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => s.parse().map(Some).map_err(|e| format!("{e}")),
+        Some(other) => Err(format!(
+            "`consistency` must be one of auto, stop, live, dump, not `{other}`"
+        )),
+    }
 }
 
 /// A field as written in one layer: absent, a value to merge, a value replacing what came before
@@ -784,13 +802,24 @@ impl Merged {
                 },
             );
         }
+        let persist = self.persist.unwrap_or(serde_json::Value::Null);
+        let consistency = match &persist {
+            serde_json::Value::Object(map) => {
+                consistency_of(map).map_err(|message| ComposeError::InvalidPersist {
+                    location: "the top-level `x-persist`".to_string(),
+                    message,
+                })?
+            }
+            _ => None,
+        };
         Ok(Project {
             name,
             directory,
             files,
             services,
             volumes,
-            persist: self.persist.unwrap_or(serde_json::Value::Null),
+            persist,
+            consistency,
             environment,
             warnings,
         })
@@ -2213,6 +2242,43 @@ mod tests {
             "services:\n  web:\n    image: \"${TAG:?}\"\n",
         )]);
         assert_eq!(e.to_string(), "required variable `TAG` is missing a value");
+    }
+
+    #[test]
+    fn x_persist_consistency_is_validated_like_tiers() {
+        let p = ok(&[(
+            "compose.yaml",
+            "x-persist: {consistency: Live}\nservices:\n  web:\n    image: x\n    volumes:\n      - type: bind\n        source: ./d\n        target: /data\n        x-persist: {consistency: stop}\nvolumes:\n  db:\n    x-persist: {consistency: dump}\n",
+        )]);
+        assert_eq!(p.consistency, Some(Consistency::Live));
+        assert_eq!(
+            p.volumes["db"].persist.as_ref().unwrap().consistency,
+            Some(Consistency::Dump)
+        );
+        assert_eq!(
+            p.services["web"].mounts[0]
+                .persist
+                .as_ref()
+                .unwrap()
+                .consistency,
+            Some(Consistency::Stop)
+        );
+        let e = err(&[(
+            "compose.yaml",
+            "services: {}\nvolumes:\n  db:\n    x-persist: {consistency: snapshot}\n",
+        )]);
+        assert_eq!(
+            e.to_string(),
+            "invalid `x-persist` in volume `db`: `snapshot` is not a consistency mode (expected one of: auto, stop, live, dump)"
+        );
+        let e = err(&[(
+            "compose.yaml",
+            "x-persist: {consistency: [stop]}\nservices: {}\n",
+        )]);
+        assert_eq!(
+            e.to_string(),
+            "invalid `x-persist` in the top-level `x-persist`: `consistency` must be one of auto, stop, live, dump, not `[\"stop\"]`"
+        );
     }
 
     #[test]

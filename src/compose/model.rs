@@ -66,11 +66,63 @@ impl FromStr for Tier {
     }
 }
 
+/// How a volume is kept consistent while a backup reads it (`x-persist: {consistency: …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// `stop` for critical and important data, `live` for the rest.
+    Auto,
+    /// The running containers that mount it are stopped while it is read and started again after.
+    Stop,
+    /// Read while its services keep running.
+    Live,
+    /// A logical dump made inside the running service (accepted in files; not carried out yet).
+    Dump,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Auto => "auto",
+            Consistency::Stop => "stop",
+            Consistency::Live => "live",
+            Consistency::Dump => "dump",
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a consistency mode that is not one of the four.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a consistency mode (expected one of: auto, stop, live, dump)")]
+pub struct InvalidConsistency(pub String);
+
+impl FromStr for Consistency {
+    type Err = InvalidConsistency;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Consistency::Auto),
+            "stop" => Ok(Consistency::Stop),
+            "live" => Ok(Consistency::Live),
+            "dump" => Ok(Consistency::Dump),
+            _ => Err(InvalidConsistency(s.to_string())),
+        }
+    }
+}
+
 /// The `x-persist` extension found on a top-level volume or a long-syntax service volume entry.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PersistSpec {
     /// `tier:` when given (validated while loading).
     pub tier: Option<Tier>,
+    /// `consistency:` when given (validated while loading).
+    pub consistency: Option<Consistency>,
     /// The whole mapping as written (after interpolation), for settings later features read.
     pub raw: serde_json::Value,
 }
@@ -90,6 +142,8 @@ pub struct Project {
     pub volumes: IndexMap<String, VolumeDef>,
     /// Top-level `x-persist:` mapping (project defaults), `Null` when absent.
     pub persist: serde_json::Value,
+    /// Top-level `x-persist: {consistency: …}` (validated while loading).
+    pub consistency: Option<Consistency>,
     /// The environment used for interpolation (OS environment over `.env`).
     pub environment: BTreeMap<String, String>,
     /// What Compose would have warned about while loading (several candidate files, unset variables,

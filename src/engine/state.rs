@@ -40,6 +40,8 @@ pub struct ContainerInfo {
     pub mounts: Vec<ContainerMount>,
     /// `com.docker.compose.version`: which Compose made it (`1.29.2`, `2.40.3`).
     pub compose_version: Option<String>,
+    /// A helper container of docker persist (label `persist.helper=true`).
+    pub helper: bool,
 }
 
 impl ContainerInfo {
@@ -110,6 +112,12 @@ impl Engine {
     ) -> Result<Vec<ContainerInfo>, EngineError> {
         self.containers_with_filter("volume", name.to_string())
             .await
+    }
+
+    /// One container by id, running or not; `None` when it does not exist.
+    pub async fn container_state(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        let found = self.containers_with_filter("id", id.to_string()).await?;
+        Ok(found.into_iter().find(|c| c.id == id))
     }
 
     async fn containers_with_filter(
@@ -196,6 +204,7 @@ fn container_info(c: bollard::models::ContainerSummary) -> ContainerInfo {
         name,
         service: labels.get(SERVICE_LABEL).cloned(),
         compose_version: labels.get("com.docker.compose.version").cloned(),
+        helper: labels.get(super::helper::HELPER_LABEL).map(String::as_str) == Some("true"),
         image: c.image.unwrap_or_default(),
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         mounts: c

@@ -27,7 +27,7 @@ services:
       - type: bind
         source: ./state
         target: /srv/state
-        x-persist: { tier: critical }
+        x-persist: { tier: critical, consistency: live }
   proxy:
     image: nginx:1
     volumes:
@@ -203,6 +203,17 @@ fn ls_before_up_lists_every_piece_of_data_with_tier_and_reason() {
             {"service": "proxy", "target": "/usr/share/nginx/html", "read_only": false}
         ])
     );
+    // How a backup would read each, and why.
+    for (key, mode, why) in [
+        ("dbdata", "stop", "auto: critical data"),
+        ("redisdata", "stop", "auto: important data"),
+        ("./state", "live", "x-persist of the volume"),
+        ("web:/app/node_modules", "live", "auto: regenerable data"),
+        ("scratch", "live", "auto: optional data"),
+    ] {
+        assert_eq!(item(&ls, key)["consistency"], mode, "{key}");
+        assert_eq!(item(&ls, key)["consistency_reason"], why, "{key}");
+    }
     // Most valuable first.
     let tiers: Vec<&str> = ls["volumes"]
         .as_array()

@@ -297,7 +297,8 @@ fn interrupted_restore_says_what_state_it_left_and_a_second_restore_finishes_it(
             .lines()
             .map_while(Result::ok)
         {
-            if line.starts_with("Stopping") {
+            // The service is stopped before the safety backup; the upload follows it.
+            if line.starts_with("Safety backup:") {
                 let _ = tx.send(());
             }
             all.push_str(&line);
@@ -306,7 +307,7 @@ fn interrupted_restore_says_what_state_it_left_and_a_second_restore_finishes_it(
         all
     });
     rx.recv_timeout(std::time::Duration::from_secs(120))
-        .expect("the restore reached the point where it stops the service");
+        .expect("the restore took its safety backup, with the service stopped");
     std::thread::sleep(std::time::Duration::from_millis(700));
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
