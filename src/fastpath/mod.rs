@@ -7,7 +7,7 @@
 //! and the backup file is always written by the invoking user.
 //!
 //! Preconditions are checked, not assumed ([`select`]): the executable, the engine's OS and architecture,
-//! a unix-socket engine, and finally the helper connecting back with its nonce through the bind mount,
+//! an engine on this machine, and finally the helper connecting back with its nonce through the bind mount,
 //! which proves the engine sees this machine's files. When a check fails the universal path is used
 //! (said with `--verbose`), unless `--path fast` asked for this one.
 
@@ -111,7 +111,7 @@ pub async fn select(
 async fn prepare(engine: &Engine) -> Result<String, String> {
     if !engine.is_local() {
         return Err(
-            "the engine is not on this machine (it is not reached through a unix socket)".into(),
+            "the engine is not on this machine (neither a unix socket nor a loopback address reaches it)".into(),
         );
     }
     let version = engine
