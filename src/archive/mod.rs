@@ -35,7 +35,10 @@ pub use reader::{
 };
 pub use rebase::rebase_tar;
 pub use tree::{TreeError, TreeStats, digest_tree, pack_tree, unpack_tree};
-pub use writer::{BackupWriter, FinishedBackup, VolumeSpec, WriterOptions};
+pub use writer::{
+    BackupWriter, FinishedBackup, STALE_PARTIAL_AGE, VolumeSpec, WriterOptions,
+    remove_stale_partials,
+};
 
 /// Everything that can go wrong reading or writing a backup file; one variant per operation, each naming the
 /// file and, where there is one, the member or volume.

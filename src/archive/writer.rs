@@ -108,6 +108,62 @@ pub struct FinishedBackup {
     pub bytes: u64,
 }
 
+/// How long a `.partial` must have gone unmodified before it can be taken for the leftover of a writer that
+/// died (a running writer modifies it all the time, apart from short pauses between volumes).
+pub const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Removes the unfinished backup files of `project` in `dir` that no writer holds: not locked (the
+/// writer's lock goes with its process) and unmodified for [`STALE_PARTIAL_AGE`]. Returns what it removed.
+/// They are never backups (listings skip them); this only gives their space back after a `kill -9` or a
+/// crash.
+pub fn remove_stale_partials(dir: &Path, project: &str) -> Result<Vec<PathBuf>, ArchiveError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ArchiveError::ListDir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(base) = name.strip_suffix(PARTIAL_SUFFIX) else {
+            continue;
+        };
+        if BackupName::parse_for_project(base, project).is_none() {
+            continue;
+        }
+        let path = entry.path();
+        let old_enough = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_PARTIAL_AGE);
+        if !old_enough {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        // Held by a writer that is still running (on this machine or, where the filesystem shares locks,
+        // another one): leave it.
+        if fs4::FileExt::try_lock(&file).is_err() {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Writes one backup file; see the module docs.
 #[derive(Debug)]
 pub struct BackupWriter {
@@ -151,6 +207,10 @@ impl BackupWriter {
             path: partial.clone(),
             source,
         })?;
+        // Held while the file is open, released by the kernel when this process ends however it ends: a
+        // `.partial` nobody holds is left by a writer that died ([`remove_stale_partials`]). Best effort: a
+        // filesystem without locks only loses that clean-up.
+        let _ = fs4::FileExt::try_lock(file.file());
         let manifest = Manifest {
             format: FORMAT,
             tool: Tool::current(),
@@ -643,6 +703,54 @@ pub(crate) mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// Makes `path` look unmodified for longer than [`STALE_PARTIAL_AGE`].
+    fn age(path: &Path) {
+        let old =
+            std::time::SystemTime::now() - STALE_PARTIAL_AGE - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn only_old_unlocked_partials_of_the_project_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        // A writer at work: old (a long pause) but locked.
+        let writer =
+            BackupWriter::create(d, &name(), EngineInfo::default(), WriterOptions::default())
+                .unwrap();
+        age(writer.partial_path());
+        // Left by a writer that died: old and unlocked.
+        let dead = d.join("app-20261121T000000Z.tar.partial");
+        std::fs::write(&dead, b"half").unwrap();
+        age(&dead);
+        // Unlocked but recent (a writer on a filesystem without locks, just started): kept.
+        let recent = d.join("app-20261121T000001Z.tar.partial");
+        std::fs::write(&recent, b"half").unwrap();
+        // Another project's, and a finished backup: never touched.
+        let other = d.join("other-20261121T000000Z.tar.partial");
+        std::fs::write(&other, b"half").unwrap();
+        age(&other);
+        let finished = d.join("app-20261121T000002Z.tar");
+        std::fs::write(&finished, b"x").unwrap();
+        age(&finished);
+
+        assert_eq!(remove_stale_partials(d, "app").unwrap(), vec![dead.clone()]);
+        assert!(!dead.exists());
+        for kept in [writer.partial_path(), &recent, &other, &finished] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+        drop(writer);
+        assert_eq!(
+            remove_stale_partials(&d.join("nonexistent"), "app").unwrap(),
+            Vec::<PathBuf>::new()
+        );
     }
 
     #[test]

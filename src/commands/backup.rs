@@ -221,6 +221,12 @@ pub async fn write_backup(
         consistency,
     } = *dest;
     let modes = consistency_modes(items, project, consistency)?;
+    for p in crate::archive::remove_stale_partials(dir, &project.name)? {
+        printer.status(format!(
+            "Removed `{}`, left by a backup that did not finish",
+            p.display()
+        ));
+    }
     check_free_space(dir, items)?;
     let version = engine.version().await?;
     let engine_info = EngineInfo {

@@ -1834,8 +1834,21 @@ fn helpers_of_a_killed_backup_are_removed_by_the_next_backup() {
     again.assert_success();
     assert!(!again.stderr().contains("again"), "{again}");
 
-    // The next backup removes the dead process's helper, and its own.
-    let next = printed_path(&env.persist(["backup", "small"]));
+    // The next backup removes the dead process's helper, and its own, and the `.partial` the dead process
+    // left once it has gone unmodified long enough (aged here; a running writer also holds a lock on it).
+    let partial = dir.join(&partials[0]);
+    let aged = std::process::Command::new("touch")
+        .args(["-d", "-10 minutes"])
+        .arg(&partial)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let ran = env.persist(["backup", "small"]);
+    ran.assert_stderr_contains(&format!(
+        "Removed `{}`, left by a backup that did not finish",
+        partial.display()
+    ));
+    let next = printed_path(&ran);
     let left = helpers_of(&env, killed.pid());
     assert!(
         left.is_empty(),
@@ -1847,12 +1860,11 @@ fn helpers_of_a_killed_backup_are_removed_by_the_next_backup() {
     assert_eq!(listed.len(), 1, "{listed:#?}");
     assert_eq!(listed[0]["path"], next.to_str().unwrap());
     assert_eq!(listed[0]["volumes"], serde_json::json!(["small"]));
-    if dir_names(&dir).iter().any(|n| n.ends_with(".partial")) {
-        eprintln!(
-            "the killed backup's `.partial` remains in {}",
-            dir.display()
-        );
-    }
+    let left: Vec<String> = dir_names(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "`.partial` files remain: {left:?}");
 }
 
 // ---------------------------------------------------------------------------------------------------------
