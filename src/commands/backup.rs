@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 
 use super::consistency::{self, Resolved};
-use super::{ExitStatus, Session, UsageError, quoted};
+use super::{ExitStatus, Session, UsageError, plural, quoted};
 use crate::archive::{
     BackupName, BackupWriter, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec, VolumeUser,
     WriterOptions,
@@ -522,8 +522,4 @@ fn check_free_space(dir: &Path, items: &[&DataItem]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }

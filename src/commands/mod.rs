@@ -268,6 +268,11 @@ fn journal_dir() -> Option<std::path::PathBuf> {
     journal::default_dir(|k| std::env::var(k).ok())
 }
 
+/// "1 volume", "2 volumes".
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// "`a`, `b`, `c`".
 pub(crate) fn quoted<'a>(xs: impl IntoIterator<Item = &'a str>) -> String {
     xs.into_iter()

@@ -19,7 +19,7 @@ use super::backup::{Destination, write_backup};
 use super::backups::{backup_dir, listing};
 use super::compose_cli::ComposeCli;
 use super::verify::problem_text;
-use super::{ExitStatus, Session, UsageError, quoted};
+use super::{ExitStatus, Session, UsageError, plural, quoted};
 use crate::archive::{
     Backup, ContentDigest, DigestOptions, VolumeRecord, VolumeStream,
     digest::{digest_tar, has_more_entries_than},
@@ -964,8 +964,4 @@ async fn bring_back(
         })?;
     }
     Ok(())
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }

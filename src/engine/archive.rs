@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 
 use super::helper::{DATA_PATH, HelperContainer};
-use super::{Engine, EngineError, describe};
+use super::{Engine, EngineError, describe, short};
 
 impl Engine {
     /// The tar stream of everything under the helper's data path. Entries are relative to the data root
@@ -70,8 +70,4 @@ impl Engine {
                 message: describe(&e),
             })
     }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, short};
 
 /// The label on every helper image and container.
 pub const HELPER_LABEL: &str = "persist.helper";
@@ -161,10 +161,6 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
             Ok(())
         }
     }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 /// `<hostname>:<pid>` of this process.

@@ -69,6 +69,11 @@ impl EngineError {
     }
 }
 
+/// The short form of a container id, as `docker ps` shows it.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// A one-line description of a bollard error: the engine's own message when it sent one.
 pub(crate) fn describe(err: &bollard::errors::Error) -> String {
     connect::describe(err).1
