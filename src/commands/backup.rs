@@ -24,7 +24,7 @@ use crate::compose::classify::DataKind;
 use crate::compose::{Consistency, Project, Tier};
 use crate::engine::Engine;
 use crate::engine::helper::HelperMount;
-use crate::fastpath::{self, FastPath, LaunchError, Op};
+use crate::fastpath::{self, FastPath, Op};
 use crate::inventory::{self, DataItem, Inventory};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size};
@@ -319,44 +319,36 @@ async fn back_up_one(
     spec.consistency = mode.mode.to_string();
     spec.stopped = consistency::stopped_names(stopped);
     let started = std::time::Instant::now();
-    if let Some(fast) = fast.filter(|f| f.usable()) {
-        match fast.launch(printer, Op::Pack, &mount, None).await {
-            Ok(mut run) => {
-                printer.verbose(format!("reading `{}` on the fast path", item.key));
-                let stream = run
-                    .take_stream()
-                    .context("the helper's connection is gone")?;
-                let (writer, result) = add_volume(printer, writer, item, spec, stream).await?;
-                let finished = run.finish().await;
-                let record = match (result, finished) {
-                    (Ok(record), Ok(report)) => {
-                        if report.skipped_sockets > 0 {
-                            printer.verbose(format!(
-                                "`{}`: {} unix socket(s) left out (they hold no data)",
-                                item.key, report.skipped_sockets
-                            ));
-                        }
-                        record
-                    }
-                    // The helper's own explanation first: the stream only shows that it stopped.
-                    (_, Err(e)) => {
-                        return Err(e.context(format!("failed to back up `{}`", item.key)));
-                    }
-                    (Err(e), Ok(_)) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("failed to back up `{}`", item.key)));
-                    }
-                };
-                printer.verbose(format!(
-                    "read `{}` in {:.2} s",
-                    item.key,
-                    started.elapsed().as_secs_f64()
-                ));
-                return Ok((writer, record));
+    if let Some((run, stream)) = fastpath::launch(fast, printer, Op::Pack, &mount, None).await? {
+        printer.verbose(format!("reading `{}` on the fast path", item.key));
+        let (writer, result) = add_volume(printer, writer, item, spec, stream).await?;
+        let finished = run.finish().await;
+        let record = match (result, finished) {
+            (Ok(record), Ok(report)) => {
+                if report.skipped_sockets > 0 {
+                    printer.verbose(format!(
+                        "`{}`: {} unix socket(s) left out (they hold no data)",
+                        item.key, report.skipped_sockets
+                    ));
+                }
+                record
             }
-            Err(LaunchError::Unavailable(_)) => {}
-            Err(LaunchError::Failed(e)) => return Err(e),
-        }
+            // The helper's own explanation first: the stream only shows that it stopped.
+            (_, Err(e)) => {
+                return Err(e.context(format!("failed to back up `{}`", item.key)));
+            }
+            (Err(e), Ok(_)) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("failed to back up `{}`", item.key))
+                );
+            }
+        };
+        printer.verbose(format!(
+            "read `{}` in {:.2} s",
+            item.key,
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok((writer, record));
     }
     printer.verbose(format!(
         "reading `{}` through the engine's archive API",

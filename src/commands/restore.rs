@@ -30,7 +30,7 @@ use crate::cli::RestoreArgs;
 use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
-use crate::fastpath::{self, FastPath, HelperRun, LaunchError, Op};
+use crate::fastpath::{self, FastPath, HelperRun, Op};
 use crate::inventory::{self, DataItem};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
@@ -659,23 +659,17 @@ async fn restore_one(
             read_only: false,
         }
     };
-    if let Some(fast) = fast.filter(|f| f.usable()) {
-        match fast
-            .launch(
-                printer,
-                Op::Unpack(t.record.content_digest.version()),
-                &mount,
-                t.record.tar_prefix.as_deref(),
-            )
-            .await
-        {
-            Ok(run) => {
-                printer.verbose(format!("writing `{}` on the fast path", t.record.key));
-                return restore_fast(printer, backup, t, run).await;
-            }
-            Err(LaunchError::Unavailable(_)) => {}
-            Err(LaunchError::Failed(e)) => return Err(e),
-        }
+    if let Some((run, socket)) = fastpath::launch(
+        fast,
+        printer,
+        Op::Unpack(t.record.content_digest.version()),
+        &mount,
+        t.record.tar_prefix.as_deref(),
+    )
+    .await?
+    {
+        printer.verbose(format!("writing `{}` on the fast path", t.record.key));
+        return restore_fast(printer, backup, t, run, socket).await;
     }
     printer.verbose(format!(
         "writing `{}` through the engine's archive API",
@@ -734,15 +728,19 @@ async fn restore_one(
     let removed = helper.remove().await;
     let summary = result?;
     removed?;
-    if summary.digest != t.record.content_digest {
+    checked_digest(t, summary.digest, "the engine")
+}
+
+/// The digest of what a restore wrote, or an error naming `writer` when it is not the backup's.
+fn checked_digest(t: &Target, found: ContentDigest, writer: &str) -> anyhow::Result<ContentDigest> {
+    if found != t.record.content_digest {
         bail!(
-            "the restored content of `{}` differs from the backup (digest {} instead of {}): the engine did not write it exactly",
+            "the restored content of `{}` differs from the backup (digest {found} instead of {}): {writer} did not write it exactly",
             t.name,
-            summary.digest,
             t.record.content_digest
         );
     }
-    Ok(summary.digest)
+    Ok(found)
 }
 
 /// What opens the decoded member of one target on the blocking thread that streams it, counting bytes on
@@ -792,11 +790,9 @@ async fn restore_fast(
     printer: &Printer,
     backup: &Arc<Backup>,
     t: &Target,
-    mut run: HelperRun,
+    run: HelperRun,
+    socket: std::os::unix::net::UnixStream,
 ) -> anyhow::Result<ContentDigest> {
-    let socket = run
-        .take_stream()
-        .context("the helper's connection is gone")?;
     let (progress, member) = MemberSource::new(printer, backup, t);
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let sent = (|| -> anyhow::Result<()> {
@@ -830,15 +826,7 @@ async fn restore_fast(
     let digest = report
         .digest
         .context("the helper did not report the restored content's digest")?;
-    if digest != t.record.content_digest {
-        bail!(
-            "the restored content of `{}` differs from the backup (digest {} instead of {}): it was not written exactly",
-            t.name,
-            digest,
-            t.record.content_digest
-        );
-    }
-    Ok(digest)
+    checked_digest(t, digest, "the helper")
 }
 
 /// The label on scratch volumes of `verify --restore-test`.

@@ -67,7 +67,7 @@ pub struct FastPath {
 
 /// Why a helper run did not happen.
 #[derive(Debug)]
-pub enum LaunchError {
+enum LaunchError {
     /// The fast path cannot work here (the helper could not connect): use the universal path.
     Unavailable(String),
     /// Something failed that would fail on any path.
@@ -153,43 +153,43 @@ pub enum Op {
     Unpack(DigestVersion),
 }
 
-impl FastPath {
-    /// Whether the fast path is still in use for this command.
-    pub fn usable(&self) -> bool {
-        !self.given_up.load(Ordering::SeqCst)
-    }
-
-    /// Starts a helper for `op` on `mount` and returns once it has connected. When it cannot connect and
-    /// the fast path was not asked for, the fast path is given up ([`LaunchError::Unavailable`]).
-    pub async fn launch(
-        &self,
-        printer: &Printer,
-        op: Op,
-        mount: &HelperMount,
-        strip_prefix: Option<&str>,
-    ) -> Result<HelperRun, LaunchError> {
-        match self.try_launch(op, mount, strip_prefix).await {
-            Ok(run) => Ok(run),
-            Err(LaunchError::Unavailable(reason)) if self.forced => Err(LaunchError::Failed(
-                anyhow::anyhow!("`--path fast` cannot be used: {reason}"),
-            )),
-            Err(LaunchError::Unavailable(reason)) => {
-                self.given_up.store(true, Ordering::SeqCst);
-                printer.verbose(format!(
-                    "data path: universal from now on, because {reason}"
-                ));
-                Err(LaunchError::Unavailable(reason))
-            }
-            Err(e) => Err(e),
+/// Starts a helper for `op` on `mount` when the command uses the fast path, and returns it once it has
+/// connected, with its connection. `Ok(None)`: take the universal path — the command does not use the fast
+/// path, or gave it up, or gives it up now because a helper cannot connect (said with `--verbose`; an error
+/// instead when `--path fast` asked for it).
+pub async fn launch(
+    fast: Option<&FastPath>,
+    printer: &Printer,
+    op: Op,
+    mount: &HelperMount,
+    strip_prefix: Option<&str>,
+) -> anyhow::Result<Option<(HelperRun, UnixStream)>> {
+    let Some(fast) = fast.filter(|f| !f.given_up.load(Ordering::SeqCst)) else {
+        return Ok(None);
+    };
+    match fast.try_launch(op, mount, strip_prefix).await {
+        Ok(connected) => Ok(Some(connected)),
+        Err(LaunchError::Unavailable(reason)) if fast.forced => {
+            anyhow::bail!("`--path fast` cannot be used: {reason}")
         }
+        Err(LaunchError::Unavailable(reason)) => {
+            fast.given_up.store(true, Ordering::SeqCst);
+            printer.verbose(format!(
+                "data path: universal from now on, because {reason}"
+            ));
+            Ok(None)
+        }
+        Err(LaunchError::Failed(e)) => Err(e),
     }
+}
 
+impl FastPath {
     async fn try_launch(
         &self,
         op: Op,
         mount: &HelperMount,
         strip_prefix: Option<&str>,
-    ) -> Result<HelperRun, LaunchError> {
+    ) -> Result<(HelperRun, UnixStream), LaunchError> {
         let failed = |e: anyhow::Error| LaunchError::Failed(e);
         let dir = tempfile::Builder::new()
             .prefix("docker-persist-io-")
@@ -239,11 +239,7 @@ impl FastPath {
             .map_err(|e| {
                 LaunchError::Unavailable(format!("a helper container could not be created: {e}"))
             })?;
-        let run = HelperRun {
-            helper,
-            dir,
-            stream: None,
-        };
+        let run = HelperRun { helper, dir };
         if let Err(e) = run.helper.start().await {
             // A helper that cannot start (a bind mount the engine refuses, a runtime without this
             // architecture) means this engine cannot run the fast path.
@@ -267,10 +263,7 @@ impl FastPath {
             )),
         };
         match accepted {
-            Ok(stream) => Ok(HelperRun {
-                stream: Some(stream),
-                ..run
-            }),
+            Ok(stream) => Ok((run, stream)),
             Err(reason) => {
                 let _ = run.finish_quietly().await;
                 Err(LaunchError::Unavailable(reason))
@@ -292,7 +285,7 @@ async fn accept(listener: &tokio::net::UnixListener, nonce: &str) -> Result<Unix
             .map_err(|e| format!("the helper's connection failed: {e}"))?;
         let greeted = tokio::task::spawn_blocking(move || {
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut line = vec![0u8; nonce_len() + 1];
+            let mut line = vec![0u8; NONCE_HEX_LEN + 1];
             (&stream).read_exact(&mut line)?;
             stream.set_read_timeout(None)?;
             Ok::<_, std::io::Error>((stream, line))
@@ -307,35 +300,27 @@ async fn accept(listener: &tokio::net::UnixListener, nonce: &str) -> Result<Unix
     }
 }
 
-fn nonce_len() -> usize {
-    32
-}
+/// The nonce's length in hex digits.
+const NONCE_HEX_LEN: usize = 32;
 
-/// 16 random bytes in hex.
+/// `NONCE_HEX_LEN / 2` random bytes in hex.
 fn nonce() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; NONCE_HEX_LEN / 2];
     fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(hex::encode(bytes))
 }
 
-/// A helper that has connected: take its stream, move the data, then [`HelperRun::finish`].
+/// A helper that has connected: move the data over its connection, then [`HelperRun::finish`].
 #[derive(Debug)]
 pub struct HelperRun {
     helper: HelperContainer,
     dir: tempfile::TempDir,
-    stream: Option<UnixStream>,
 }
 
 impl HelperRun {
-    /// The connection to the helper (once).
-    pub fn take_stream(&mut self) -> Option<UnixStream> {
-        self.stream.take()
-    }
-
     /// Waits for the helper to end, removes it and its socket directory, and returns its report; an
-    /// error when it failed, with the helper's own explanation.
+    /// error when it failed, with the helper's own explanation. Close the connection first.
     pub async fn finish(self) -> anyhow::Result<HelperReport> {
-        drop(self.stream);
         let code = self.helper.wait().await;
         let report = read_report(self.dir.path());
         self.helper.remove().await?;
