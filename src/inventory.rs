@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::compose::classify::{self, Classification, DataKind, Subject, TIER_LABEL, Use};
 use crate::compose::{MountType, Project, Tier, VolumeDef};
 use crate::engine::state::VOLUME_LABEL;
-use crate::engine::{ContainerInfo, Engine, EngineError, VolumeInfo};
+use crate::engine::{ContainerInfo, ContainerMount, Engine, EngineError, VolumeInfo};
 
 /// A service mount of a piece of data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -501,6 +501,18 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The bind mounts of `container` whose host path is `path` (both compared after [`normalize`]).
+pub fn bind_mounts<'a>(
+    container: &'a ContainerInfo,
+    path: &Path,
+) -> impl Iterator<Item = &'a ContainerMount> + 'a {
+    let path = normalize(path);
+    container
+        .mounts
+        .iter()
+        .filter(move |m| m.kind == "bind" && normalize(Path::new(&m.source)) == path)
 }
 
 fn same_path(a: &str, b: &str) -> bool {

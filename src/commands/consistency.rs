@@ -9,6 +9,7 @@
 //! still gets it started again.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use anyhow::Context as _;
 
@@ -16,7 +17,7 @@ use super::Session;
 use crate::compose::classify::DataKind;
 use crate::compose::{Consistency, MountType, Project, Tier};
 use crate::engine::{ContainerInfo, Engine};
-use crate::inventory::DataItem;
+use crate::inventory::{DataItem, bind_mounts};
 use crate::journal::StoppedContainer;
 
 /// The mode a volume gets, and why.
@@ -154,11 +155,7 @@ pub async fn running_users(
             .project_containers(&project.name)
             .await?
             .into_iter()
-            .filter(|c| {
-                c.mounts
-                    .iter()
-                    .any(|m| m.kind == "bind" && m.source == name)
-            })
+            .filter(|c| bind_mounts(c, Path::new(name)).next().is_some())
             .collect(),
         _ => engine.containers_using_volume(name).await?,
     };
@@ -209,17 +206,8 @@ pub async fn start_again(
 ) -> anyhow::Result<()> {
     let mut first_error = None;
     for c in containers {
-        match engine.start_container(&c.id, &c.name).await {
-            Ok(()) => {
-                session.forget_restart(&c.id);
-                session.journal_started(&c.id);
-                session
-                    .printer
-                    .status(format!("Started `{}` again", c.name));
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+        if let Err(e) = session.start_again(engine, &c.id, &c.name).await {
+            first_error.get_or_insert(e);
         }
     }
     match first_error {

@@ -1,6 +1,7 @@
 //! `inspect VOLUME`: where one piece of data physically lives, how big it is and who uses it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -9,7 +10,7 @@ use super::{ExitStatus, Session, UsageError};
 use crate::cli::InspectArgs;
 use crate::compose::classify::DataKind;
 use crate::engine::ContainerInfo;
-use crate::inventory::{self, DataItem, normalize};
+use crate::inventory::{self, DataItem, bind_mounts};
 use crate::report::{human_size, table};
 
 #[derive(Serialize)]
@@ -74,11 +75,7 @@ pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<Ex
             .containers
             .iter()
             .flat_map(|c| {
-                c.mounts
-                    .iter()
-                    .filter(|m| {
-                        m.kind == "bind" && normalize(m.source.as_ref()) == normalize(path.as_ref())
-                    })
+                bind_mounts(c, Path::new(path))
                     .map(|m| (c.clone(), m.destination.clone(), !m.read_write))
             })
             .collect(),

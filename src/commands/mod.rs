@@ -194,6 +194,21 @@ impl Session<'_> {
         }
     }
 
+    /// Starts a container this command stopped, says so, and forgets it: nothing is left to start at the
+    /// end, and the journal no longer names it.
+    pub async fn start_again(
+        &self,
+        engine: &Engine,
+        id: &str,
+        name: &str,
+    ) -> Result<(), crate::engine::EngineError> {
+        engine.start_container(id, name).await?;
+        self.forget_restart(id);
+        self.journal_started(id);
+        self.printer.status(format!("Started `{name}` again"));
+        Ok(())
+    }
+
     /// Remembers a container this command stopped, to start again if the command ends early.
     pub fn restart_on_interrupt(&self, id: String, name: String) {
         if let Ok(mut r) = self.restarts.lock() {
@@ -232,14 +247,10 @@ impl Session<'_> {
             .unwrap_or_default();
         if let Some(engine) = self.engine.get() {
             for (id, name) in restarts {
-                match engine.start_container(&id, &name).await {
-                    Ok(()) => {
-                        self.journal_started(&id);
-                        self.printer.status(format!("Started `{name}` again"));
-                    }
-                    Err(e) => self.printer.warn(format!(
+                if let Err(e) = self.start_again(engine, &id, &name).await {
+                    self.printer.warn(format!(
                         "`{name}` is stopped and could not be started again: {e}; start it with `docker start {name}`"
-                    )),
+                    ));
                 }
             }
         }

@@ -31,7 +31,7 @@ use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
 use crate::fastpath::{self, FastPath, HelperRun, Op};
-use crate::inventory::{self, DataItem};
+use crate::inventory::{self, DataItem, bind_mounts};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
 
@@ -519,11 +519,7 @@ async fn plan_target(
             engine.is_local() && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
         let containers = project_containers
             .iter()
-            .filter(|c| {
-                c.mounts
-                    .iter()
-                    .any(|m| m.kind == "bind" && Path::new(&m.source) == Path::new(&path))
-            })
+            .filter(|c| bind_mounts(c, Path::new(&path)).next().is_some())
             .cloned()
             .collect();
         return Ok(Target {
@@ -900,8 +896,7 @@ async fn bring_back(
         if no_start {
             printer.status(format!("Left `{}` stopped (--no-start)", c.name));
         } else {
-            engine.start_container(&c.id, &c.name).await?;
-            printer.status(format!("Started `{}` again", c.name));
+            session.start_again(engine, &c.id, &c.name).await?;
         }
         session.forget_restart(&c.id);
     }
