@@ -102,6 +102,11 @@ impl Engine {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => {
                 let (kind, message) = describe(&e);
+                if matches!(kind, ConnectFailure::Protocol | ConnectFailure::Other)
+                    && let Some(refusal) = tls_refusal(endpoint).await
+                {
+                    return Err(fail(ConnectFailure::Tls, describe_tls(&refusal)));
+                }
                 return Err(fail(kind, message));
             }
             Ok(Ok(_)) => {}
@@ -224,6 +229,33 @@ fn client_for(endpoint: &Endpoint) -> Result<Docker, EngineError> {
             ssh_client(args).map_err(|e| invalid(describe(&e).1))
         }
     }
+}
+
+/// Why a TLS engine closed the connection, when the request's own error does not say: with TLS 1.3 an
+/// engine that requires a client certificate sends its refusal after the handshake has completed, and the
+/// request then fails as a closed connection or not at all as a TLS error, depending on timing. A fresh
+/// connection that only reads gets the engine's alert. `None` when the endpoint is not TLS or this finds
+/// nothing.
+async fn tls_refusal(endpoint: &Endpoint) -> Option<rustls::Error> {
+    let tls = endpoint.tls.as_ref()?;
+    let HostAddr::Tcp { host, port, .. } = endpoint.address().ok()? else {
+        return None;
+    };
+    let config = tls_config(tls).ok()?;
+    let name = ServerName::try_from(host.clone()).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let mut byte = [0u8; 1];
+        stream.read(&mut byte).await.map(|_| ())
+    };
+    let failed = tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()?
+        .err()?;
+    failed.get_ref()?.downcast_ref::<rustls::Error>().cloned()
 }
 
 /// A client whose requests go through rustls with `config`.
