@@ -66,7 +66,7 @@ fn exec(env: &TestEnv, service: &str, script: &str) -> Ran {
 
 /// The path a successful `backup` printed as its last line of stdout.
 #[track_caller]
-fn printed_path(ran: &Ran) -> PathBuf {
+pub(crate) fn printed_path(ran: &Ran) -> PathBuf {
     ran.assert_success();
     let lines = ran.stdout_lines();
     PathBuf::from(
@@ -108,7 +108,7 @@ fn member_names(path: &Path) -> Vec<String> {
 
 /// `manifest.json` of a backup file, read with GNU tar.
 #[track_caller]
-fn manifest(env: &TestEnv, backup: &Path) -> Value {
+pub(crate) fn manifest(env: &TestEnv, backup: &Path) -> Value {
     let ran = host_sh(env, r#"tar -xOf "$1" manifest.json"#, &[utf8(backup)]);
     ran.assert_success();
     serde_json::from_slice(&ran.stdout)
@@ -291,7 +291,7 @@ fn helpers_of(env: &TestEnv, pid: u32) -> Vec<String> {
 }
 
 /// `State.Running` and `State.StartedAt` of a container.
-fn container_state(env: &TestEnv, id: &str) -> String {
+pub(crate) fn container_state(env: &TestEnv, id: &str) -> String {
     let ran = env.docker([
         "inspect",
         "--format",

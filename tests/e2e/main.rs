@@ -12,4 +12,5 @@ mod fastpath;
 mod harness;
 mod inventory;
 mod plugin;
+mod postgres;
 mod restore;
