@@ -288,11 +288,12 @@ tar -C "$archive" -cf - manifest.json "$config_digest.json" layer.tar | docker l
     die "docker load of $versioned failed"
 docker tag "$versioned" "$IMAGE" || die "docker tag $IMAGE failed"
 
-# Older builds of this image that no container uses any more.
-docker images --filter label=persist.test.image=postgres-debian --format '{{.Repository}}:{{.Tag}}' |
-    while read -r ref; do
+# Older builds of this image (other tags, or untagged by this one) that no container uses any more.
+docker images --filter label=persist.test.image=postgres-debian --format '{{.ID}} {{.Repository}}:{{.Tag}}' |
+    while read -r id ref; do
         case "$ref" in
         "$versioned" | "$IMAGE") ;;
+        "<none>:<none>") docker rmi "$id" >/dev/null 2>&1 || log "image $id is still in use; left in place" ;;
         *) docker rmi "$ref" >/dev/null 2>&1 || log "$ref is still in use; left in place" ;;
         esac
     done
