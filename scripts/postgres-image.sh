@@ -20,7 +20,7 @@
 # its timeout, and the next start finds a cleanly shut-down cluster.
 #
 # Idempotent: when the image tagged with the current hash exists, the script only makes sure `:15` points at
-# it (well under a second). A build takes about 1.5 min with the packages cached, 2.5 min without, on a
+# it (well under a second). A build takes 1–2 min with the packages cached, about 3 min without, on a
 # 2-core machine. A changed script builds a new image; images of older versions that no container
 # uses are removed. The .deb files are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/docker-persist-test/debs, so
 # a rebuild on the same machine downloads nothing. Needs root (debootstrap, chroot) and `debootstrap`.

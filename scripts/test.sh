@@ -38,8 +38,8 @@ bash scripts/test-images.sh || die "could not create the local test images (see 
 
 step "PostgreSQL image"
 # The real server the PostgreSQL tests run (tests/e2e/postgres.rs), built from Debian packages when missing
-# (about 1.5 min with the packages cached, root only). Without it those tests fail, and so does this run;
-# the other tests still run, so that one run reports everything.
+# (1–2 min with the packages cached, about 3 without; root only). Without it those tests fail, and so does
+# this run; the other tests still run, so that one run reports everything.
 postgres_image_status=0
 bash scripts/postgres-image.sh >/dev/null || {
     postgres_image_status=$?
