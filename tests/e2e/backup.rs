@@ -2015,3 +2015,46 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
         "`{cache_before}` → `{cache_after}`"
     );
 }
+
+const SLOW_SHUTDOWN_PROJECT: &str = r#"
+services:
+  db:
+    image: postgres:16
+    stop_grace_period: 40s
+    # Shuts down the way a database with a long checkpoint does: it needs longer than the engine's default
+    # 10 s to finish, and marks a finished shutdown in its data directory.
+    command:
+      - sh
+      - -c
+      - |
+        rm -f /var/lib/postgresql/data/clean-shutdown
+        trap 'sleep 13; echo done > /var/lib/postgresql/data/clean-shutdown; exit 0' TERM INT
+        while :; do sleep 1; done
+    volumes:
+      - dbdata:/var/lib/postgresql/data
+volumes:
+  dbdata:
+    labels:
+      persist.test.run: "{{RUN}}"
+"#;
+
+#[test]
+fn a_stopped_service_gets_its_own_stop_grace_period_before_its_volume_is_read() {
+    let env = TestEnv::new();
+    env.write_project(SLOW_SHUTDOWN_PROJECT, None);
+    env.compose_v2(["up", "-d"]).assert_success();
+    let db = env.service_container("db");
+    let ran = env.persist(["backup", "dbdata"]);
+    let path = printed_path(&ran);
+    assert_eq!(
+        record(&manifest(&env, &path), "dbdata")["stopped"],
+        serde_json::json!(["db"])
+    );
+    // Killed after 10 s, the service would not have written its marker before the volume was read.
+    assert_eq!(
+        member_file(&env, &path, "volumes/dbdata.tar.zst", "./clean-shutdown"),
+        "done\n",
+        "{ran}"
+    );
+    assert!(container_state(&env, &db).starts_with("true "), "{ran}");
+}
