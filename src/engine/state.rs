@@ -63,7 +63,39 @@ pub struct ContainerMount {
     pub read_write: bool,
 }
 
+/// When a container last ran, from the engine's inspect answer: what tells whether it can have written
+/// to a volume since some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTimes {
+    /// Running, restarting or paused now.
+    pub running: bool,
+    /// The last start; `None` when it never started.
+    pub started_at: Option<jiff::Timestamp>,
+    /// The last stop; `None` when it never stopped.
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
 impl Engine {
+    /// The run times of a container; `None` when it does not exist.
+    pub async fn run_times(&self, id: &str) -> Result<Option<RunTimes>, EngineError> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(i) => i,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(EngineError::api(format!("inspect container `{id}`"), &e)),
+        };
+        let state = inspect.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false)
+            || state.restarting.unwrap_or(false)
+            || state.paused.unwrap_or(false);
+        Ok(Some(RunTimes {
+            running,
+            started_at: engine_time(state.started_at.as_deref()),
+            finished_at: engine_time(state.finished_at.as_deref()),
+        }))
+    }
+
     /// The volumes labelled as belonging to Compose project `project`.
     pub async fn project_volumes(&self, project: &str) -> Result<Vec<VolumeInfo>, EngineError> {
         let filters = HashMap::from([(
@@ -178,6 +210,12 @@ impl Engine {
     }
 }
 
+/// An engine timestamp; the engine's zero time (`0001-01-01T00:00:00Z`, "never") and garbage are `None`.
+fn engine_time(text: Option<&str>) -> Option<jiff::Timestamp> {
+    let t: jiff::Timestamp = text?.parse().ok()?;
+    (t.as_second() > 0).then_some(t)
+}
+
 pub(crate) fn volume_info(v: bollard::models::Volume) -> VolumeInfo {
     VolumeInfo {
         name: v.name,
@@ -287,6 +325,16 @@ mod tests {
         let body = r#"{"VolumeUsage":{"TotalSize":5,"Items":[
             {"Name":"x","UsageData":{"Size":5,"RefCount":0}}]}}"#;
         assert_eq!(parse_volume_sizes(body).unwrap().get("x"), Some(&5));
+    }
+
+    #[test]
+    fn engine_zero_time_means_never() {
+        assert_eq!(engine_time(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(engine_time(None), None);
+        assert_eq!(
+            engine_time(Some("2026-11-22T10:00:00.123456789Z")).map(|t| t.as_second()),
+            Some(1_795_341_600)
+        );
     }
 
     #[test]
