@@ -241,32 +241,41 @@ pub enum Command {
     /// Print the built-in tier rules, first match wins
     Rules,
 
-    /// What `docker compose down -v` would destroy, and whether a fresh, verified backup protects each;
-    /// exit 0 when all critical and important data is protected, 3 when not
+    /// Show what `docker compose down -v` would destroy and whether fresh backups protect it
+    ///
+    /// Exit 0 when every critical and important volume is protected, 3 when one is not.
     Check(CheckArgs),
 
-    /// Run `docker compose down ARGS…`; with `-v`/`--volumes`, only once `check` finds everything
-    /// critical and important protected (`--backup` takes the missing backups first)
+    /// Run `docker compose down`, refusing `-v` while critical or important data is unprotected
+    ///
+    /// With `-v`/`--volumes`, `check` runs first; `--backup` takes the missing backups (services
+    /// stopped), verifies them, then runs `down -v`.
     #[command(
         after_help = "Every argument that is not an option of `docker persist down` goes to \
-`docker compose down` as is.\n\nExamples:\n  docker persist down                 same as `docker compose down`\n  \
-docker persist down -v              refuses (exit 3) while critical or important data is unprotected\n  \
-docker persist down --backup -v     backs up what is unprotected (services stopped), verifies, then `down -v`\n  \
-docker persist down --dry-run -v    shows what would happen"
+`docker compose down` as is; after `down`, `-v` is Compose's `--volumes` (spell out `--verbose`).\n\n\
+Examples:\n  docker persist down                same as `docker compose down`\n  \
+docker persist down -v             refused (exit 3) while data is unprotected\n  \
+docker persist down --backup -v    back up what is unprotected, verify, then `down -v`\n  \
+docker persist down --dry-run -v   show what would happen"
     )]
     Down(DownArgs),
 
-    /// Remove the project's volumes by tier or by name (their containers are removed; `docker compose up`
-    /// recreates both)
+    /// Remove the project's volumes by tier or by name (Compose recreates them on `up`)
+    ///
+    /// The project's containers that hold them are removed too. Critical data needs a fresh, verified
+    /// backup; bind mounts are never removed.
     #[command(
-        after_help = "Examples:\n  docker persist clean --tier regenerable --dry-run   what would go, and the space freed\n  \
-docker persist clean --tier regenerable --yes       remove node_modules, caches, … without asking\n  \
-docker persist clean dbdata                         critical: needs a fresh backup and the project name typed"
+        after_help = "Examples:\n  docker persist clean --tier regenerable --dry-run   what would go, space freed\n  \
+docker persist clean --tier regenerable --yes       no questions (scripts)\n  \
+docker persist clean dbdata                         critical: fresh backup, project name typed"
     )]
     Clean(CleanArgs),
 
-    /// Print a shell function that sends `docker compose down -v` and `docker-compose down -v` through
-    /// `docker persist check` first; add `eval "$(docker persist shell-init bash)"` to ~/.bashrc
+    /// Print a shell function that runs `check` before a plain `docker compose down -v`
+    ///
+    /// Add one line to the shell's rc file: `eval "$(docker persist shell-init bash)"` (~/.bashrc),
+    /// `eval "$(docker persist shell-init zsh)"` (~/.zshrc), or `docker persist shell-init fish | source`
+    /// (~/.config/fish/config.fish).
     ShellInit(ShellInitArgs),
 }
 

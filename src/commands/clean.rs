@@ -292,8 +292,13 @@ fn containers_text(plan: &CleanPlan<'_>) -> String {
         String::new()
     } else {
         format!(
-            " and {} that hold them ({})",
+            " and {} that {} ({})",
             plural(plan.containers.len(), "container"),
+            if plan.containers.len() == 1 {
+                "holds it"
+            } else {
+                "hold them"
+            },
             quoted(plan.containers.values().map(|c| c.name.as_str()))
         )
     }
