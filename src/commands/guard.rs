@@ -238,6 +238,20 @@ pub async fn assess<'a>(
                     first_reason.get_or_insert(why);
                     continue;
                 }
+                // A container removed since cannot be asked when it ran; the engine's recent events can
+                // still tell that it started with the volume.
+                if let Some((container, at)) = engine
+                    .volume_written_since(name, b.created())
+                    .await?
+                    .into_iter()
+                    .next()
+                {
+                    first_reason.get_or_insert(format!(
+                        "container `{container}` mounted it read-write after the backup ({})",
+                        at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    ));
+                    continue;
+                }
                 let verdict = match verdicts.iter().find(|(p, _)| *p == b.path) {
                     Some((_, v)) => *v,
                     None => {

@@ -96,6 +96,47 @@ impl Engine {
         }))
     }
 
+    /// The containers that mounted volume `name` read-write (engine `mount` events) since `since`, with
+    /// when: a container that started with the volume, even if it was removed since. The engine keeps a
+    /// limited event history in memory (and none across its restarts), so an empty answer proves less
+    /// than a non-empty one.
+    pub async fn volume_written_since(
+        &self,
+        name: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<(String, jiff::Timestamp)>, EngineError> {
+        use futures_util::StreamExt as _;
+        let now = jiff::Timestamp::now();
+        let stamp = |t: jiff::Timestamp| format!("{}.{:09}", t.as_second(), t.subsec_nanosecond());
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["volume".to_string()]),
+            ("volume".to_string(), vec![name.to_string()]),
+            ("event".to_string(), vec!["mount".to_string()]),
+        ]);
+        let mut stream = self
+            .docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                since: Some(stamp(since)),
+                until: Some(stamp(now)),
+                filters: Some(filters),
+            }));
+        let mut out = Vec::new();
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| EngineError::api("read engine events", &e))?;
+            let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+            if attributes.get("read/write").map(String::as_str) != Some("true") {
+                continue;
+            }
+            let at = event
+                .time_nano
+                .and_then(|n| jiff::Timestamp::from_nanosecond(i128::from(n)).ok())
+                .unwrap_or(now);
+            let container = attributes.get("container").cloned().unwrap_or_default();
+            out.push((super::short(&container).to_string(), at));
+        }
+        Ok(out)
+    }
+
     /// The volumes labelled as belonging to Compose project `project`.
     pub async fn project_volumes(&self, project: &str) -> Result<Vec<VolumeInfo>, EngineError> {
         let filters = HashMap::from([(

@@ -222,6 +222,34 @@ fn compose_v1_down_backup_v_removes_everything_and_restore_brings_it_back() {
 }
 
 #[test]
+fn a_failed_backup_in_down_removes_nothing_and_starts_the_services_again() {
+    let env = TestEnv::new();
+    up_with_data(&env, v2);
+    let running = |env: &TestEnv| {
+        let mut s = env
+            .compose_v2(["ps", "--services", "--status", "running"])
+            .stdout_lines();
+        s.sort();
+        s
+    };
+    let before = running(&env);
+    assert_eq!(before, ["cache", "db", "web"]);
+    // The backup directory cannot be made: a file is in the way.
+    env.write_file("blocked", "a file, not a directory\n");
+    let ran = env.persist(["down", "--backup", "--dir", "blocked/backups", "-v"]);
+    assert!(
+        !ran.status.success() && ran.status.code() != Some(3),
+        "the backup cannot succeed\n{ran}"
+    );
+    ran.assert_stderr_contains("nothing was removed");
+    // They were stopped for the backup, and started again.
+    ran.assert_stderr_contains("Stopping");
+    ran.assert_stderr_contains("Started `");
+    assert_eq!(env.compose_volumes(), all_volumes(&env), "{ran}");
+    assert_eq!(running(&env), before, "the services run again\n{ran}");
+}
+
+#[test]
 fn down_without_v_runs_compose_down_and_keeps_the_volumes() {
     let env = TestEnv::new();
     up_with_data(&env, v2);
@@ -283,6 +311,39 @@ fn check_follows_freshness_through_stop_backup_and_start() {
     env.compose_v2(["start", "db"]).assert_success();
     let doc = check_json(&env, 3);
     assert_eq!(entry(&doc, "dbdata")["protected"], false);
+    assert_eq!(entry(&doc, "cachedata")["protected"], true);
+}
+
+#[test]
+fn a_writer_removed_since_the_backup_breaks_protection() {
+    let env = TestEnv::new();
+    up_with_data(&env, v2);
+    env.compose_v2(["stop"]).assert_success();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.persist(["backup"]).assert_success();
+    check_json(&env, 0);
+    // A container that is gone now changes a file without changing its size.
+    env.docker([
+        "run",
+        "--rm",
+        "--label",
+        &format!("persist.test.project={}", env.project),
+        "-v",
+        &format!("{}:/data", volume(&env, "dbdata")),
+        "busybox:latest",
+        "sh",
+        "-c",
+        "printf 'HELLO\\n' > /data/note",
+    ])
+    .assert_success();
+    let doc = check_json(&env, 3);
+    let db = entry(&doc, "dbdata");
+    assert_eq!(db["protected"], false);
+    let why = db["why"].as_str().unwrap();
+    assert!(
+        why.contains("mounted it read-write after the backup"),
+        "{why}"
+    );
     assert_eq!(entry(&doc, "cachedata")["protected"], true);
 }
 
