@@ -255,7 +255,12 @@ pub async fn assess<'a>(
                 let verdict = match verdicts.iter().find(|(p, _)| *p == b.path) {
                     Some((_, v)) => *v,
                     None => {
-                        printer.verbose(format!("verifying `{}`", b.path.display()));
+                        if verified::recorded(&b.path, &b.manifest).is_none() {
+                            printer.status(format!(
+                                "Verifying `{}` (every checksum; not verified before)",
+                                b.path.display()
+                            ));
+                        }
                         let v = verified::ensure(&b.path, &b.manifest).await?;
                         verdicts.push((b.path.clone(), v));
                         v
