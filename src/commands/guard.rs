@@ -813,8 +813,14 @@ pub const FISH_GUARD: &str = r#"# docker persist guard: `docker compose down -v`
 function __docker_persist_guard
     set -l kind $argv[1]
     set -l nglobals $argv[2]
-    set -l globals $argv[3..(math 2 + $nglobals)]
-    set -l args $argv[(math 3 + $nglobals)..-1]
+    # Reverse ranges run backwards in fish: shift elements off instead of slicing.
+    set -l args $argv
+    set -e args[1..2]
+    set -l globals
+    for i in (seq $nglobals)
+        set globals $globals $args[1]
+        set -e args[1]
+    end
     set -l project
     set -l sub ""
     while test (count $args) -gt 0
@@ -883,7 +889,9 @@ function docker --wraps docker
     if test $i -le (count $argv); and test $argv[$i] = compose
         set -l globals
         test $i -gt 1; and set globals $argv[1..(math $i - 1)]
-        __docker_persist_guard "docker compose" (count $globals) $globals $argv[(math $i + 1)..-1]; or return $status
+        set -l rest $argv
+        set -e rest[1..$i]
+        __docker_persist_guard "docker compose" (count $globals) $globals $rest; or return $status
     end
     command docker $argv
 end

@@ -497,10 +497,21 @@ fn shell_guard_stops_plain_down_v_in_bash() {
     assert_eq!(env.compose_volumes(), Vec::<String>::new(), "{ran}");
 }
 
-#[test]
-fn shell_guard_routes_arguments_exactly() {
+/// Runs the guard of `shell` against a stub `docker`/`docker-compose` that logs its arguments (`persist …
+/// check` exits with the given code), and checks which commands reach them.
+fn guard_routes_arguments_exactly(shell: &str) {
     let env = TestEnv::new();
-    let guard = shell_guard(&env);
+    assert!(
+        std::process::Command::new(shell)
+            .arg("-c")
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success()),
+        "`{shell}` is needed for the shell guard tests (Debian: apt-get install zsh fish; .ci/run does)"
+    );
+    let ran = env.persist(["shell-init", shell]);
+    ran.assert_success();
+    let guard = env.write_file(format!("guard.{shell}"), &ran.stdout());
     // A stub `docker`/`docker-compose` that logs its arguments; `persist … check` exits with $CHECK_RC.
     let bin = env.project_dir.join("stub-bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -519,7 +530,7 @@ fn shell_guard_routes_arguments_exactly() {
     let log = env.project_dir.join("log");
     let run = |rc: &str, line: &str| -> (i32, Vec<String>) {
         let _ = std::fs::remove_file(&log);
-        let mut cmd = env.command("bash");
+        let mut cmd = env.command(shell);
         cmd.env(
             "PATH",
             format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
@@ -569,4 +580,19 @@ fn shell_guard_routes_arguments_exactly() {
     ] {
         assert_eq!(run("3", line), (0, vec![line.to_string()]), "{line}");
     }
+}
+
+#[test]
+fn shell_guard_routes_arguments_exactly_in_bash() {
+    guard_routes_arguments_exactly("bash");
+}
+
+#[test]
+fn shell_guard_routes_arguments_exactly_in_zsh() {
+    guard_routes_arguments_exactly("zsh");
+}
+
+#[test]
+fn shell_guard_routes_arguments_exactly_in_fish() {
+    guard_routes_arguments_exactly("fish");
 }
