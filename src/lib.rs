@@ -47,6 +47,10 @@ pub async fn run(
             Command::Verify(args) => commands::verify::run(&session, args).await,
             Command::Restore(args) => commands::restore::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
+            Command::Check(args) => commands::guard::check(&session, args).await,
+            Command::Down(args) => commands::guard::down(&session, args).await,
+            Command::Clean(args) => commands::clean::run(&session, args).await,
+            Command::ShellInit(args) => commands::guard::shell_init(printer, args),
         }
     };
     let outcome = tokio::select! {

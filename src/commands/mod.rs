@@ -3,12 +3,15 @@
 
 pub mod backup;
 pub mod backups;
+pub mod clean;
 pub mod compose_cli;
 pub mod consistency;
+pub mod guard;
 pub mod inspect;
 pub mod ls;
 pub mod restore;
 pub mod rules;
+pub mod verified;
 pub mod verify;
 
 use anyhow::Context as _;

@@ -59,8 +59,16 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
     };
     printer.status(format!("Verifying `{}`", path.display()));
     let p = path.clone();
-    let report =
-        tokio::task::spawn_blocking(move || Backup::open(&p).and_then(|b| b.verify())).await??;
+    let (manifest, report) = tokio::task::spawn_blocking(move || {
+        let b = Backup::open(&p)?;
+        let report = b.verify()?;
+        Ok::<_, crate::archive::ArchiveError>((b.manifest().clone(), report))
+    })
+    .await??;
+    // Recorded for `backups` and `check`; a failed record only means verifying again later.
+    if let Err(e) = super::verified::record(&path, &manifest, report.is_ok()) {
+        printer.verbose(format!("cannot record the verification: {e}"));
+    }
     if printer.json_mode() {
         printer.json(&VerifyJson {
             schema_version: 1,

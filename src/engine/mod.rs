@@ -9,7 +9,7 @@ pub mod ops;
 pub mod state;
 
 pub use connect::{Engine, EngineVersion};
-pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
+pub use state::{ContainerInfo, ContainerMount, RunTimes, VolumeInfo};
 
 /// Why a connection to the engine failed, so that the top level can pick a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ mod support;
 
 mod backup;
 mod fastpath;
+mod guard;
 mod harness;
 mod inventory;
 mod plugin;
