@@ -2,6 +2,7 @@
 //! volumes, containers and disk usage, with errors that name the operation.
 
 pub mod archive;
+pub mod exec;
 pub mod connect;
 pub mod helper;
 pub mod ops;
@@ -9,6 +10,7 @@ pub mod ops;
 pub mod state;
 
 pub use connect::{Engine, EngineVersion};
+pub use exec::ExecOutcome;
 pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
 
 /// Why a connection to the engine failed, so that the top level can pick a hint.
