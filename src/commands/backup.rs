@@ -143,6 +143,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             },
             fast: fast.as_ref(),
             consistency: args.consistency.map(Consistency::from),
+            hooks: true,
         },
     )
     .await?;
@@ -176,6 +177,9 @@ pub struct Destination<'a> {
     pub fast: Option<&'a FastPath>,
     /// `--consistency`, when given: it wins over every `x-persist` setting.
     pub consistency: Option<Consistency>,
+    /// Whether the `x-persist` hooks run (not for the safety backup of a restore, whose services are
+    /// stopped already).
+    pub hooks: bool,
 }
 
 /// The consistency mode of each item, with the dump recipe of those in `dump` mode; a usage error when a
@@ -219,15 +223,17 @@ pub async fn write_backup(
         ));
     }
     check_free_space(dest.dir, items)?;
+    let no_hooks = crate::compose::Hooks::default();
+    let project_hooks = if dest.hooks { &project.hooks } else { &no_hooks };
     let scope = "the backup";
-    let token = hooks::register_post(session, &project.name, scope, &project.hooks.post);
+    let token = hooks::register_post(session, &project.name, scope, &project_hooks.post);
     let (mut pre, pre_error) = hooks::run(
         engine,
         printer,
         &project.name,
         scope,
         Phase::Pre,
-        &project.hooks.pre,
+        &project_hooks.pre,
     )
     .await;
     let written = match pre_error {
@@ -244,7 +250,7 @@ pub async fn write_backup(
             &project.name,
             scope,
             Phase::Post,
-            &project.hooks.post,
+            &project_hooks.post,
         )
         .await;
     }
@@ -284,6 +290,7 @@ async fn write_items(
         options,
         fast,
         consistency: _,
+        hooks: run_hooks,
     } = *dest;
     let version = engine.version().await?;
     let engine_info = EngineInfo {
@@ -312,7 +319,11 @@ async fn write_items(
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
     for (item, (mode, choice)) in items.iter().zip(modes) {
-        let volume_hooks = consistency::volume_hooks(item, project);
+        let volume_hooks = if run_hooks {
+            consistency::volume_hooks(item, project)
+        } else {
+            crate::compose::Hooks::default()
+        };
         let scope = format!("`{}`", item.key);
         let token = hooks::register_post(session, &project.name, &scope, &volume_hooks.post);
         let (mut ran, pre_error) = hooks::run(

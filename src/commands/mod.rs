@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod ls;
 pub mod restore;
+pub mod restore_dump;
 pub mod rules;
 pub mod verify;
 
