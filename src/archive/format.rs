@@ -615,7 +615,10 @@ mod tests {
     fn dumps_and_hooks_are_additive_and_a_manifest_without_them_parses() {
         let mut m = sample_manifest();
         let json = serde_json::to_value(&m).unwrap();
-        assert!(json.get("dumps").is_none() && json.get("hooks").is_none(), "{json}");
+        assert!(
+            json.get("dumps").is_none() && json.get("hooks").is_none(),
+            "{json}"
+        );
         assert!(json["volumes"][0].get("hooks").is_none(), "{json}");
         m.dumps.push(DumpRecord {
             key: "cache".into(),

@@ -347,8 +347,16 @@ impl Backup {
                 found,
             });
         };
-        if !member.starts_with(DUMPS_DIR) || member.contains("/..") || member[DUMPS_DIR.len()..].contains('/') {
-            problem(ProblemKind::Manifest, "is not a dump member name", None, None);
+        if !member.starts_with(DUMPS_DIR)
+            || member.contains("/..")
+            || member[DUMPS_DIR.len()..].contains('/')
+        {
+            problem(
+                ProblemKind::Manifest,
+                "is not a dump member name",
+                None,
+                None,
+            );
             return Ok(check);
         }
         let Some(index) = self.member(member) else {
@@ -406,7 +414,12 @@ impl Backup {
             );
         }
         if let Err(e) = decoded {
-            problem(ProblemKind::Zstd, &format!("does not decode: {e}"), None, None);
+            problem(
+                ProblemKind::Zstd,
+                &format!("does not decode: {e}"),
+                None,
+                None,
+            );
             return Ok(check);
         }
         if bytes != record.bytes {

@@ -144,7 +144,8 @@ mod single_file_tests {
     #[test]
     fn a_single_file_tar_reads_back() {
         let content = b"REDIS0011 rdb bytes";
-        let (head, tail) = single_file_tar("sub/dump.rdb", content.len() as u64, 0o600, 999, 999, 7).unwrap();
+        let (head, tail) =
+            single_file_tar("sub/dump.rdb", content.len() as u64, 0o600, 999, 999, 7).unwrap();
         let mut all = head;
         all.extend_from_slice(content);
         all.extend_from_slice(&tail);

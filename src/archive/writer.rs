@@ -1069,7 +1069,9 @@ pub(crate) mod tests {
                 Ok(3)
             }
         }
-        let err = w.add_dump(spec("db"), dump_spec("db"), Failing(5)).unwrap_err();
+        let err = w
+            .add_dump(spec("db"), dump_spec("db"), Failing(5))
+            .unwrap_err();
         assert!(
             matches!(&err, ArchiveError::ReadDump { key, .. } if key == "db"),
             "{err}"
@@ -1080,8 +1082,13 @@ pub(crate) mod tests {
         assert_eq!(record.member, "dumps/db.sql.zst");
         assert_eq!(record.bytes, sql.len() as u64);
         assert_eq!(record.content_sha256, hex::encode(Sha256::digest(&sql)));
-        let again = w.add_dump(spec("db"), dump_spec("db"), &b"x"[..]).unwrap_err();
-        assert!(matches!(again, ArchiveError::InvalidMember { .. }), "{again}");
+        let again = w
+            .add_dump(spec("db"), dump_spec("db"), &b"x"[..])
+            .unwrap_err();
+        assert!(
+            matches!(again, ArchiveError::InvalidMember { .. }),
+            "{again}"
+        );
         w.record_volume_hooks("db", vec![]);
         let done = w.finish().unwrap();
         let list = String::from_utf8(gnu_tar(&["tf", done.path.to_str().unwrap()]).stdout).unwrap();
@@ -1093,7 +1100,11 @@ pub(crate) mod tests {
         assert!(report.is_ok(), "{:?}", report.problems);
         assert_eq!(report.volumes.len(), 1);
         let mut back = Vec::new();
-        backup.dump_stream("db").unwrap().read_to_end(&mut back).unwrap();
+        backup
+            .dump_stream("db")
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, sql);
 
         // A flipped byte in the stored member is found.
@@ -1101,7 +1112,10 @@ pub(crate) mod tests {
         let mut bytes = std::fs::read(&done.path).unwrap();
         bytes[usize::try_from(index.data_offset).unwrap() + 40] ^= 0xff;
         std::fs::write(&done.path, &bytes).unwrap();
-        let report = crate::archive::Backup::open(&done.path).unwrap().verify().unwrap();
+        let report = crate::archive::Backup::open(&done.path)
+            .unwrap()
+            .verify()
+            .unwrap();
         assert!(!report.is_ok());
         assert!(
             report

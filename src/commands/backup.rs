@@ -224,7 +224,11 @@ pub async fn write_backup(
     }
     check_free_space(dest.dir, items)?;
     let no_hooks = crate::compose::Hooks::default();
-    let project_hooks = if dest.hooks { &project.hooks } else { &no_hooks };
+    let project_hooks = if dest.hooks {
+        &project.hooks
+    } else {
+        &no_hooks
+    };
     let scope = "the backup";
     let token = hooks::register_post(session, &project.name, scope, &project_hooks.post);
     let (mut pre, pre_error) = hooks::run(
@@ -341,9 +345,7 @@ async fn write_items(
                 item.key
             ))),
             None => match choice {
-                Some(choice) => {
-                    dump_one(engine, printer, project, writer, item, choice).await
-                }
+                Some(choice) => dump_one(engine, printer, project, writer, item, choice).await,
                 None => read_one(session, engine, project, fast, writer, item, mode).await,
             },
         };

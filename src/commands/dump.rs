@@ -77,7 +77,9 @@ pub fn choose(item: &DataItem, project: &Project) -> Result<DumpChoice, UsageErr
                 "`{}` asks for `consistency: dump`, and no service mounts it to dump it from",
                 item.key
             ),
-            hint: Some("mount it in the database's service, or use `consistency: stop`".to_string()),
+            hint: Some(
+                "mount it in the database's service, or use `consistency: stop`".to_string(),
+            ),
         });
     }
     if let Some(recipe) = explicit {
@@ -192,7 +194,8 @@ pub fn load_argv(recipe: DumpRecipe) -> Vec<String> {
 pub fn ready_argv(recipe: DumpRecipe) -> Vec<String> {
     sh(match recipe {
         DumpRecipe::Postgres => {
-            r#"exec psql -X -q -U "${POSTGRES_USER:-postgres}" -d postgres -c 'SELECT 1'"#.to_string()
+            r#"exec psql -X -q -U "${POSTGRES_USER:-postgres}" -d postgres -c 'SELECT 1'"#
+                .to_string()
         }
         DumpRecipe::Mysql => format!("{MYSQL_ENV}exec mysql -uroot -e 'SELECT 1'"),
         DumpRecipe::Mariadb => format!(
@@ -201,9 +204,7 @@ pub fn ready_argv(recipe: DumpRecipe) -> Vec<String> {
         DumpRecipe::Mongodb => format!(
             r#"{MONGO_AUTH}if command -v mongosh >/dev/null 2>&1; then exec mongosh --quiet "$@" --eval 'db.adminCommand({{ping: 1}})'; else exec mongo --quiet "$@" --eval 'db.adminCommand({{ping: 1}})'; fi"#
         ),
-        DumpRecipe::Redis => format!(
-            r#"{REDIS_AUTH}test "$(redis-cli PING)" = PONG"#
-        ),
+        DumpRecipe::Redis => format!(r#"{REDIS_AUTH}test "$(redis-cli PING)" = PONG"#),
     })
 }
 
@@ -307,8 +308,12 @@ pub async fn redis_save(engine: &Engine, container: &ContainerInfo) -> anyhow::R
         Duration::from_secs(u64::from(BGSAVE_TIMEOUT_SECS) + 30),
     )
     .await?;
-    parse_redis_file(&out)
-        .with_context(|| format!("cannot tell where Redis in `{}` keeps its RDB file: {out}", container.name))
+    parse_redis_file(&out).with_context(|| {
+        format!(
+            "cannot tell where Redis in `{}` keeps its RDB file: {out}",
+            container.name
+        )
+    })
 }
 
 /// Redis: where the running server keeps its RDB file.
@@ -321,8 +326,12 @@ pub async fn redis_where(engine: &Engine, container: &ContainerInfo) -> anyhow::
         Duration::from_secs(30),
     )
     .await?;
-    parse_redis_file(&out)
-        .with_context(|| format!("cannot tell where Redis in `{}` keeps its RDB file: {out}", container.name))
+    parse_redis_file(&out).with_context(|| {
+        format!(
+            "cannot tell where Redis in `{}` keeps its RDB file: {out}",
+            container.name
+        )
+    })
 }
 
 /// The argv that writes the dump of `recipe` to stdout; for Redis, after a fresh `BGSAVE`, the RDB file.
@@ -353,7 +362,13 @@ pub async fn wait_ready(
     let argv = ready_argv(recipe);
     loop {
         let last = match engine
-            .exec_capture(&container.id, &argv, &[], None, Some(Duration::from_secs(10)))
+            .exec_capture(
+                &container.id,
+                &argv,
+                &[],
+                None,
+                Some(Duration::from_secs(10)),
+            )
             .await
         {
             Ok(o) if o.success() => {
@@ -406,9 +421,15 @@ mod tests {
         for (image, recipe) in [
             ("postgres:16", Some(DumpRecipe::Postgres)),
             ("postgres", Some(DumpRecipe::Postgres)),
-            ("docker.io/library/postgres:16-alpine", Some(DumpRecipe::Postgres)),
+            (
+                "docker.io/library/postgres:16-alpine",
+                Some(DumpRecipe::Postgres),
+            ),
             ("postgis/postgis:16-3.4", Some(DumpRecipe::Postgres)),
-            ("timescale/timescaledb:latest-pg16", Some(DumpRecipe::Postgres)),
+            (
+                "timescale/timescaledb:latest-pg16",
+                Some(DumpRecipe::Postgres),
+            ),
             ("bitnami/postgresql:16", Some(DumpRecipe::Postgres)),
             ("registry:5000/mysql:8@sha256:abcd", Some(DumpRecipe::Mysql)),
             ("percona:8", Some(DumpRecipe::Mysql)),
@@ -418,7 +439,10 @@ mod tests {
             ("redis/redis-stack:latest", Some(DumpRecipe::Redis)),
             ("bitnami/redis", Some(DumpRecipe::Redis)),
             ("mongo:7", Some(DumpRecipe::Mongodb)),
-            ("mongodb/mongodb-community-server:7.0-ubi8", Some(DumpRecipe::Mongodb)),
+            (
+                "mongodb/mongodb-community-server:7.0-ubi8",
+                Some(DumpRecipe::Mongodb),
+            ),
             ("bitnami/mongodb:7", Some(DumpRecipe::Mongodb)),
             ("myorg/postgres-app:1", None),
             ("nginx", None),
@@ -441,7 +465,10 @@ mod tests {
         assert!(dump_argv(DumpRecipe::Postgres)[2].contains("pg_dumpall --clean --if-exists"));
         assert!(dump_argv(DumpRecipe::Mysql)[2].contains("--all-databases --single-transaction"));
         // The password is read inside the container, never written into the command.
-        assert!(dump_argv(DumpRecipe::Mysql)[2].contains("MYSQL_PWD=\"${MYSQL_PWD:-${MYSQL_ROOT_PASSWORD"));
+        assert!(
+            dump_argv(DumpRecipe::Mysql)[2]
+                .contains("MYSQL_PWD=\"${MYSQL_PWD:-${MYSQL_ROOT_PASSWORD")
+        );
     }
 
     #[test]
@@ -456,7 +483,11 @@ mod tests {
                 gid: 1000
             }
         );
-        assert!(parse_redis_file("file=/d/x.rdb\nappendonly=yes\n").unwrap().appendonly);
+        assert!(
+            parse_redis_file("file=/d/x.rdb\nappendonly=yes\n")
+                .unwrap()
+                .appendonly
+        );
         assert!(parse_redis_file("file=relative.rdb\n").is_none());
         assert!(parse_redis_file("nothing").is_none());
     }

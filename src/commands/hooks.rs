@@ -78,7 +78,9 @@ pub async fn run(
         records.push(record);
         if let Some(e) = failure {
             match hook.on_error {
-                OnError::Continue => printer.warn(format!("{e:#}; going on (`on_error: continue`)")),
+                OnError::Continue => {
+                    printer.warn(format!("{e:#}; going on (`on_error: continue`)"))
+                }
                 OnError::Fail => {
                     first_error.get_or_insert(e);
                     if phase == Phase::Pre {
@@ -251,7 +253,10 @@ mod tests {
             exit_code: Some(3),
             ..Default::default()
         };
-        assert_eq!(failure_text(&o, Duration::from_secs(5)), "exited with code 3");
+        assert_eq!(
+            failure_text(&o, Duration::from_secs(5)),
+            "exited with code 3"
+        );
         o.timed_out = true;
         o.kill_note = Some("it was killed".into());
         assert_eq!(

@@ -236,7 +236,12 @@ impl Session<'_> {
     }
 
     /// Registers post hooks to run at the end if the command ends before it runs them itself.
-    pub fn register_post_hooks(&self, project: &str, scope: &str, hooks: &[crate::compose::Hook]) -> u64 {
+    pub fn register_post_hooks(
+        &self,
+        project: &str,
+        scope: &str,
+        hooks: &[crate::compose::Hook],
+    ) -> u64 {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !hooks.is_empty()

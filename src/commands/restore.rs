@@ -246,8 +246,10 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             ),
         });
     }
-    let replacing_dumps: Vec<&restore_dump::DumpTarget> = dumps.iter().filter(|d| d.exists).collect();
-    if (!replacing.is_empty() || !to_remove.is_empty() || !replacing_dumps.is_empty()) && !args.yes {
+    let replacing_dumps: Vec<&restore_dump::DumpTarget> =
+        dumps.iter().filter(|d| d.exists).collect();
+    if (!replacing.is_empty() || !to_remove.is_empty() || !replacing_dumps.is_empty()) && !args.yes
+    {
         let question = format!(
             "Replace the current data of {}{}?",
             quoted(

@@ -63,7 +63,11 @@ impl DumpTarget {
 
 /// Splits the volume arguments: the dumps they name (all dumps of the tiers when none is named), and the
 /// arguments left for volumes backed up as files.
-pub fn select(all: &[DumpRecord], wanted: &[String], tiers: &[Tier]) -> (Vec<DumpRecord>, Vec<String>) {
+pub fn select(
+    all: &[DumpRecord],
+    wanted: &[String],
+    tiers: &[Tier],
+) -> (Vec<DumpRecord>, Vec<String>) {
     if wanted.is_empty() {
         let chosen = all
             .iter()
@@ -93,7 +97,10 @@ pub async fn plan(
     let mut out = Vec::new();
     for record in records {
         let recipe: DumpRecipe = record.recipe.parse().map_err(|e: String| {
-            anyhow::anyhow!("the backup's dump of `{}` has an unknown recipe: {e}", record.key)
+            anyhow::anyhow!(
+                "the backup's dump of `{}` has an unknown recipe: {e}",
+                record.key
+            )
         })?;
         if !project.services.contains_key(&record.service) {
             bail!(UsageError {
@@ -165,11 +172,19 @@ pub async fn restore(
             let args = ["up", "-d", "--no-deps", service];
             printer.status(format!("Starting `{service}` to load the dump into it"));
             compose.run(&args).await.with_context(|| {
-                format!("cannot start `{service}` to load `{}` into it", t.record.key)
+                format!(
+                    "cannot start `{service}` to load `{}` into it",
+                    t.record.key
+                )
             })?;
             running_container(engine, &project.name, service)
                 .await?
-                .with_context(|| format!("`{service}` does not run after `{}`", compose.describe(&args)))?
+                .with_context(|| {
+                    format!(
+                        "`{service}` does not run after `{}`",
+                        compose.describe(&args)
+                    )
+                })?
         }
     };
     dump::wait_ready(engine, printer, &container, t.recipe, READY_TIMEOUT).await?;
@@ -197,7 +212,10 @@ pub async fn restore(
             match stream.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
-                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
                         bail!("the loader stopped reading its input");
                     }
                 }
@@ -314,7 +332,12 @@ async fn restore_redis(
         .items
         .iter()
         .find(|i| i.name.as_deref() == Some(t.record.name.as_str()))
-        .with_context(|| format!("`{}` is not part of project `{}`", t.record.name, project.name))?;
+        .with_context(|| {
+            format!(
+                "`{}` is not part of project `{}`",
+                t.record.name, project.name
+            )
+        })?;
     let running = consistency::running_users(engine, project, item).await?;
     printer.status(format!(
         "Stopping {} to put the RDB file of `{}` in place",

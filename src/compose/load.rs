@@ -23,8 +23,8 @@ use serde_norway::{Mapping, Value};
 use super::discovery::{self, clean_path};
 use super::interpolate::{self, interpolate_value, key_display, substitute};
 use super::model::{
-    Consistency, DEFAULT_HOOK_TIMEOUT, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType, OnError,
-    PersistSpec, Project, Service, Tier, VolumeDef,
+    Consistency, DEFAULT_HOOK_TIMEOUT, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType,
+    OnError, PersistSpec, Project, Service, Tier, VolumeDef,
 };
 use super::{ComposeError, ProjectOptions};
 
@@ -545,10 +545,16 @@ fn hooks_of(map: &serde_json::Map<String, serde_json::Value>) -> Result<Hooks, S
     let raw = match map.get("hooks") {
         None | Some(serde_json::Value::Null) => return Ok(Hooks::default()),
         Some(serde_json::Value::Object(h)) => h,
-        Some(other) => return Err(format!("`hooks` must be a mapping with `pre` and/or `post`, not `{other}`")),
+        Some(other) => {
+            return Err(format!(
+                "`hooks` must be a mapping with `pre` and/or `post`, not `{other}`"
+            ));
+        }
     };
     if let Some(k) = raw.keys().find(|k| *k != "pre" && *k != "post") {
-        return Err(format!("`hooks` has an unknown key `{k}` (expected `pre` and/or `post`)"));
+        return Err(format!(
+            "`hooks` has an unknown key `{k}` (expected `pre` and/or `post`)"
+        ));
     }
     let list = |phase: &str| -> Result<Vec<Hook>, String> {
         match raw.get(phase) {
@@ -558,7 +564,9 @@ fn hooks_of(map: &serde_json::Map<String, serde_json::Value>) -> Result<Hooks, S
                 .enumerate()
                 .map(|(i, h)| hook_of(h).map_err(|e| format!("`hooks.{phase}[{i}]`: {e}")))
                 .collect(),
-            Some(other) => Err(format!("`hooks.{phase}` must be a list of hooks, not `{other}`")),
+            Some(other) => Err(format!(
+                "`hooks.{phase}` must be a list of hooks, not `{other}`"
+            )),
         }
     };
     Ok(Hooks {
@@ -570,7 +578,9 @@ fn hooks_of(map: &serde_json::Map<String, serde_json::Value>) -> Result<Hooks, S
 /// One hook: `{service, command, timeout, on_error}`.
 fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
     let serde_json::Value::Object(h) = raw else {
-        return Err(format!("a hook must be a mapping with `service` and `command`, not `{raw}`"));
+        return Err(format!(
+            "a hook must be a mapping with `service` and `command`, not `{raw}`"
+        ));
     };
     if let Some(k) = h
         .keys()
@@ -582,7 +592,9 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
     }
     let service = match h.get("service") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => return Err("`service` must name the service whose container runs the hook".to_string()),
+        _ => {
+            return Err("`service` must name the service whose container runs the hook".to_string());
+        }
     };
     let command = match h.get("command") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => HookCommand::Shell(s.clone()),
@@ -597,7 +609,8 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
         ),
         _ => {
             return Err(
-                "`command` must be a non-empty string (run with `sh -c`) or list (run as is)".to_string(),
+                "`command` must be a non-empty string (run with `sh -c`) or list (run as is)"
+                    .to_string(),
             );
         }
     };
@@ -610,9 +623,17 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
         Some(serde_json::Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "fail" => OnError::Fail,
             "continue" => OnError::Continue,
-            _ => return Err(format!("`on_error` must be `fail` or `continue`, not `{s}`")),
+            _ => {
+                return Err(format!(
+                    "`on_error` must be `fail` or `continue`, not `{s}`"
+                ));
+            }
         },
-        Some(other) => return Err(format!("`on_error` must be `fail` or `continue`, not `{other}`")),
+        Some(other) => {
+            return Err(format!(
+                "`on_error` must be `fail` or `continue`, not `{other}`"
+            ));
+        }
     };
     Ok(Hook {
         service,
@@ -624,7 +645,8 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
 
 /// A hook timeout: a number of seconds, or a string with a unit: `500ms`, `30s`, `2m`, `1h`.
 fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
-    let bad = || format!("`timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `{v}`");
+    let bad =
+        || format!("`timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `{v}`");
     let d = match v {
         serde_json::Value::Number(n) => n
             .as_f64()
@@ -633,7 +655,9 @@ fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
             .ok_or_else(bad)?,
         serde_json::Value::String(s) => {
             let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+            let split = s
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
             let num: f64 = num.parse().map_err(|_| bad())?;
             let factor = match unit.trim() {
@@ -659,7 +683,8 @@ fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
 
 /// Every hook's service must be a service of the project.
 fn check_hook_services(project: &Project) -> Result<(), ComposeError> {
-    let mut places: Vec<(String, &Hooks)> = vec![("the top-level `x-persist`".to_string(), &project.hooks)];
+    let mut places: Vec<(String, &Hooks)> =
+        vec![("the top-level `x-persist`".to_string(), &project.hooks)];
     for (key, v) in &project.volumes {
         if let Some(p) = &v.persist {
             places.push((format!("volume `{key}`"), &p.hooks));

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 pub use load::load_project;
 pub use model::{
-    Consistency, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType, OnError, PersistSpec, Project,
-    Service, Tier, VolumeDef,
+    Consistency, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType, OnError, PersistSpec,
+    Project, Service, Tier, VolumeDef,
 };
 
 /// How to find and load a project: the Compose-style command-line options plus the process environment.

@@ -111,11 +111,10 @@ impl Engine {
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
         // The output can end a moment before the engine records the exit.
         for _ in 0..50 {
-            let inspected = self
-                .docker
-                .inspect_exec(exec_id)
-                .await
-                .map_err(|e| EngineError::api(format!("inspect exec `{}`", short(exec_id)), &e))?;
+            let inspected =
+                self.docker.inspect_exec(exec_id).await.map_err(|e| {
+                    EngineError::api(format!("inspect exec `{}`", short(exec_id)), &e)
+                })?;
             if inspected.running != Some(true) {
                 return Ok(inspected.exit_code);
             }
@@ -186,7 +185,7 @@ impl Engine {
             }
             None => {
                 out.timed_out = true;
-                out.kill_note = Some(Box::pin(self.kill_exec(container, &exec_id, argv)).await);
+                out.kill_note = Some(Box::pin(self.kill_exec(container, &exec_id)).await);
             }
         }
         out.duration = began.elapsed();
@@ -201,8 +200,9 @@ impl Engine {
         container: &str,
         argv: &[String],
     ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static, EngineError> {
-        let (exec_id, mut output, _stdin) =
-            self.start_exec_attached(container, argv, &[], false).await?;
+        let (exec_id, mut output, _stdin) = self
+            .start_exec_attached(container, argv, &[], false)
+            .await?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(128);
         let engine = self.clone();
         let tool = argv.first().cloned().unwrap_or_default();
@@ -258,7 +258,7 @@ impl Engine {
     /// Kills a command started by exec that is still running, with its child processes, and says what
     /// happened. Needs the engine on this machine: the engine reports the command's host process id, and
     /// `/proc` maps it (and its children) to process ids inside the container, which `kill` is run with.
-    async fn kill_exec(&self, container: &str, exec_id: &str, argv: &[String]) -> String {
+    async fn kill_exec(&self, container: &str, exec_id: &str) -> String {
         let pid = match self.docker.inspect_exec(exec_id).await {
             Ok(i) if i.running == Some(true) => i.pid,
             Ok(_) => return "it had ended by then".to_string(),
@@ -270,10 +270,16 @@ impl Engine {
                 short(container)
             );
         };
-        let inner = if self.is_local() {
-            container_pids(pid, argv)
-        } else {
-            Vec::new()
+        let init = match self.docker.inspect_container(container, None).await {
+            Ok(c) => c
+                .state
+                .and_then(|s| s.pid)
+                .and_then(|p| u32::try_from(p).ok()),
+            Err(_) => None,
+        };
+        let inner = match (self.is_local(), init) {
+            (true, Some(init)) => container_pids(pid, init),
+            _ => Vec::new(),
         };
         if inner.is_empty() {
             return format!(
@@ -298,24 +304,26 @@ impl Engine {
 }
 
 /// The process ids inside its container of host process `pid` and its descendants, children first;
-/// empty when `pid` is not, as far as `/proc` shows, the command `argv` started in a container.
-fn container_pids(pid: u32, argv: &[String]) -> Vec<u32> {
+/// empty when `/proc` does not show `pid` in the pid namespace of the container's first process `init`
+/// (an engine in a virtual machine reports ids of another kernel).
+fn container_pids(pid: u32, init: u32) -> Vec<u32> {
     let status = |p: u32| std::fs::read_to_string(format!("/proc/{p}/status")).ok();
     let field = |text: &str, name: &str| -> Vec<u32> {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let Some(top) = status(pid) else {
         return Vec::new();
     };
-    // In a pid namespace of its own (NSpid lists more than one id), and running what was asked for.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let wanted = argv.first().map(String::as_bytes).unwrap_or_default();
-    let named_alike = first.ends_with(wanted) || wanted.ends_with(first);
-    if field(&top, "NSpid:").len() < 2 || !named_alike {
+    let namespace = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let same = matches!((namespace(pid), namespace(init)), (Some(a), Some(b)) if a == b);
+    if field(&top, "NSpid:").len() < 2 || !same {
         return Vec::new();
     }
     let mut all: Vec<(u32, u32, u32)> = Vec::new(); // (pid, ppid, inner pid)

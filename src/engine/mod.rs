@@ -2,8 +2,8 @@
 //! volumes, containers and disk usage, with errors that name the operation.
 
 pub mod archive;
-pub mod exec;
 pub mod connect;
+pub mod exec;
 pub mod helper;
 pub mod ops;
 
