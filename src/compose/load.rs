@@ -593,7 +593,9 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
     let service = match h.get("service") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         _ => {
-            return Err("`service` must name the service whose container runs the hook".to_string());
+            return Err(
+                "`service` must name the service whose container runs the hook".to_string(),
+            );
         }
     };
     let command = match h.get("command") {
@@ -2435,6 +2437,101 @@ mod tests {
             "services:\n  web:\n    image: \"${TAG:?}\"\n",
         )]);
         assert_eq!(e.to_string(), "required variable `TAG` is missing a value");
+    }
+
+    #[test]
+    fn x_persist_hooks_and_dump_parse_with_defaults() {
+        let p = ok(&[(
+            "compose.yaml",
+            "x-persist:\n  hooks:\n    post: [{service: db, command: [redis-cli, 1], on_error: Continue}]\nservices:\n  db:\n    image: x\n    volumes:\n      - type: bind\n        source: ./d\n        target: /data\n        x-persist: {hooks: {pre: [{service: db, command: sync, timeout: 500ms}]}}\nvolumes:\n  data:\n    x-persist:\n      consistency: dump\n      dump: Postgres\n      hooks:\n        pre:\n          - {service: db, command: \"psql -c 'CHECKPOINT'\", timeout: 2m}\n          - {service: db, command: x, timeout: 90}\n",
+        )]);
+        assert_eq!(
+            p.hooks.post,
+            [Hook {
+                service: "db".into(),
+                command: HookCommand::Exec(vec!["redis-cli".into(), "1".into()]),
+                timeout: DEFAULT_HOOK_TIMEOUT,
+                on_error: OnError::Continue,
+            }]
+        );
+        assert!(p.hooks.pre.is_empty());
+        let data = p.volumes["data"].persist.as_ref().unwrap();
+        assert_eq!(data.dump, Some(DumpRecipe::Postgres));
+        assert_eq!(data.hooks.pre.len(), 2);
+        assert_eq!(
+            data.hooks.pre[0].command,
+            HookCommand::Shell("psql -c 'CHECKPOINT'".into())
+        );
+        assert_eq!(
+            data.hooks.pre[0].command.argv(),
+            ["sh", "-c", "psql -c 'CHECKPOINT'"]
+        );
+        assert_eq!(
+            data.hooks.pre[0].timeout,
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(data.hooks.pre[0].on_error, OnError::Fail);
+        assert_eq!(
+            data.hooks.pre[1].timeout,
+            std::time::Duration::from_secs(90)
+        );
+        let bind = p.services["db"].mounts[0].persist.as_ref().unwrap();
+        assert_eq!(
+            bind.hooks.pre[0].timeout,
+            std::time::Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn invalid_hooks_and_dump_name_where_and_what() {
+        for (yaml, message) in [
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {dump: sqlite}\n",
+                "invalid `x-persist` in volume `v`: `sqlite` is not a dump recipe (expected one of: postgres, mysql, mariadb, redis, mongodb)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: [{service: db, command: x}]}\n",
+                "invalid `x-persist` in volume `v`: `hooks` must be a mapping with `pre` and/or `post`, not `[{\"service\":\"db\",\"command\":\"x\"}]`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {before: []}}\n",
+                "invalid `x-persist` in volume `v`: `hooks` has an unknown key `before` (expected `pre` and/or `post`)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{command: x}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `service` must name the service whose container runs the hook",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {post: [{service: db, command: []}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.post[0]`: `command` must be a non-empty string (run with `sh -c`) or list (run as is)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, timeout: 3 days}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `\"3 days\"`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, timeout: 0s}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `\"0s\"`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, on_error: ignore}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `on_error` must be `fail` or `continue`, not `ignore`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, retries: 3}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: unknown key `retries` (expected service, command, timeout, on_error)",
+            ),
+            (
+                "x-persist: {hooks: {post: [{service: web, command: x}]}}\nservices: {db: {image: x}}\n",
+                "invalid `x-persist` in the top-level `x-persist`: the hook runs in service `web`, which the project does not define",
+            ),
+        ] {
+            assert_eq!(
+                err(&[("compose.yaml", yaml)]).to_string(),
+                message,
+                "{yaml}"
+            );
+        }
     }
 
     #[test]
