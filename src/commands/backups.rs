@@ -62,7 +62,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                     created: b.created().to_string(),
                     tag: b.tag(),
                     bytes: b.bytes,
-                    volumes: b.manifest.volumes.iter().map(|v| v.key.as_str()).collect(),
+                    volumes: b.manifest.keys().collect(),
                 })
                 .collect(),
         })?;
@@ -87,12 +87,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                 age(now, b.created()),
                 b.tag().unwrap_or("-").to_string(),
                 human_size(b.bytes),
-                b.manifest
-                    .volumes
-                    .iter()
-                    .map(|v| v.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                b.manifest.keys().collect::<Vec<_>>().join(", "),
                 b.path.display().to_string(),
             ]
         })

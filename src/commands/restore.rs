@@ -506,12 +506,7 @@ fn choose_backup(
                 b.created().strftime("%Y-%m-%d %H:%M:%S"),
                 super::backups::age(now, b.created()),
                 b.tag().unwrap_or("-"),
-                b.manifest
-                    .volumes
-                    .iter()
-                    .map(|v| v.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                b.manifest.keys().collect::<Vec<_>>().join(", ")
             )
         })
         .collect();

@@ -636,3 +636,84 @@ fn jiff_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Stand-ins for the MySQL and MongoDB tools: each dump tool records its arguments and `MYSQL_PWD`, then
+/// writes the fixture; each loader records its arguments and stdin; the probes succeed.
+const MYSQL_TOOLS: [(&str, &str); 4] = [
+    (
+        "mysqldump",
+        "#!/bin/sh\necho \"$* pwd=${MYSQL_PWD:-}\" > /tmp/dump.args\ncat /tools/fixture.sql\n",
+    ),
+    (
+        "mysql",
+        "#!/bin/sh\ncase \" $* \" in *\" -e \"*) exit 0;; esac\necho \"$* pwd=${MYSQL_PWD:-}\" > /tmp/load.args\ncat > /tmp/load.stdin\n",
+    ),
+    (
+        "mongodump",
+        "#!/bin/sh\necho \"$*\" > /tmp/dump.args\ncat /tools/fixture.sql\n",
+    ),
+    (
+        "mongorestore",
+        "#!/bin/sh\necho \"$*\" > /tmp/load.args\ncat > /tmp/load.stdin\n",
+    ),
+];
+
+#[test]
+fn mysql_and_mongodb_dumps_round_trip_through_their_tools_with_credentials_from_the_container() {
+    let env = TestEnv::new();
+    let compose = r#"
+services:
+  sql:
+    image: mysql:8
+    environment: {PATH: "{{PATH}}", MYSQL_ROOT_PASSWORD: "s3cret pw"}
+    volumes: [sqldata:/var/lib/mysql, ./tools:/tools:ro]
+  docs:
+    image: mongo:7
+    environment: {PATH: "{{PATH}}", MONGO_INITDB_ROOT_USERNAME: root, MONGO_INITDB_ROOT_PASSWORD: pw}
+    volumes: [docsdata:/data/db, ./tools:/tools:ro]
+volumes:
+  sqldata:
+    labels: {persist.test.run: "{{RUN}}"}
+    x-persist: {consistency: dump}
+  docsdata:
+    labels: {persist.test.run: "{{RUN}}"}
+    x-persist: {consistency: dump}
+"#;
+    let (sql, _) = start(&env, compose);
+    for (name, text) in MYSQL_TOOLS {
+        script(&env, name, text);
+    }
+    script(&env, "mongosh", "#!/bin/sh\nexit 0\n");
+    let ran = env.persist(["backup", "sqldata", "docsdata"]);
+    let path = printed_path(&ran);
+    assert!(!ran.stderr().contains("s3cret"), "{ran}");
+    assert!(dump_bytes(&env, &path, "dumps/sql.sql.zst") == sql);
+    assert!(dump_bytes(&env, &path, "dumps/docs.archive.zst") == sql);
+    assert_eq!(
+        String::from_utf8(container_file(&env, "sql", "/tmp/dump.args")).unwrap(),
+        "-uroot --all-databases --single-transaction --routines --events --triggers pwd=s3cret pw\n"
+    );
+    assert_eq!(
+        String::from_utf8(container_file(&env, "docs", "/tmp/dump.args")).unwrap(),
+        "--archive --username root --password pw --authenticationDatabase admin\n"
+    );
+
+    let ran = env.persist(["restore", "--yes", path.to_str().unwrap()]);
+    ran.assert_success();
+    assert!(
+        container_file(&env, "sql", "/tmp/load.stdin") == sql,
+        "{ran}"
+    );
+    assert_eq!(
+        String::from_utf8(container_file(&env, "sql", "/tmp/load.args")).unwrap(),
+        "-uroot pwd=s3cret pw\n"
+    );
+    assert!(
+        container_file(&env, "docs", "/tmp/load.stdin") == sql,
+        "{ran}"
+    );
+    assert_eq!(
+        String::from_utf8(container_file(&env, "docs", "/tmp/load.args")).unwrap(),
+        "--archive --drop --username root --password pw --authenticationDatabase admin\n"
+    );
+}
