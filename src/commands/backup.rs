@@ -258,7 +258,18 @@ pub async fn write_backup(
         )
         .await;
     }
-    let (mut writer, records) = written?;
+    let (mut writer, records) = match (written, post_error.take()) {
+        (Ok(w), e) => {
+            post_error = e;
+            w
+        }
+        (Err(e), post_failed) => {
+            if let Some(p) = post_failed {
+                printer.warn(format!("{p:#}"));
+            }
+            return Err(e);
+        }
+    };
     pre.append(&mut post);
     writer.record_project_hooks(pre);
     let started = std::time::Instant::now();
@@ -363,7 +374,15 @@ async fn write_items(
             .await;
             ran.append(&mut post);
         }
-        let (w, record) = read?;
+        let (w, record) = match read {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(p) = post_error {
+                    printer.warn(format!("{p:#}"));
+                }
+                return Err(e);
+            }
+        };
         writer = w;
         if let Some(e) = post_error {
             return Err(e.context(format!(
