@@ -395,6 +395,11 @@ impl BackupWriter {
             encoder.include_checksum(true).map_err(sink_err)?;
             if options.workers > 0 {
                 encoder.multithread(options.workers).map_err(sink_err)?;
+                if MT_SMALL_JOB_LEVELS.contains(&options.level) {
+                    encoder
+                        .set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))
+                        .map_err(sink_err)?;
+                }
             }
             let mut content = Sha256::new();
             let mut bytes = 0u64;
