@@ -37,6 +37,7 @@ pub async fn run(
         notes: std::sync::Mutex::new(Vec::new()),
         host: std::sync::OnceLock::new(),
         journal: std::sync::Mutex::new(None),
+        post_hooks: std::sync::Mutex::new(Vec::new()),
     };
     let command = async {
         match &cli.command {

@@ -65,7 +65,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                     created: b.created().to_string(),
                     tag: b.tag(),
                     bytes: b.bytes,
-                    volumes: b.manifest.volumes.iter().map(|v| v.key.as_str()).collect(),
+                    volumes: b.manifest.keys().collect(),
                     verified: recorded(&b.path, &b.manifest).map(|v| v == Verified::Ok),
                 })
                 .collect(),
@@ -97,12 +97,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                     None => "no",
                 }
                 .to_string(),
-                b.manifest
-                    .volumes
-                    .iter()
-                    .map(|v| v.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                b.manifest.keys().collect::<Vec<_>>().join(", "),
                 b.path.display().to_string(),
             ]
         })

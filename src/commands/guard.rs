@@ -661,6 +661,8 @@ async fn down_with_backup(
             options: WriterOptions::auto(),
             fast: fast.as_ref(),
             consistency: Some(Consistency::Stop),
+            // The services are stopped: hooks, which run inside them, have nothing to run in.
+            hooks: false,
         },
     )
     .await
