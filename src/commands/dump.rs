@@ -190,13 +190,21 @@ pub fn load_argv(recipe: DumpRecipe) -> Vec<String> {
     })
 }
 
+/// PostgreSQL accepts connections, and it is the container's own server, not the temporary one the
+/// image's entrypoint runs while it initializes a new data directory (the official image and its kin
+/// start it with `listen_addresses=''` on the unix socket, then stop it, run `/docker-entrypoint-initdb.d`,
+/// and exec the real one). A dump loaded into that one would race the entrypoint: its session killed when
+/// the temporary server stops, or the init scripts run on top of the restored data. The real server is
+/// PID 1 (the entrypoint exec'd it), or, behind an init process, one that listens on TCP.
+const POSTGRES_READY: &str = r#"listen=$(psql -X -q -A -t -U "${POSTGRES_USER:-postgres}" -d postgres -c 'SHOW listen_addresses') || exit 1
+if [ -n "$listen" ] || [ "$(cat /proc/1/comm 2>/dev/null)" = postgres ]; then exit 0; fi
+echo "the server that answers is the one the entrypoint runs while it initializes the data directory (no TCP listener, and PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown), not postgres)" >&2
+exit 1"#;
+
 /// A command that succeeds once the server accepts its tool.
 pub fn ready_argv(recipe: DumpRecipe) -> Vec<String> {
     sh(match recipe {
-        DumpRecipe::Postgres => {
-            r#"exec psql -X -q -U "${POSTGRES_USER:-postgres}" -d postgres -c 'SELECT 1'"#
-                .to_string()
-        }
+        DumpRecipe::Postgres => POSTGRES_READY.to_string(),
         DumpRecipe::Mysql => format!("{MYSQL_ENV}exec mysql -uroot -e 'SELECT 1'"),
         DumpRecipe::Mariadb => format!(
             "{MYSQL_ENV}if command -v mariadb >/dev/null 2>&1; then exec mariadb -uroot -e 'SELECT 1'; else exec mysql -uroot -e 'SELECT 1'; fi"
@@ -468,6 +476,50 @@ mod tests {
         assert!(
             dump_argv(DumpRecipe::Mysql)[2]
                 .contains("MYSQL_PWD=\"${MYSQL_PWD:-${MYSQL_ROOT_PASSWORD")
+        );
+    }
+
+    /// Runs the readiness script of PostgreSQL with a stand-in `psql` that runs `psql_body`.
+    fn postgres_ready_with(psql_body: &str) -> std::process::Output {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let psql = dir.path().join("psql");
+        fs_err::write(&psql, format!("#!/bin/sh\n{psql_body}\n")).unwrap();
+        fs_err::set_permissions(&psql, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv = ready_argv(DumpRecipe::Postgres);
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", dir.path().to_str().unwrap()),
+            )
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn postgres_is_ready_only_when_its_real_server_answers() {
+        // This machine's PID 1 is not postgres: only the listener tells the servers apart.
+        assert_ne!(
+            fs_err::read_to_string("/proc/1/comm")
+                .unwrap_or_default()
+                .trim(),
+            "postgres"
+        );
+        assert!(postgres_ready_with("echo '*'").status.success());
+        assert!(postgres_ready_with("echo localhost").status.success());
+        // The entrypoint's temporary server: no TCP listener.
+        let temporary = postgres_ready_with("echo");
+        assert!(!temporary.status.success());
+        assert!(
+            String::from_utf8_lossy(&temporary.stderr).contains("initializes the data directory"),
+            "{temporary:?}"
+        );
+        // No server yet.
+        assert!(
+            !postgres_ready_with("echo 'psql: error: connection failed' >&2; exit 2")
+                .status
+                .success()
         );
     }
 

@@ -38,10 +38,10 @@ fi
 cat /tools/fixture.sql
 "#;
 
-/// Stand-in `psql`: `-c` (the readiness probe) succeeds; otherwise stdin goes to `/tmp/psql.stdin`, and it
+/// Stand-in `psql`: `-c` (the readiness probe, `SHOW listen_addresses`) answers `*`; otherwise stdin goes to `/tmp/psql.stdin`, and it
 /// reports the error that a `pg_dumpall --clean` script causes by design.
 const PSQL: &str = r#"#!/bin/sh
-case " $* " in *" -c "*) exit 0;; esac
+case " $* " in *" -c "*) echo '*'; exit 0;; esac
 echo "$*" > /tmp/psql.args
 cat > /tmp/psql.stdin
 echo 'psql:<stdin>:3: ERROR:  current user cannot be dropped' >&2

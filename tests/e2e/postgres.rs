@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::backup::{container_state, manifest, printed_path};
+use crate::backup::{container_state, host_sh, manifest, printed_path};
 use crate::support::{POSTGRES_IMAGE, Ran, TestEnv, require_postgres_image, volume_entry};
 
 /// The project: the real server, its data in a named volume (critical by the built-in rules). No network:
@@ -114,6 +114,11 @@ fn assert_server_log(env: &TestEnv, container: &str, present: &[&str], absent: &
 /// `psql` in the container as `postgres` on database `app`, unaligned and tuples only, stopping at the
 /// first error; each `-c` is sent on its own, in one session.
 fn psql(env: &TestEnv, container: &str, commands: &[&str]) -> Ran {
+    psql_as(env, container, "postgres", "app", commands)
+}
+
+/// [`psql`] as `user` on `database`.
+fn psql_as(env: &TestEnv, container: &str, user: &str, database: &str, commands: &[&str]) -> Ran {
     let mut args = vec![
         "exec",
         container,
@@ -125,9 +130,9 @@ fn psql(env: &TestEnv, container: &str, commands: &[&str]) -> Ran {
         "-v",
         "ON_ERROR_STOP=1",
         "-U",
-        "postgres",
+        user,
         "-d",
-        "app",
+        database,
     ];
     for c in commands {
         args.extend(["-c", c]);
@@ -510,4 +515,258 @@ fn postgres_backup_with_live_consistency_leaves_the_server_running_and_says_live
         failed.is_empty(),
         "transactions failed during a live backup: {failed:#?}"
     );
+}
+
+/// A project whose image name has no recipe (`persist-test/postgres-debian`): the volume names it. The
+/// server's superuser is `app`, not `postgres`, so the dump and the load must connect as `$POSTGRES_USER`.
+const DUMP_PROJECT: &str = r#"
+services:
+  db:
+    image: {{IMAGE}}
+    network_mode: none
+    environment:
+      POSTGRES_PASSWORD: not-used-over-the-socket
+      POSTGRES_USER: app
+    volumes:
+      - dbdata:/var/lib/postgresql/data
+      - ./initdb:/docker-entrypoint-initdb.d:ro
+volumes:
+  dbdata:
+    labels:
+      persist.test.run: "{{RUN}}"
+    x-persist: {consistency: dump, dump: postgres}
+"#;
+
+/// An init script, run by the entrypoint while its temporary server (unix socket only) is up: it takes a
+/// while, then records whether database `shop` exists. On a new data directory it must not: a restore that
+/// loaded its dump into the temporary server would race the entrypoint.
+const SLOW_INIT: &str = r#"sleep 4
+psql -X -q -A -t --username="$POSTGRES_USER" --dbname=postgres \
+  -c "SELECT count(*) FROM pg_database WHERE datname = 'shop'" > /tmp/init-saw-shop
+"#;
+
+/// Two databases (`app`, made by the entrypoint, and `shop`), a table with a serial column and an index, a
+/// free-standing sequence, and a role (`reader`) that only the globals of pg_dumpall bring back, with a
+/// grant in `shop`.
+const DUMP_SCHEMA_APP: &[&str] = &[
+    "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, qty int NOT NULL)",
+    "CREATE INDEX orders_item ON orders (item)",
+    "INSERT INTO orders (item, qty) VALUES ('apple', 3), ('pear', 5), ('plum', 7)",
+    "CREATE SEQUENCE invoice_no START 100",
+    "SELECT nextval('invoice_no'), nextval('invoice_no'), nextval('invoice_no')",
+    "CREATE ROLE reader LOGIN",
+    "CREATE DATABASE shop",
+];
+const DUMP_SCHEMA_SHOP: &[&str] = &[
+    "CREATE TABLE stock (sku text PRIMARY KEY, qty int NOT NULL)",
+    "INSERT INTO stock VALUES ('A-1', 10), ('B-2', 20)",
+    "GRANT SELECT ON stock TO reader",
+];
+
+/// What the databases hold, as one text to compare: the rows of both databases, the sequences' positions,
+/// the index, the roles, the grant.
+fn dump_state(env: &TestEnv, container: &str) -> String {
+    let app = psql_as(
+        env,
+        container,
+        "app",
+        "app",
+        &[
+            "SELECT 'orders', string_agg(id || ':' || item || ':' || qty, ',' ORDER BY id) FROM orders",
+            "SELECT 'orders_id_seq', last_value, is_called FROM orders_id_seq",
+            "SELECT 'invoice_no', last_value, is_called FROM invoice_no",
+            "SELECT 'index', indexdef FROM pg_indexes WHERE indexname = 'orders_item'",
+            "SELECT 'tables', string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables \
+             WHERE schemaname = 'public'",
+            "SELECT 'roles', string_agg(rolname || ':' || rolsuper || ':' || rolcanlogin, ',' ORDER BY rolname) \
+             FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%'",
+            "SELECT 'databases', string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+        ],
+    );
+    app.assert_success();
+    let shop = psql_as(
+        env,
+        container,
+        "app",
+        "shop",
+        &[
+            "SELECT 'stock', string_agg(sku || ':' || qty, ',' ORDER BY sku) FROM stock",
+            "SELECT 'reader may read stock', has_table_privilege('reader', 'stock', 'SELECT')",
+        ],
+    );
+    shop.assert_success();
+    format!("{}{}", app.stdout(), shop.stdout())
+}
+
+/// Waits until the real server runs (see [`wait_until_ready`]) and `app` may connect to `app`.
+fn wait_until_dump_ready(env: &TestEnv, container: &str) {
+    wait_until_ready(env, container);
+    psql_as(env, container, "app", "app", &["SELECT 1"]).assert_success();
+}
+
+#[test]
+fn postgres_dump_of_a_running_server_restores_both_databases_roles_and_sequences() {
+    require_postgres_image();
+    let env = TestEnv::new();
+    env.write_project(&DUMP_PROJECT.replace("{{IMAGE}}", POSTGRES_IMAGE), None);
+    env.write_file("initdb/slow.sh", SLOW_INIT);
+    env.compose_v2(["up", "-d"]).assert_success();
+    let db = env.service_container("db");
+    wait_until_dump_ready(&env, &db);
+    psql_as(&env, &db, "app", "app", DUMP_SCHEMA_APP).assert_success();
+    psql_as(&env, &db, "app", "shop", DUMP_SCHEMA_SHOP).assert_success();
+    let at_backup = dump_state(&env, &db);
+    for needle in [
+        "orders|1:apple:3,2:pear:5,3:plum:7",
+        "orders_id_seq|3|t",
+        "invoice_no|102|t",
+        "roles|app:true:true,reader:false:true",
+        "databases|app,postgres,shop,template0,template1",
+        "stock|A-1:10,B-2:20",
+        "reader may read stock|t",
+    ] {
+        assert!(at_backup.contains(needle), "no `{needle}` in\n{at_backup}");
+    }
+
+    // The dump, from the running server: the container is not stopped.
+    let state_before = container_state(&env, &db);
+    let started = "SELECT pg_postmaster_start_time()";
+    let server = psql_ok_as(&env, &db, started);
+    let backup = env.persist(["backup", "--json", "dbdata"]);
+    backup.assert_success();
+    let path = std::path::PathBuf::from(
+        backup.json()["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no path in\n{backup}")),
+    );
+    assert_eq!(
+        container_state(&env, &db),
+        state_before,
+        "db was restarted\n{backup}"
+    );
+    assert_eq!(
+        psql_ok_as(&env, &db, started),
+        server,
+        "the server was restarted"
+    );
+    let m = manifest(&env, &path);
+    let dump = m["dumps"]
+        .as_array()
+        .and_then(|d| d.iter().find(|r| r["key"] == "dbdata"))
+        .unwrap_or_else(|| panic!("no dump of `dbdata` in {m:#}"));
+    assert_eq!(dump["recipe"], "postgres", "{m:#}");
+    assert_eq!(dump["member"], "dumps/db.sql.zst", "{m:#}");
+    assert!(m["volumes"].as_array().unwrap().is_empty(), "{m:#}");
+    // Readable with tar and zstd alone: pg_dumpall's SQL, with the rows and the role.
+    let sql = host_sh(
+        &env,
+        r#"tar -xOf "$1" dumps/db.sql.zst | zstd -d -q"#,
+        &[path.to_str().unwrap()],
+    );
+    sql.assert_success();
+    let sql = sql.stdout();
+    for needle in [
+        "PostgreSQL database cluster dump",
+        "CREATE ROLE reader;",
+        "CREATE DATABASE shop",
+        "COPY public.orders (id, item, qty) FROM stdin;\n1\tapple\t3\n2\tpear\t5\n3\tplum\t7\n\\.",
+        "COPY public.stock (sku, qty) FROM stdin;\nA-1\t10\nB-2\t20\n\\.",
+        "SELECT pg_catalog.setval('public.invoice_no', 102, true);",
+        "CREATE INDEX orders_item ON public.orders USING btree (item);",
+        "GRANT SELECT ON TABLE public.stock TO reader;",
+    ] {
+        assert!(sql.contains(needle), "no `{needle}` in the dump:\n{sql}");
+    }
+
+    // Changes after the backup, which a restore must undo.
+    let change = |env: &TestEnv, db: &str| {
+        psql_as(
+            env,
+            db,
+            "app",
+            "app",
+            &[
+                "INSERT INTO orders (item, qty) VALUES ('late', 1)",
+                "DELETE FROM orders WHERE item = 'pear'",
+                "SELECT nextval('invoice_no')",
+                "CREATE TABLE after_backup (n int)",
+            ],
+        )
+        .assert_success();
+        psql_as(
+            env,
+            db,
+            "app",
+            "shop",
+            &[
+                "UPDATE stock SET qty = 0",
+                "REVOKE SELECT ON stock FROM reader",
+            ],
+        )
+        .assert_success();
+        assert_ne!(dump_state(env, db), at_backup);
+    };
+    change(&env, &db);
+
+    // (a) Into the running server, over the data it has now.
+    let restore = env.persist(["restore", "--yes", path.to_str().unwrap()]);
+    restore.assert_success();
+    assert!(restore.stderr().contains("Restored `dbdata`"), "{restore}");
+    assert_eq!(dump_state(&env, &db), at_backup, "{restore}");
+    // The safety backup of the data being replaced stopped the server for its file copy, and started it
+    // again; the dump itself was loaded into the running server.
+    restore.assert_stderr_contains("Safety backup:");
+    assert!(
+        container_state(&env, &db).starts_with("true "),
+        "db is not running\n{restore}"
+    );
+    // The serial column goes on after the restored rows.
+    assert_eq!(
+        psql_ok_as(
+            &env,
+            &db,
+            "INSERT INTO orders (item, qty) VALUES ('next', 1) RETURNING id"
+        ),
+        "4"
+    );
+
+    // (b) After `down -v`: the restore starts the service (a new cluster, initialised by the entrypoint),
+    // waits for the real server, and loads the dump into it.
+    change(&env, &db);
+    env.compose_v2(["down", "-v"]).assert_success();
+    let volume = format!("{}_dbdata", env.project);
+    assert!(
+        env.volume_labels(&volume).is_none(),
+        "down -v left {volume}"
+    );
+    let restore = env.persist(["restore", "--yes", path.to_str().unwrap()]);
+    restore.assert_success();
+    restore.assert_stderr_contains("Starting `db` to load the dump into it");
+    let db = env.service_container("db");
+    wait_until_dump_ready(&env, &db);
+    assert_eq!(dump_state(&env, &db), at_backup, "{restore}");
+    assert_server_log(&env, &db, &["init process complete"], CRASH_RECOVERY);
+    // The dump went into the real server, after the entrypoint had finished with its temporary one.
+    let saw = env.docker(["exec", &db, "cat", "/tmp/init-saw-shop"]);
+    saw.assert_success();
+    assert_eq!(
+        saw.stdout().trim(),
+        "0",
+        "the dump was loaded while the entrypoint initialized the data directory\n{restore}"
+    );
+    assert_eq!(
+        psql_ok_as(
+            &env,
+            &db,
+            "INSERT INTO orders (item, qty) VALUES ('next', 1) RETURNING id"
+        ),
+        "4"
+    );
+}
+
+#[track_caller]
+fn psql_ok_as(env: &TestEnv, container: &str, command: &str) -> String {
+    let ran = psql_as(env, container, "app", "app", &[command]);
+    ran.assert_success();
+    ran.stdout().trim().to_string()
 }
