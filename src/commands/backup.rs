@@ -662,9 +662,13 @@ fn report_volume(printer: &Printer, item: &DataItem, record: &VolumeRecord) {
         human_size(record.stored_bytes)
     ));
     // The engine's measure: every non-directory once (hardlinks once), a symlink by its target's length.
+    // It was taken before the services were stopped for the read, so where they were, the files it
+    // measured were still being written (a database writes its shutdown checkpoint as it stops), and the
+    // two cannot be compared.
     let streamed = record.file_bytes + record.symlink_bytes;
     if let Some(measured) = item.size_bytes
         && measured != streamed
+        && record.stopped.is_empty()
     {
         printer.warn(format!(
             "`{}`: the engine measured {} of files but the backup holds {}: files may have been unreadable or changed while they were read; check the engine's log and compare with `docker persist inspect {}`",
