@@ -46,6 +46,7 @@ pub async fn run(
             Command::Backups(args) => commands::backups::run(&session, args).await,
             Command::Verify(args) => commands::verify::run(&session, args).await,
             Command::Restore(args) => commands::restore::run(&session, args).await,
+            Command::Migrate(args) => commands::migrate::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
         }
     };

@@ -7,6 +7,7 @@ pub mod compose_cli;
 pub mod consistency;
 pub mod inspect;
 pub mod ls;
+pub mod migrate;
 pub mod restore;
 pub mod rules;
 pub mod verify;

@@ -11,5 +11,6 @@ mod backup;
 mod fastpath;
 mod harness;
 mod inventory;
+mod migrate;
 mod plugin;
 mod restore;
