@@ -305,14 +305,13 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     let (backup, digest) = match copied {
         Ok(done) => done,
         Err(e) => {
-            let e = undo_copy(
+            undo_copy(
                 &engine,
                 printer,
                 fast.as_ref(),
                 &path_str,
                 existed,
                 clean_target,
-                e,
             )
             .await;
             if !running.is_empty() {
@@ -668,7 +667,7 @@ fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
 }
 
 /// After a failed copy into `path`: removes what was copied when the directory was empty or created by
-/// this command, and says what is there otherwise. Returns `e` with that said.
+/// this command, and says what is there now.
 async fn undo_copy(
     engine: &Engine,
     printer: &Printer,
@@ -676,19 +675,19 @@ async fn undo_copy(
     path: &str,
     existed: bool,
     clean_target: bool,
-    e: anyhow::Error,
-) -> anyhow::Error {
+) {
     if !clean_target {
-        return e.context(format!(
+        printer.warn(format!(
             "`{path}` was not empty before and may now also hold part of the copy; nothing else was changed"
         ));
+        return;
     }
     match clear_dir(engine, printer, fast, path).await {
-        Ok(()) if existed => e.context(format!("`{path}` is empty again")),
-        Ok(()) => e.context(format!(
+        Ok(()) if existed => printer.status(format!("`{path}` is empty again")),
+        Ok(()) => printer.status(format!(
             "`{path}` was created by this migration and is empty again (the directory itself is left)"
         )),
-        Err(c) => e.context(format!(
+        Err(c) => printer.warn(format!(
             "`{path}` may hold part of the copy and could not be emptied ({c:#}); remove what is in it before migrating again"
         )),
     }
@@ -804,8 +803,13 @@ async fn copy_tree(
             // The tree read from the source is digested on this thread and re-rooted under `data/` on
             // another, so that the directory's own owner, mode and times are set too.
             let rebaser = std::thread::spawn(move || {
+                let mut pipe_reader = pipe_reader;
                 let sink = std::io::BufWriter::with_capacity(256 * 1024, writer);
-                rebase_tar(pipe_reader, sink, "data").and_then(|mut w| w.flush())
+                let mut sink = rebase_tar(&mut pipe_reader, sink, "data")?;
+                sink.flush()?;
+                // The padding after the end of the archive is read too, so the digest never sees its
+                // last writes refused.
+                std::io::copy(&mut pipe_reader, &mut std::io::sink()).map(|_| ())
             });
             let digested = digest_tar_into(
                 reader,
@@ -815,17 +819,15 @@ async fn copy_tree(
             let rebased = rebaser
                 .join()
                 .map_err(|_| anyhow::anyhow!("the copy stopped unexpectedly"))?;
-            match (digested, rebased) {
-                (Ok(summary), Ok(())) => Ok(summary),
-                (Err(e), _) => {
-                    failer.fail(std::io::Error::other(e.to_string()));
-                    Err(e.into())
-                }
-                (_, Err(e)) => {
-                    failer.fail(std::io::Error::other(e.to_string()));
-                    Err(e.into())
-                }
-            }
+            let failed: anyhow::Error = match (digested, rebased) {
+                (Ok(summary), Ok(())) => return Ok(summary),
+                // The digest could not pass the tree on: why is the re-rooting's to say.
+                (Err(crate::archive::DigestError::Sink(_)), Err(e)) => e.into(),
+                (Err(e), _) => e.into(),
+                (Ok(_), Err(e)) => e.into(),
+            };
+            failer.fail(std::io::Error::other(failed.to_string()));
+            Err(failed)
         });
         let upload = engine.with_long_timeout().upload_root(&target, body).await;
         let produced = producer.await.context("the copy stopped unexpectedly")?;
