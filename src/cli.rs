@@ -238,7 +238,7 @@ pub enum Command {
     /// Restore volumes from a backup file (a safety backup of the data it replaces comes first)
     Restore(RestoreArgs),
 
-    /// Move a named volume's data into a host directory that Compose then mounts (`--rollback` undoes it)
+    /// Move a volume into a host directory that Compose mounts instead; `--rollback` undoes it
     Migrate(MigrateArgs),
 
     /// Print the built-in tier rules, first match wins
@@ -269,7 +269,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub rollback: bool,
 
-    /// Copy into a directory that is not empty (its files with the volume's names are replaced)
+    /// Copy into a directory that is not empty, such as the partial copy an interrupted migration left:
+    /// files the volume has are replaced, and the check afterwards fails if others are in the way
     #[arg(long)]
     pub force: bool,
 

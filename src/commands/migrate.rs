@@ -261,6 +261,9 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     }
     consistency::stop(session, &engine, &inventory.project, &running).await?;
     let clean_target = !has_data;
+    session.note_on_interrupt(format!(
+        "the services were started again on volume `{name}`, unchanged; `{path_str}` may hold part of the copy: empty it before migrating again"
+    ));
     let copied = async {
         let dir = backup_dir(&args.dir, &inventory.project.directory);
         printer.status(format!("Taking a backup of `{}` first", item.key));
@@ -332,7 +335,27 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     if let Some(m) = all.last_mut() {
         m.content_digest = digest.to_string();
     }
-    write_override(&overrides.path, &migration::render(&all))?;
+    // From here the directory holds the data, and the old containers must not run on the volume again,
+    // not even when this command is killed: Compose starts the services on the directory.
+    for c in &running {
+        session.forget_restart(&c.id);
+        session.journal_started(&c.id);
+    }
+    if let Ok(mut notes) = session.notes.lock() {
+        notes.clear();
+    }
+    session.note_on_interrupt(format!(
+        "`{}` is migrated to `{path_str}` and Compose is told in `{}`; `docker compose up -d` starts the services on it",
+        item.key,
+        overrides.path.display()
+    ));
+    if let Err(e) = write_override(&overrides.path, &migration::render(&all)) {
+        consistency::start_again(session, &engine, &running).await?;
+        return Err(e.context(format!(
+            "failed to write `{}`; the services use volume `{name}` as before",
+            overrides.path.display()
+        )));
+    }
     printer.status(format!("Wrote `{}`", overrides.path.display()));
     let services: BTreeSet<&str> = running
         .iter()
@@ -377,10 +400,10 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         return Err(e);
     }
     printer.status(format!(
-        "Migrated `{}` ({}) to `{path_str}`; {} mount it now. Volume `{name}` is left as it was: `docker volume rm {name}` removes it once you no longer need it",
+        "Migrated `{}` ({}) to `{path_str}`, mounted by {} from now on. Volume `{name}` is left as it was: `docker volume rm {name}` removes it once you no longer need it",
         item.key,
         human_size(item.size_bytes.unwrap_or_default()),
-        if services.is_empty() { "the services (when started)".to_string() } else { quoted(services.iter().copied()) }
+        services_text(&services)
     ));
     emit_json(
         printer,
@@ -396,6 +419,15 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         None,
     )?;
     Ok(ExitStatus::Success)
+}
+
+/// "service `db`", "services `a`, `b`", or what applies when none runs now.
+fn services_text(services: &BTreeSet<&str>) -> String {
+    match services.len() {
+        0 => "its services once they start".to_string(),
+        1 => format!("service {}", quoted(services.iter().copied())),
+        _ => format!("services {}", quoted(services.iter().copied())),
+    }
 }
 
 /// The volume to migrate: a named or external volume of the project that is not migrated yet.
@@ -1219,10 +1251,10 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
     .await
     .with_context(|| format!("the migration is undone in the Compose files, and `{}` holds the data; run `docker compose up -d`", m.volume))?;
     printer.status(format!(
-        "Rolled back `{}`: {} mount volume `{}` again. `{}` is left in place; remove it once you no longer need it",
+        "Rolled back `{}`: volume `{}` is mounted by {} again. `{}` is left in place; remove it once you no longer need it",
         m.key,
-        if services.is_empty() { "the services (when started)".to_string() } else { quoted(services.iter().copied()) },
         m.volume,
+        services_text(&services),
         m.to
     ));
     emit_json(
@@ -1290,4 +1322,105 @@ async fn recreate_volume(engine: &Engine, name: &str) -> anyhow::Result<()> {
         .create_volume(name, &v.driver, &v.options, &v.labels)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::classify::Classification;
+    use crate::engine::VolumeInfo;
+
+    fn item() -> DataItem {
+        DataItem {
+            key: "dbdata".into(),
+            name: Some("app_dbdata".into()),
+            kind: DataKind::Named,
+            classification: Classification {
+                tier: crate::compose::Tier::Critical,
+                source: crate::compose::classify::TierSource::Default,
+                rule: None,
+                reason: String::new(),
+            },
+            users: Vec::new(),
+            size_bytes: None,
+            exists: Some(true),
+            removed_by_down_v: true,
+            declared: true,
+            definition: None,
+            volume: Some(VolumeInfo {
+                name: "app_dbdata".into(),
+                driver: "local".into(),
+                mountpoint: "/data/docker/volumes/app_dbdata/_data".into(),
+                labels: Default::default(),
+                options: Default::default(),
+                scope: None,
+                created_at: None,
+            }),
+            migrated_from: None,
+            left_over_from_migration: None,
+        }
+    }
+
+    fn refused(to: &str) -> String {
+        let e = checked_path(to, &item()).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        e.to_string()
+    }
+
+    #[test]
+    fn a_path_must_be_absolute_and_usable_in_a_bind() {
+        assert!(refused("srv/pg").contains("not an absolute path"));
+        assert!(refused("/srv/a:b").contains("cannot take"));
+    }
+
+    #[test]
+    fn system_directories_and_dockers_storage_are_refused() {
+        for p in [
+            "/",
+            "/etc",
+            "/etc/pg",
+            "/var/lib/docker/x",
+            "/usr/local/pg",
+            "/proc/1",
+            "/tmp",
+            "/var",
+        ] {
+            assert!(refused(p).contains("system directory"), "{p}");
+        }
+        assert!(refused("/srv/../etc").contains("system directory"));
+        // Inside the volume, and anywhere in a data root that is not /var/lib/docker.
+        assert!(
+            refused("/data/docker/volumes/app_dbdata/_data/x").contains("Docker's own storage")
+        );
+        assert!(refused("/data/docker/overlay2").contains("Docker's own storage"));
+    }
+
+    #[test]
+    fn ordinary_directories_are_taken_normalised() {
+        assert_eq!(
+            checked_path("/srv/pg/", &item()).unwrap(),
+            PathBuf::from("/srv/pg")
+        );
+        assert_eq!(
+            checked_path("/tmp/x/./pg", &item()).unwrap(),
+            PathBuf::from("/tmp/x/pg")
+        );
+        assert_eq!(
+            checked_path("/data/pg", &item()).unwrap(),
+            PathBuf::from("/data/pg")
+        );
+    }
+
+    #[test]
+    fn services_are_named_in_the_singular_and_plural() {
+        assert_eq!(services_text(&BTreeSet::from(["db"])), "service `db`");
+        assert_eq!(
+            services_text(&BTreeSet::from(["a", "b"])),
+            "services `a`, `b`"
+        );
+        assert_eq!(
+            services_text(&BTreeSet::new()),
+            "its services once they start"
+        );
+    }
 }
