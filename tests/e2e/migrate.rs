@@ -150,6 +150,14 @@ fn migrate_and_roll_back(which: Compose, path: &str) {
     assert_eq!(left["left_over_from_migration"], to);
     assert_eq!(left["name"], volume.as_str());
 
+    let inspect = env.persist(["inspect", "dbdata"]);
+    inspect.assert_success();
+    inspect.assert_stdout_contains(&format!("its data was migrated to `{to}`"));
+    // Migrated once; a second time needs a rollback first.
+    let again = env.persist(["migrate", "dbdata", "--to", "/srv/elsewhere", "--yes"]);
+    again.assert_code(2);
+    again.assert_stderr_contains("--rollback");
+
     // Changes made in the directory go back into the volume.
     exec_db(
         &env,
@@ -353,4 +361,61 @@ volumes:
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
     assert!(!empty.exists(), "no directory created");
     assert!(backups_tagged(&env, "pre-migrate").is_empty());
+}
+
+#[test]
+fn a_killed_migration_leaves_the_service_to_be_started_again_on_its_volume() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let env = TestEnv::with_static_plugin();
+    up_with_torture(&env, Compose::V2);
+    let before = tree_digest_in_container(&env, "db", PGDATA);
+    let volume = format!("{}_dbdata", env.project);
+    let target = env.project_dir.join("pgdata");
+    let mut cmd = env.command(&env.binary);
+    cmd.args([
+        "migrate",
+        "dbdata",
+        "--to",
+        target.to_str().unwrap(),
+        "--yes",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // The directory is made right before the copy starts: the service is stopped by then.
+    let start = std::time::Instant::now();
+    while !target.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the migration ended before it copied"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    assert!(!running(&env), "the migration had stopped the service");
+    assert!(!override_file(&env).exists(), "no Compose change");
+
+    // The next command starts it again, on its volume, as it was.
+    let ls = env.persist(["ls"]);
+    ls.assert_success();
+    ls.assert_stderr_contains("stopped it and did not finish");
+    assert!(running(&env), "{ls}");
+    let (kind, _, name) = data_mount(&env);
+    assert_eq!((kind.as_str(), name.as_str()), ("volume", volume.as_str()));
+    assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
+    assert!(helpers_on(&env, &volume).is_empty());
+    // A second attempt finishes the job over the partial copy.
+    let ran = env.persist([
+        "migrate",
+        "dbdata",
+        "--to",
+        target.to_str().unwrap(),
+        "--yes",
+        "--force",
+    ]);
+    ran.assert_success();
+    assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
 }
