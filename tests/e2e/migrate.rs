@@ -72,6 +72,17 @@ fn data_mount(env: &TestEnv) -> (String, String, String) {
     )
 }
 
+/// The service runs on its volume with the tree it had, and no helper is left on the volume.
+#[track_caller]
+fn still_on_its_volume(env: &TestEnv, before: &str, context: &dyn std::fmt::Display) {
+    let volume = format!("{}_dbdata", env.project);
+    assert!(running(env), "the service runs again\n{context}");
+    let (kind, _, name) = data_mount(env);
+    assert_eq!((kind.as_str(), name.as_str()), ("volume", volume.as_str()));
+    assert_eq!(tree_digest_in_container(env, "db", PGDATA), before);
+    assert!(helpers_on(env, &volume).is_empty());
+}
+
 fn running(env: &TestEnv) -> bool {
     let id = env.service_container("db");
     let ran = env.docker(["inspect", "--format", "{{.State.Running}}", &id]);
@@ -242,10 +253,7 @@ fn a_failed_copy_changes_nothing(path: &str) {
         "{ran}"
     );
     assert!(ran.stderr().contains("is empty again"), "{ran}");
-    assert!(running(&env), "the service runs again\n{ran}");
-    let (kind, _, name) = data_mount(&env);
-    assert_eq!((kind.as_str(), name.as_str()), ("volume", volume.as_str()));
-    assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
+    still_on_its_volume(&env, &before, &ran);
     assert!(!override_file(&env).exists(), "no Compose change\n{ran}");
     assert_eq!(
         std::fs::read_dir(&target).unwrap().count(),
@@ -369,7 +377,6 @@ fn a_killed_migration_leaves_the_service_to_be_started_again_on_its_volume() {
     let env = TestEnv::with_static_plugin();
     up_with_torture(&env, Compose::V2);
     let before = tree_digest_in_container(&env, "db", PGDATA);
-    let volume = format!("{}_dbdata", env.project);
     let target = env.project_dir.join("pgdata");
     let mut cmd = env.command(&env.binary);
     cmd.args([
@@ -402,11 +409,7 @@ fn a_killed_migration_leaves_the_service_to_be_started_again_on_its_volume() {
     let ls = env.persist(["ls"]);
     ls.assert_success();
     ls.assert_stderr_contains("stopped it and did not finish");
-    assert!(running(&env), "{ls}");
-    let (kind, _, name) = data_mount(&env);
-    assert_eq!((kind.as_str(), name.as_str()), ("volume", volume.as_str()));
-    assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
-    assert!(helpers_on(&env, &volume).is_empty());
+    still_on_its_volume(&env, &before, &ls);
     // A second attempt finishes the job over the partial copy.
     let ran = env.persist([
         "migrate",
