@@ -238,7 +238,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         }
         .into());
     }
-    confirm(
+    if !confirm(
         args.yes,
         &format!(
             "Stop {}, copy `{}` into `{path_str}` and have Compose mount that directory from now on?",
@@ -249,7 +249,10 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
             },
             item.key
         ),
-    )?;
+    )? {
+        printer.status("Nothing was changed");
+        return Ok(ExitStatus::Refused);
+    }
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
 
     // Stop, back up, copy, verify: any failure here leaves the services on their volume.
@@ -676,10 +679,10 @@ fn emit_json(
     })
 }
 
-/// A confirmation: `--yes`, an answer on a terminal, else a refusal (exit 3).
-fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+/// A confirmation: `--yes`, an answer on a terminal, else a refusal (exit 3). `false`: the user said no.
+fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
     if yes {
-        return Ok(());
+        return Ok(true);
     }
     if !prompt::interactive() {
         return Err(Refused {
@@ -688,14 +691,7 @@ fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
         }
         .into());
     }
-    if !prompt::confirm(question)? {
-        return Err(Refused {
-            message: "not confirmed; nothing was changed".to_string(),
-            hint: "run it again and answer yes, or pass `--yes`".to_string(),
-        }
-        .into());
-    }
-    Ok(())
+    prompt::confirm(question)
 }
 
 /// After a failed copy into `path`: removes what was copied when the directory was empty or created by
@@ -1109,7 +1105,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         )?;
         return Ok(ExitStatus::Success);
     }
-    confirm(
+    if !confirm(
         args.yes,
         &format!(
             "Stop {}, copy the changes made in `{}` back into volume `{}` and go back to the volume?",
@@ -1121,7 +1117,10 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
             m.to,
             m.volume
         ),
-    )?;
+    )? {
+        printer.status("Nothing was changed");
+        return Ok(ExitStatus::Refused);
+    }
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     if !running.is_empty() {
         printer.status(format!(

@@ -51,14 +51,25 @@ pub struct Migration {
     pub persist: serde_json::Value,
 }
 
-/// The migrations recorded in a loaded project (`x-persist: {migrations: {KEY: …}}`), by volume key.
-/// Entries that do not parse are returned as errors, by key.
+/// The migrations recorded for a project (`x-persist: {migrations: {KEY: …}}`), by volume key: in the
+/// loaded files, or in docker persist's override file when the project was loaded without it (`-f`,
+/// COMPOSE_FILE). Entries that do not parse are returned as errors, by key.
 pub fn recorded(project: &Project) -> (Vec<Migration>, Vec<String>) {
+    let loaded = project.persist.get("migrations").cloned();
+    let unloaded = || {
+        let o = OverrideFile::locate(project).filter(|o| !project.files.contains(&o.path))?;
+        let text = std::fs::read_to_string(&o.path)
+            .ok()
+            .filter(|t| is_ours(t))?;
+        // Only docker persist doubles `$` in this file.
+        let value: serde_json::Value = serde_norway::from_str(&text.replace("$$", "$")).ok()?;
+        value.get("x-persist")?.get("migrations").cloned()
+    };
     let mut found = Vec::new();
     let mut bad = Vec::new();
-    if let Some(map) = project
-        .persist
-        .get("migrations")
+    if let Some(map) = loaded
+        .or_else(unloaded)
+        .as_ref()
         .and_then(|m| m.as_object())
     {
         for (key, value) in map {
@@ -247,6 +258,29 @@ mod tests {
         let (found, bad) = recorded(&project);
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(found, vec![migration()]);
+    }
+
+    #[test]
+    fn the_record_is_read_from_our_file_when_the_project_is_loaded_without_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("compose.yaml"),
+            "services:\n  db:\n    image: postgres:16\n    volumes:\n      - dbdata:/var/lib/postgresql/data\n  backup:\n    image: busybox\n    volumes:\n      - dbdata:/in:ro\nvolumes:\n  dbdata: {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("compose.override.yaml"),
+            render(&[migration()]),
+        )
+        .unwrap();
+        let project = load_project(&ProjectOptions {
+            working_dir: tmp.path().to_path_buf(),
+            files: vec![tmp.path().join("compose.yaml")],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(project.files.len(), 1);
+        assert_eq!(recorded(&project).0, vec![migration()]);
     }
 
     #[test]
