@@ -422,3 +422,56 @@ fn a_killed_migration_leaves_the_service_to_be_started_again_on_its_volume() {
     ran.assert_success();
     assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
 }
+
+#[test]
+fn a_project_loaded_with_f_is_told_what_to_add_and_rolls_back_all_the_same() {
+    let env = TestEnv::new();
+    env.write_project(PROJECT, None);
+    env.compose_v2(["up", "-d"]).assert_success();
+    exec_db(
+        &env,
+        "echo data > \"$1/file\"; chown 999:999 \"$1/file\"",
+        PGDATA,
+    );
+    let before = tree_digest_in_container(&env, "db", PGDATA);
+    let target = env.project_dir.join("pgdata");
+    let to = target.to_str().unwrap();
+
+    let ran = env.persist([
+        "-f",
+        "compose.yaml",
+        "migrate",
+        "dbdata",
+        "--to",
+        to,
+        "--yes",
+    ]);
+    ran.assert_success();
+    ran.assert_stderr_contains("add `-f ");
+    // Loaded the way the user loads it, plus the file they were told to add.
+    let (kind, source, _) = data_mount(&env);
+    assert_eq!((kind.as_str(), source.as_str()), ("bind", to));
+    env.compose_v2([
+        "-f",
+        "compose.yaml",
+        "-f",
+        "compose.override.yaml",
+        "up",
+        "-d",
+    ])
+    .assert_success();
+    assert_eq!(data_mount(&env).1, to);
+    assert_eq!(tree_digest_in_container(&env, "db", PGDATA), before);
+
+    let ran = env.persist([
+        "-f",
+        "compose.yaml",
+        "migrate",
+        "--rollback",
+        "dbdata",
+        "--yes",
+    ]);
+    ran.assert_success();
+    still_on_its_volume(&env, &before, &ran);
+    assert!(!override_file(&env).exists());
+}
