@@ -389,17 +389,22 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
             "",
         )
         .await;
-        let mut e = e.context(format!(
-            "Compose could not start the services on `{path_str}`; the Compose change is undone and `{name}` is untouched"
-        ));
+        let mut message = format!(
+            "Compose could not start the services on `{path_str}`; the Compose change is undone and volume `{name}` is untouched"
+        );
         if let Err(r) = reverted {
-            e = e.context(format!(
-                "and the override file could not be put back: {r:#}"
-            ));
+            message = format!(
+                "Compose could not start the services on `{path_str}`, and the override file could not be put back ({r:#}): remove the migration of `{}` from `{}`",
+                item.key,
+                overrides.path.display()
+            );
         }
         if let Err(a) = again {
-            e = e.context(format!("and the services could not be started again on the volume: {a:#}; run `docker compose up -d`"));
+            message.push_str(&format!(
+                "; the services could not be started again on the volume ({a:#}): run `docker compose up -d`"
+            ));
         }
+        let e = e.context(message);
         return Err(e);
     }
     printer.status(format!(
