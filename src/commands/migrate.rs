@@ -796,7 +796,20 @@ async fn copy_tree(
                 .await
                 .context("the copy stopped unexpectedly")?;
                 let (packed, unpacked) = (pack.finish().await, unpack.finish().await);
-                // The helpers' own explanations first: the stream only shows that it stopped.
+                // The helpers' own explanations first, the writing one's when the stream could not be
+                // passed on to it, else the reading one's: the stream only shows that it stopped.
+                if let Err(e) = &sent {
+                    let writing = matches!(
+                        e.downcast_ref::<crate::archive::DigestError>(),
+                        Some(crate::archive::DigestError::Sink(_))
+                    ) || e.downcast_ref::<std::io::Error>().is_some();
+                    if !writing {
+                        packed
+                            .as_ref()
+                            .map_err(|p| anyhow::anyhow!("{p:#}"))
+                            .context("failed to read the source")?;
+                    }
+                }
                 let unpacked = unpacked.context("failed to write the copy")?;
                 packed.context("failed to read the source")?;
                 let summary = sent.context("failed to copy")?;
