@@ -3,7 +3,8 @@
 #
 # 1. makes sure a Docker Engine answers (scripts/engine.sh: the one at DOCKER_HOST / the current context, or a
 #    private dockerd when running as root);
-# 2. creates the local test images (scripts/test-images.sh: busybox tagged postgres:16, redis:7, …);
+# 2. creates the local test images (scripts/test-images.sh: busybox tagged postgres:16, redis:7, …) and the
+#    real PostgreSQL image (scripts/postgres-image.sh: Debian's postgresql-15, built once, then cached);
 # 3. checks Compose v1 (`docker-compose`) and installs Compose v2 (scripts/compose-v2.sh);
 # 4. builds the plugin and runs `cargo test --all-targets`: unit tests, insta snapshot tests (checked, never
 #    written: INSTA_UPDATE=no) and the end-to-end binary tests/e2e;
@@ -34,6 +35,16 @@ persist_engine_ensure || die "no Docker Engine to test against (see above)"
 
 step "Test images"
 bash scripts/test-images.sh || die "could not create the local test images (see above)"
+
+step "PostgreSQL image"
+# The real server the PostgreSQL tests run (tests/e2e/postgres.rs), built from Debian packages when missing
+# (1–2 min with the packages cached, about 3 without; root only). Without it those tests fail, and so does
+# this run; the other tests still run, so that one run reports everything.
+postgres_image_status=0
+bash scripts/postgres-image.sh >/dev/null || {
+    postgres_image_status=$?
+    printf 'error: could not make the PostgreSQL test image (see above); the PostgreSQL tests will fail\n' >&2
+}
 
 step "Compose v1 and v2"
 command -v docker-compose >/dev/null 2>&1 ||
@@ -122,6 +133,9 @@ else
 fi
 
 elapsed=$((SECONDS - started))
+if ((test_status == 0 && postgres_image_status != 0)); then
+    die "scripts/postgres-image.sh failed (exit $postgres_image_status; see above) after ${elapsed}s"
+fi
 if ((test_status != 0)); then
     die "tests failed (exit $test_status) after ${elapsed}s; the failures are listed above"
 fi

@@ -238,11 +238,251 @@ pub enum Command {
     /// Restore volumes from a backup file (a safety backup of the data it replaces comes first)
     Restore(RestoreArgs),
 
-    /// Move a volume into a host directory that Compose mounts instead; `--rollback` undoes it
+    /// Move a volume's data into a host directory Compose mounts; `--rollback` moves it back
     Migrate(MigrateArgs),
 
     /// Print the built-in tier rules, first match wins
     Rules,
+
+    /// Show what `docker compose down -v` would destroy and whether fresh backups protect it
+    ///
+    /// Exit 0 when every critical and important volume is protected, 3 when one is not.
+    Check(CheckArgs),
+
+    /// Run `docker compose down`, refusing `-v` while critical or important data is unprotected
+    ///
+    /// With `-v`/`--volumes`, `check` runs first; `--backup` takes the missing backups (services
+    /// stopped), verifies them, then runs `down -v`.
+    #[command(
+        after_help = "Every argument that is not an option of `docker persist down` goes to \
+`docker compose down` as is; after `down`, `-v` is Compose's `--volumes` (spell out `--verbose`).\n\n\
+Examples:\n  docker persist down                same as `docker compose down`\n  \
+docker persist down -v             refused (exit 3) while data is unprotected\n  \
+docker persist down --backup -v    back up what is unprotected, verify, then `down -v`\n  \
+docker persist down --dry-run -v   show what would happen"
+    )]
+    Down(DownArgs),
+
+    /// Remove the project's volumes by tier or by name (Compose recreates them on `up`)
+    ///
+    /// The project's containers that hold them are removed too. Critical data needs a fresh, verified
+    /// backup; bind mounts are never removed.
+    #[command(
+        after_help = "Examples:\n  docker persist clean --tier regenerable --dry-run   what would go, space freed\n  \
+docker persist clean --tier regenerable --yes       no questions (scripts)\n  \
+docker persist clean dbdata                         critical: fresh backup, project name typed"
+    )]
+    Clean(CleanArgs),
+
+    /// Print a shell function that runs `check` before a plain `docker compose down -v`
+    ///
+    /// Add one line to the shell's rc file: `eval "$(docker persist shell-init bash)"` (~/.bashrc),
+    /// `eval "$(docker persist shell-init zsh)"` (~/.zshrc), or `docker persist shell-init fish | source`
+    /// (~/.config/fish/config.fish).
+    ShellInit(ShellInitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// Back up the unprotected critical and important volumes first (services stopped), verify that
+    /// backup, then run `down -v`; nothing is removed if any step fails
+    #[arg(long)]
+    pub backup: bool,
+
+    /// Run `down -v` even though data is unprotected (asks for the project name on a terminal; needs
+    /// `--yes` without one)
+    #[arg(long)]
+    pub force: bool,
+
+    /// With `--force`: do not ask (needed without a terminal)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Show what would be backed up and removed, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Arguments for `docker compose down` (`-v`, `--remove-orphans`, `--rmi all`, `-t 5`, …)
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanArgs {
+    /// Volumes to remove: keys or engine names (bind mounts are never removed)
+    #[arg(value_name = "VOLUME")]
+    pub volumes: Vec<String>,
+
+    /// Remove the volumes of this tier (repeatable)
+    #[arg(long = "tier", value_name = "TIER", value_parser = parse_tier)]
+    pub tiers: Vec<Tier>,
+
+    /// Show what would be removed and how much space it frees, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask (needed without a terminal); critical data still needs a fresh backup
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Directory of backup files, for the freshness of critical data (default: `backups` in the project
+    /// directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShellInitArgs {
+    /// The shell to print the function for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+/// The shells `shell-init` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Options of `docker persist down` itself and of the plugin (project and output); with whether each takes
+/// a value. Everything else after `down` belongs to `docker compose down`.
+const DOWN_OWN_OPTIONS: &[(&str, bool)] = &[
+    ("--backup", false),
+    ("--force", false),
+    ("--yes", false),
+    ("-y", false),
+    ("--dry-run", false),
+    ("--dir", true),
+    ("--json", false),
+    ("--quiet", false),
+    ("-q", false),
+    ("--verbose", false),
+    ("--color", true),
+    ("--help", false),
+    ("-h", false),
+    ("--file", true),
+    ("-f", true),
+    ("--project-name", true),
+    ("-p", true),
+    ("--project-directory", true),
+    ("--env-file", true),
+];
+
+/// Options before the subcommand that take a value (to find the subcommand word).
+const GLOBAL_VALUE_OPTIONS: &[&str] = &[
+    "--file",
+    "-f",
+    "--project-name",
+    "-p",
+    "--project-directory",
+    "--env-file",
+    "--color",
+];
+
+/// Rewrites the arguments of `down` so that clap sees `down [OWN OPTIONS] -- [COMPOSE ARGS]`: Compose's
+/// `-v` is not our `--verbose`, and options of ours may come anywhere among Compose's. Other
+/// subcommands are left as they are.
+pub fn route_down_args(args: Vec<OsString>) -> Vec<OsString> {
+    let text: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let mut i = 1;
+    while i < text.len() {
+        match text[i] {
+            Some(a) if GLOBAL_VALUE_OPTIONS.contains(&a) => i += 2,
+            Some(a) if a.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    if text.get(i).copied().flatten() != Some("down") {
+        return args;
+    }
+    let mut own: Vec<OsString> = Vec::new();
+    let mut compose: Vec<OsString> = Vec::new();
+    let mut j = i + 1;
+    while j < args.len() {
+        let Some(a) = text[j] else {
+            compose.push(args[j].clone());
+            j += 1;
+            continue;
+        };
+        if a == "--" {
+            compose.extend(args[j + 1..].iter().cloned());
+            break;
+        }
+        let name = a.split_once('=').map_or(a, |(n, _)| n);
+        match DOWN_OWN_OPTIONS.iter().find(|(n, _)| *n == name) {
+            Some((_, takes_value)) => {
+                own.push(args[j].clone());
+                if *takes_value && !a.contains('=') && j + 1 < args.len() {
+                    own.push(args[j + 1].clone());
+                    j += 1;
+                }
+            }
+            None => compose.push(args[j].clone()),
+        }
+        j += 1;
+    }
+    let mut out: Vec<OsString> = args[..=i].to_vec();
+    out.extend(own);
+    out.push(OsString::from("--"));
+    out.extend(compose);
+    out
+}
+
+/// Whether `docker compose down ARGS` removes volumes: `-v`, `--volumes`, `--volumes=true`, or `v` in a
+/// cluster of short flags (`-vt5` is not one: `t` takes the rest as its value, but `-v` before it counts).
+pub fn down_removes_volumes(args: &[String]) -> bool {
+    let mut i = 0;
+    let mut on = false;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            match long.split_once('=') {
+                Some(("volumes", v)) => {
+                    on = !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "f")
+                }
+                None if long == "volumes" => on = true,
+                // Options of `down` that take a separate value: skip it.
+                None if matches!(long, "rmi" | "timeout") => i += 1,
+                _ => {}
+            }
+        } else if let Some(short) = a.strip_prefix('-') {
+            for (n, c) in short.char_indices() {
+                match c {
+                    'v' => on = true,
+                    // `-t` takes a value: the rest of the cluster, or the next argument.
+                    't' => {
+                        if n + 1 == short.len() {
+                            i += 1;
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        i += 1;
+    }
+    on
 }
 
 #[derive(Debug, Clone, Args)]
@@ -584,6 +824,70 @@ mod tests {
     fn missing_value_is_an_error() {
         let e = split_docker_globals(vec!["d".into(), "-H".into()]).unwrap_err();
         assert_eq!(e, GlobalsError::MissingValue("-H".into()));
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn routed(args: &[&str]) -> Vec<String> {
+        route_down_args(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn down_arguments_go_to_compose_except_our_own() {
+        assert_eq!(
+            routed(&[
+                "dp", "-p", "x", "down", "-v", "--backup", "--rmi", "all", "--dir=b"
+            ]),
+            [
+                "dp", "-p", "x", "down", "--backup", "--dir=b", "--", "-v", "--rmi", "all"
+            ]
+        );
+        assert_eq!(
+            routed(&[
+                "dp", "down", "--dir", "b", "-t", "3", "-f", "c.yml", "--", "--backup"
+            ]),
+            [
+                "dp", "down", "--dir", "b", "-f", "c.yml", "--", "-t", "3", "--backup"
+            ]
+        );
+        // Other subcommands are untouched.
+        assert_eq!(routed(&["dp", "ls", "-v"]), ["dp", "ls", "-v"]);
+        let cli = Cli::try_parse_from(routed(&["dp", "down", "-v", "--yes", "--force"])).unwrap();
+        let Command::Down(d) = cli.command else {
+            panic!("not down")
+        };
+        assert!(d.yes && d.force && !cli.output.verbose);
+        assert_eq!(d.args, ["-v"]);
+    }
+
+    #[test]
+    fn down_volume_flag_is_found_in_every_spelling() {
+        for yes in [
+            &["-v"][..],
+            &["--volumes"],
+            &["--volumes=true"],
+            &["--rmi", "all", "-v"],
+            &["--remove-orphans", "-vt", "3"],
+            &["-t", "3", "--volumes"],
+        ] {
+            assert!(down_removes_volumes(&strings(yes)), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["--volumes=false"],
+            &["--remove-orphans"],
+            &["-t", "3"],
+            &["-tv"],
+            &["--rmi", "all"],
+            &["--", "-v"],
+        ] {
+            assert!(!down_removes_volumes(&strings(no)), "{no:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub async fn run(
         notes: std::sync::Mutex::new(Vec::new()),
         host: std::sync::OnceLock::new(),
         journal: std::sync::Mutex::new(None),
+        post_hooks: std::sync::Mutex::new(Vec::new()),
     };
     let command = async {
         match &cli.command {
@@ -48,6 +49,10 @@ pub async fn run(
             Command::Restore(args) => commands::restore::run(&session, args).await,
             Command::Migrate(args) => commands::migrate::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
+            Command::Check(args) => commands::guard::check(&session, args).await,
+            Command::Down(args) => commands::guard::down(&session, args).await,
+            Command::Clean(args) => commands::clean::run(&session, args).await,
+            Command::ShellInit(args) => commands::guard::shell_init(printer, args),
         }
     };
     let outcome = tokio::select! {

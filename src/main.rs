@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use docker_persist::cli::{Cli, split_docker_globals};
+use docker_persist::cli::{Cli, route_down_args, split_docker_globals};
 use docker_persist::commands::ExitStatus;
 use docker_persist::report::Printer;
 use docker_persist::{classify_error, plugin, run};
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(ExitStatus::Usage.code());
         }
     };
-    let cli = match Cli::try_parse_from(split.args) {
+    let cli = match Cli::try_parse_from(route_down_args(split.args)) {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with exit 0; usage errors to stderr with exit 2.

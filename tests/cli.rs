@@ -52,6 +52,39 @@ fn ls_help() {
 }
 
 #[test]
+fn down_help() {
+    let (code, stdout, _) = run(&["down", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn clean_help() {
+    let (code, stdout, _) = run(&["clean", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn shell_init_prints_functions_bash_parses() {
+    let (code, stdout, _) = run(&["shell-init", "bash"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("docker() {") && stdout.contains("docker-compose() {"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard.sh");
+    std::fs::write(&file, &stdout).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bash cannot parse the guard:\n{stdout}");
+    let (code, fish, _) = run(&["shell-init", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("function docker --wraps docker"));
+}
+
+#[test]
 fn inspect_help() {
     let (code, stdout, _) = run(&["inspect", "--help"]);
     assert_eq!(code, 0);

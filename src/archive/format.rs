@@ -25,8 +25,10 @@ pub const MANIFEST_MEMBER: &str = "manifest.json";
 pub const COMPOSE_DIR: &str = "compose/";
 /// Directory of the volume members.
 pub const VOLUMES_DIR: &str = "volumes/";
-/// Directory of logical dumps (`dumps/<service>.<ext>.zst`); reserved, not written yet.
+/// Directory of logical dumps (`dumps/<service>.<ext>.zst`).
 pub const DUMPS_DIR: &str = "dumps/";
+/// Suffix of a dump member.
+pub const DUMP_SUFFIX: &str = ".zst";
 /// Suffix of a volume member.
 pub const VOLUME_SUFFIX: &str = ".tar.zst";
 /// Extension of a complete backup file.
@@ -55,6 +57,14 @@ pub struct Manifest {
     pub compose_files: Vec<String>,
     #[serde(default)]
     pub volumes: Vec<VolumeRecord>,
+    /// Volumes backed up as logical dumps (`consistency: dump`); absent when none. Kept apart from
+    /// `volumes`, whose members are always tars of a file tree, so that a reader that predates dumps
+    /// never takes a dump for a tree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<DumpRecord>,
+    /// The project-wide hooks (top-level `x-persist: {hooks: …}`) run around the whole backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
 }
 
 impl Manifest {
@@ -62,6 +72,106 @@ impl Manifest {
     pub fn volume(&self, key: &str) -> Option<&VolumeRecord> {
         self.volumes.iter().find(|v| v.key == key)
     }
+
+    /// The dump record of volume `key`.
+    pub fn dump(&self, key: &str) -> Option<&DumpRecord> {
+        self.dumps.iter().find(|d| d.key == key)
+    }
+
+    /// Every volume key, trees first, then dumps.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.volumes
+            .iter()
+            .map(|v| v.key.as_str())
+            .chain(self.dumps.iter().map(|d| d.key.as_str()))
+    }
+}
+
+/// One hook that ran: where, what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// `pre` or `post`.
+    pub phase: String,
+    pub service: String,
+    /// The command as written (a list joined with spaces).
+    pub command: String,
+    /// The exit code; absent when it timed out or could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub timed_out: bool,
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// `fail` or `continue`.
+    #[serde(default)]
+    pub on_error: String,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The end of its standard output and error (at most 4 KiB each).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+}
+
+/// A volume backed up as a logical dump: the dump tool's output, compressed, in `dumps/<service>.<ext>.zst`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpRecord {
+    /// The volume key, as in [`VolumeRecord::key`].
+    pub key: String,
+    /// The engine's volume name (or host path).
+    pub name: String,
+    pub kind: DataKind,
+    pub tier: Tier,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub users: Vec<VolumeUser>,
+    /// Always `dump`.
+    pub consistency: String,
+    /// `postgres`, `mysql`, `mariadb`, `redis` or `mongodb`.
+    pub recipe: String,
+    /// The service whose running container made the dump.
+    pub service: String,
+    /// That container's image.
+    #[serde(default)]
+    pub image: String,
+    /// `dumps/<service>.<ext>.zst`.
+    pub member: String,
+    /// Bytes of the dump as the tool wrote it.
+    pub bytes: u64,
+    /// Bytes of the member as stored (compressed).
+    pub stored_bytes: u64,
+    /// SHA-256 of the member as stored, lowercase hex.
+    pub sha256: String,
+    /// SHA-256 of the dump as the tool wrote it (the decompressed member), lowercase hex.
+    pub content_sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
+}
+
+/// The member name of a dump made in `service`: `dumps/<service>.<ext>.zst`, the service name encoded like a
+/// volume key.
+pub fn dump_member(service: &str, ext: &str) -> String {
+    let mut out = String::from(DUMPS_DIR);
+    for b in service.bytes() {
+        if is_safe_name_byte(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('.');
+    out.push_str(ext);
+    out.push_str(DUMP_SUFFIX);
+    out
 }
 
 /// The program that wrote the backup.
@@ -132,6 +242,9 @@ pub struct VolumeRecord {
     /// The services (or, outside Compose, the containers) stopped while it was read; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped: Vec<String>,
+    /// The hooks run around reading it (`x-persist: {hooks: …}`); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
     /// The member holding the volume's tar, `volumes/<encoded key>.tar.zst`.
     pub member: String,
     /// The leading path component of every entry of the inner tar (`data` when the engine archived `/data`),
@@ -440,6 +553,7 @@ mod tests {
                 }],
                 consistency: "stop".into(),
                 stopped: vec!["db".into()],
+                hooks: vec![],
                 member: member_for_key("db"),
                 tar_prefix: Some("data".into()),
                 entries: 3,
@@ -450,6 +564,8 @@ mod tests {
                 sha256: "00".repeat(32),
                 content_digest: ContentDigest::from_bytes(DigestVersion::V2, [7; 32]),
             }],
+            dumps: vec![],
+            hooks: vec![],
         }
     }
 
@@ -493,6 +609,55 @@ mod tests {
         let back: Manifest = serde_json::from_value(json).unwrap();
         assert!(back.volumes[0].stopped.is_empty());
         assert_eq!(back.volumes[0].consistency, "");
+    }
+
+    #[test]
+    fn dumps_and_hooks_are_additive_and_a_manifest_without_them_parses() {
+        let mut m = sample_manifest();
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(
+            json.get("dumps").is_none() && json.get("hooks").is_none(),
+            "{json}"
+        );
+        assert!(json["volumes"][0].get("hooks").is_none(), "{json}");
+        m.dumps.push(DumpRecord {
+            key: "cache".into(),
+            name: "app_cache".into(),
+            kind: DataKind::Named,
+            tier: Tier::Important,
+            reason: String::new(),
+            driver: "local".into(),
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            users: vec![],
+            consistency: "dump".into(),
+            recipe: "redis".into(),
+            service: "cache".into(),
+            image: "redis:7".into(),
+            member: dump_member("cache", "rdb"),
+            bytes: 10,
+            stored_bytes: 20,
+            sha256: "11".repeat(32),
+            content_sha256: "22".repeat(32),
+            hooks: vec![HookRecord {
+                phase: "pre".into(),
+                service: "cache".into(),
+                command: "redis-cli ping".into(),
+                exit_code: Some(0),
+                timed_out: false,
+                duration_ms: 3,
+                on_error: "fail".into(),
+                error: None,
+                stdout: "PONG".into(),
+                stderr: String::new(),
+            }],
+        });
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.dump("cache").unwrap().member, "dumps/cache.rdb.zst");
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["db", "cache"]);
+        assert_eq!(dump_member("a b", "sql"), "dumps/a%20b.sql.zst");
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub use digest::{
     ContentDigest, DigestError, DigestOptions, DigestVersion, TreeHasher, TreeSummary,
 };
 pub use format::{
-    BackupName, EngineInfo, Manifest, Tool, VolumeRecord, VolumeUser, member_for_key, validate_tag,
+    BackupName, DumpRecord, EngineInfo, HookRecord, Manifest, Tool, VolumeRecord, VolumeUser,
+    dump_member, member_for_key, validate_tag,
 };
 pub use reader::{
     Backup, BackupListing, BackupSummary, MemberIndex, Problem, ProblemKind, SkippedFile,
@@ -36,7 +37,7 @@ pub use reader::{
 pub use rebase::rebase_tar;
 pub use tree::{TreeError, TreeStats, digest_tree, pack_tree, unpack_tree};
 pub use writer::{
-    BackupWriter, FinishedBackup, STALE_PARTIAL_AGE, VolumeSpec, WriterOptions,
+    BackupWriter, DumpSpec, FinishedBackup, STALE_PARTIAL_AGE, VolumeSpec, WriterOptions,
     remove_stale_partials,
 };
 
@@ -88,6 +89,14 @@ pub enum ArchiveError {
         key: String,
         #[source]
         source: DigestError,
+    },
+
+    #[error("failed to dump volume `{key}` into `{}`", path.display())]
+    ReadDump {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: std::io::Error,
     },
 
     #[error("the backup file `{}` is unusable after an earlier write error", path.display())]

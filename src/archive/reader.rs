@@ -21,8 +21,8 @@ use sha2::{Digest as _, Sha256};
 use super::ArchiveError;
 use super::digest::{DigestError, DigestOptions, TreeSummary, digest_tar};
 use super::format::{
-    BackupName, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX, VOLUMES_DIR, compose_member,
-    key_for_member,
+    BackupName, DUMPS_DIR, DumpRecord, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX,
+    VOLUMES_DIR, compose_member, key_for_member,
 };
 
 const BLOCK: u64 = 512;
@@ -220,12 +220,7 @@ impl Backup {
     /// digests, and that no inner entry escapes the volume root. Problems go into the report; only an I/O
     /// failure reading the file is an error.
     pub fn verify(&self) -> Result<VerifyReport, ArchiveError> {
-        let keys: Vec<&str> = self
-            .manifest
-            .volumes
-            .iter()
-            .map(|v| v.key.as_str())
-            .collect();
+        let keys: Vec<&str> = self.manifest.keys().collect();
         let mut report = self.verify_volumes(&keys)?;
         let mut problems = Vec::new();
 
@@ -249,9 +244,12 @@ impl Backup {
             .volumes
             .iter()
             .map(|v| v.member.as_str())
+            .chain(self.manifest.dumps.iter().map(|d| d.member.as_str()))
             .collect();
         for m in &self.members {
-            if m.name.starts_with(VOLUMES_DIR) && !listed.contains(m.name.as_str()) {
+            if (m.name.starts_with(VOLUMES_DIR) || m.name.starts_with(DUMPS_DIR))
+                && !listed.contains(m.name.as_str())
+            {
                 problems.push(Problem::new(
                     Some(&m.name),
                     ProblemKind::UnexpectedMember,
@@ -260,12 +258,23 @@ impl Backup {
             }
         }
         let mut keys = BTreeSet::new();
-        for v in &self.manifest.volumes {
-            if !keys.insert(v.key.as_str()) {
+        let all = self
+            .manifest
+            .volumes
+            .iter()
+            .map(|v| (v.key.as_str(), v.member.as_str()))
+            .chain(
+                self.manifest
+                    .dumps
+                    .iter()
+                    .map(|d| (d.key.as_str(), d.member.as_str())),
+            );
+        for (key, member) in all {
+            if !keys.insert(key) {
                 problems.push(Problem::new(
-                    Some(&v.member),
+                    Some(member),
                     ProblemKind::Manifest,
-                    &format!("volume `{}` is listed more than once", v.key),
+                    &format!("volume `{key}` is listed more than once"),
                 ));
             }
         }
@@ -282,15 +291,17 @@ impl Backup {
             problems: self.structure.clone(),
         };
         for key in keys {
-            let record = self
-                .manifest
-                .volume(key)
-                .ok_or_else(|| ArchiveError::UnknownVolume {
-                    path: self.path.clone(),
-                    key: key.to_string(),
-                })?;
             let mut problems = Vec::new();
-            let check = self.verify_volume(record, &mut problems)?;
+            let check = match (self.manifest.volume(key), self.manifest.dump(key)) {
+                (Some(record), _) => self.verify_volume(record, &mut problems)?,
+                (None, Some(dump)) => self.verify_dump(dump, &mut problems)?,
+                (None, None) => {
+                    return Err(ArchiveError::UnknownVolume {
+                        path: self.path.clone(),
+                        key: key.to_string(),
+                    });
+                }
+            };
             if problems.is_empty() && self.structure.is_empty() {
                 self.mark_verified(key);
             }
@@ -311,6 +322,144 @@ impl Backup {
             .lock()
             .map(|set| set.contains(key))
             .unwrap_or(false)
+    }
+
+    /// Checks a dump member: present, its size and SHA-256, its zstd frames and checksums, and the size and
+    /// SHA-256 of the decompressed dump.
+    fn verify_dump(
+        &self,
+        record: &DumpRecord,
+        problems: &mut Vec<Problem>,
+    ) -> Result<VolumeCheck, ArchiveError> {
+        let member = record.member.as_str();
+        let mut check = VolumeCheck {
+            key: record.key.clone(),
+            member: member.to_string(),
+            ok: false,
+            summary: None,
+        };
+        let mut problem = |kind, what: &str, expected: Option<String>, found: Option<String>| {
+            problems.push(Problem {
+                member: Some(member.to_string()),
+                kind,
+                what: what.to_string(),
+                expected,
+                found,
+            });
+        };
+        if !member.starts_with(DUMPS_DIR)
+            || member.contains("/..")
+            || member[DUMPS_DIR.len()..].contains('/')
+        {
+            problem(
+                ProblemKind::Manifest,
+                "is not a dump member name",
+                None,
+                None,
+            );
+            return Ok(check);
+        }
+        let Some(index) = self.member(member) else {
+            problem(
+                ProblemKind::MissingMember,
+                "is named by the manifest but not in the file",
+                None,
+                None,
+            );
+            return Ok(check);
+        };
+        if index.size != record.stored_bytes {
+            problem(
+                ProblemKind::SizeMismatch,
+                "stored size differs from the manifest",
+                Some(record.stored_bytes.to_string()),
+                Some(index.size.to_string()),
+            );
+        }
+        let raw = self.raw_member(index)?;
+        let hashing = HashingReader::new(raw);
+        let io_failed = hashing.failed.clone();
+        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+            READ_BUFFER,
+            hashing,
+        ))
+        .map_err(|source| self.read_err(member, source))?;
+        let mut decoder = Latch::new(decoder);
+        let mut content = Sha256::new();
+        let mut bytes = 0u64;
+        let mut buf = vec![0u8; READ_BUFFER];
+        let decoded = loop {
+            match decoder.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    content.update(&buf[..n]);
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(source) = io_failed.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(self.read_err(member, source));
+        }
+        let mut hashing = decoder.inner.finish().into_inner();
+        io::copy(&mut hashing, &mut io::sink()).map_err(|source| self.read_err(member, source))?;
+        let (sha256, _) = hashing.finish();
+        if sha256 != record.sha256 {
+            problem(
+                ProblemKind::Sha256Mismatch,
+                "SHA-256 of the stored bytes differs from the manifest",
+                Some(record.sha256.clone()),
+                Some(sha256),
+            );
+        }
+        if let Err(e) = decoded {
+            problem(
+                ProblemKind::Zstd,
+                &format!("does not decode: {e}"),
+                None,
+                None,
+            );
+            return Ok(check);
+        }
+        if bytes != record.bytes {
+            problem(
+                ProblemKind::CountMismatch,
+                "dump size differs from the manifest",
+                Some(record.bytes.to_string()),
+                Some(bytes.to_string()),
+            );
+        }
+        let content = hex::encode(content.finalize());
+        if content != record.content_sha256 {
+            problem(
+                ProblemKind::DigestMismatch,
+                "SHA-256 of the dump differs from the manifest",
+                Some(record.content_sha256.clone()),
+                Some(content),
+            );
+        }
+        check.ok = problems.is_empty();
+        Ok(check)
+    }
+
+    /// The decompressed dump of volume `key`, for a restore; like [`Backup::volume_stream`], the dump must
+    /// have been verified through this handle, and the stored bytes are checked again as it is read.
+    pub fn dump_stream(&self, key: &str) -> Result<VolumeStream, ArchiveError> {
+        let record = self
+            .manifest
+            .dump(key)
+            .ok_or_else(|| ArchiveError::UnknownVolume {
+                path: self.path.clone(),
+                key: key.to_string(),
+            })?;
+        if !self.is_verified(key) {
+            return Err(ArchiveError::NotVerified {
+                path: self.path.clone(),
+                key: key.to_string(),
+            });
+        }
+        self.member_stream(&record.member, &record.sha256, record.stored_bytes)
     }
 
     fn verify_volume(
@@ -473,24 +622,33 @@ impl Backup {
                 key: key.to_string(),
             });
         }
+        self.member_stream(&record.member, &record.sha256, record.stored_bytes)
+    }
+
+    fn member_stream(
+        &self,
+        member: &str,
+        sha256: &str,
+        stored_bytes: u64,
+    ) -> Result<VolumeStream, ArchiveError> {
         let index = self
-            .member(&record.member)
+            .member(member)
             .ok_or_else(|| ArchiveError::MissingMember {
                 path: self.path.clone(),
-                member: record.member.clone(),
+                member: member.to_string(),
             })?;
         let raw = self.raw_member(index)?;
         let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
             READ_BUFFER,
             HashingReader::new(raw),
         ))
-        .map_err(|source| self.read_err(&record.member, source))?;
+        .map_err(|source| self.read_err(member, source))?;
         Ok(VolumeStream {
             decoder: Some(decoder),
             path: self.path.clone(),
-            member: record.member.clone(),
-            expected_sha256: record.sha256.clone(),
-            expected_size: record.stored_bytes,
+            member: member.to_string(),
+            expected_sha256: sha256.to_string(),
+            expected_size: stored_bytes,
             ended: false,
         })
     }

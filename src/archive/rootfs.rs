@@ -111,3 +111,54 @@ mod tests {
         );
     }
 }
+
+/// The parts of a tar that holds one regular file `name` of `size` bytes: the header to send before its
+/// content, and the padding and end-of-archive blocks to send after it. For writing one file (a Redis RDB
+/// file) into a volume through the engine's archive endpoint.
+pub fn single_file_tar(
+    name: &str,
+    size: u64,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name)?;
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(uid);
+    header.set_gid(gid);
+    header.set_mtime(mtime);
+    header.set_cksum();
+    let pad = usize::try_from((512 - size % 512) % 512).unwrap_or(0);
+    Ok((header.as_bytes().to_vec(), vec![0u8; pad + 1024]))
+}
+
+#[cfg(test)]
+mod single_file_tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn a_single_file_tar_reads_back() {
+        let content = b"REDIS0011 rdb bytes";
+        let (head, tail) =
+            single_file_tar("sub/dump.rdb", content.len() as u64, 0o600, 999, 999, 7).unwrap();
+        let mut all = head;
+        all.extend_from_slice(content);
+        all.extend_from_slice(&tail);
+        assert_eq!(all.len() % 512, 0);
+        let mut archive = tar::Archive::new(&all[..]);
+        let mut entries = archive.entries().unwrap();
+        let mut e = entries.next().unwrap().unwrap();
+        assert_eq!(e.path().unwrap().to_str(), Some("sub/dump.rdb"));
+        assert_eq!(e.header().uid().unwrap(), 999);
+        let mut back = Vec::new();
+        e.read_to_end(&mut back).unwrap();
+        assert_eq!(back, content);
+        drop(e);
+        assert!(entries.next().is_none());
+    }
+}

@@ -30,8 +30,8 @@ use sha2::{Digest as _, Sha256};
 use super::ArchiveError;
 use super::digest::{DigestError, DigestOptions, digest_tar_into};
 use super::format::{
-    BackupName, EngineInfo, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX, Tool, VolumeRecord,
-    VolumeUser, compose_member, member_for_key,
+    BackupName, DumpRecord, EngineInfo, FORMAT, HookRecord, MANIFEST_MEMBER, Manifest,
+    PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, member_for_key,
 };
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
@@ -97,6 +97,16 @@ pub struct VolumeSpec {
     pub stopped: Vec<String>,
     /// The leading path component of the inner tar's entries (`data` for the engine's tar of `/data`).
     pub tar_prefix: Option<String>,
+}
+
+/// How a dump was made: recipe, service, image and the file extension of its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpSpec {
+    pub recipe: String,
+    pub service: String,
+    pub image: String,
+    /// `sql`, `rdb`, `archive`.
+    pub ext: String,
 }
 
 /// A completed backup file.
@@ -220,6 +230,8 @@ impl BackupWriter {
             engine,
             compose_files: Vec::new(),
             volumes: Vec::new(),
+            dumps: Vec::new(),
+            hooks: Vec::new(),
         };
         Ok(BackupWriter {
             out: Some(BufWriter::with_capacity(OUT_BUFFER, file)),
@@ -331,6 +343,7 @@ impl BackupWriter {
             users: spec.users,
             consistency: spec.consistency,
             stopped: spec.stopped,
+            hooks: Vec::new(),
             member: member.clone(),
             tar_prefix: digest_options.strip_prefix().map(str::to_string),
             entries: summary.entries,
@@ -344,6 +357,128 @@ impl BackupWriter {
         self.members.insert(member);
         self.manifest.volumes.push(record.clone());
         Ok(record)
+    }
+
+    /// Streams a logical dump of volume `spec.key`, made in `service` by `recipe`, from `data` into
+    /// `dumps/<service>.<ext>.zst` and returns its manifest record. On error (the stream's own, as when the
+    /// dump tool failed) the member is removed again and the writer stays usable.
+    pub fn add_dump<R: Read>(
+        &mut self,
+        spec: VolumeSpec,
+        dump: DumpSpec,
+        mut data: R,
+    ) -> Result<DumpRecord, ArchiveError> {
+        self.check_usable()?;
+        let member = dump_member(&dump.service, &dump.ext);
+        if self.members.contains(&member) || self.manifest.dumps.iter().any(|d| d.key == spec.key) {
+            return Err(ArchiveError::InvalidMember {
+                path: self.partial.clone(),
+                member,
+                reason: "a dump of that service or volume is in the backup already",
+            });
+        }
+        self.volumes_started = true;
+        let start = self.pos;
+        let streamed = (|| -> Result<(u64, String, u64, String), (bool, io::Error)> {
+            let sink_err = |e| (true, e);
+            let mtime = self.mtime();
+            let header_pos = self.start_member(&member, mtime).map_err(sink_err)?;
+            let options = self.options;
+            let out = self.out().map_err(sink_err)?;
+            let sink = HashingWriter {
+                out,
+                sha: Sha256::new(),
+                bytes: 0,
+            };
+            let mut encoder =
+                zstd::stream::write::Encoder::new(sink, options.level).map_err(sink_err)?;
+            encoder.include_checksum(true).map_err(sink_err)?;
+            if options.workers > 0 {
+                encoder.multithread(options.workers).map_err(sink_err)?;
+                if MT_SMALL_JOB_LEVELS.contains(&options.level) {
+                    encoder
+                        .set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))
+                        .map_err(sink_err)?;
+                }
+            }
+            let mut content = Sha256::new();
+            let mut bytes = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match data.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err((false, e)),
+                };
+                content.update(&buf[..n]);
+                bytes += n as u64;
+                encoder.write_all(&buf[..n]).map_err(sink_err)?;
+            }
+            let sink = encoder.finish().map_err(sink_err)?;
+            let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
+            self.pos += stored;
+            self.end_member(header_pos, &member, stored, mtime)
+                .map_err(sink_err)?;
+            Ok((bytes, hex::encode(content.finalize()), stored, sha))
+        })();
+        let (bytes, content_sha256, stored_bytes, sha256) = match streamed {
+            Ok(done) => done,
+            Err((sink, source)) => {
+                self.rollback(start);
+                return Err(if sink {
+                    ArchiveError::Write {
+                        path: self.partial.clone(),
+                        member,
+                        source,
+                    }
+                } else {
+                    ArchiveError::ReadDump {
+                        path: self.partial.clone(),
+                        key: spec.key,
+                        source,
+                    }
+                });
+            }
+        };
+        let record = DumpRecord {
+            key: spec.key,
+            name: spec.name,
+            kind: spec.kind,
+            tier: spec.tier,
+            reason: spec.reason,
+            driver: spec.driver,
+            driver_opts: spec.driver_opts,
+            labels: spec.labels,
+            users: spec.users,
+            consistency: "dump".to_string(),
+            recipe: dump.recipe,
+            service: dump.service,
+            image: dump.image,
+            member: member.clone(),
+            bytes,
+            stored_bytes,
+            sha256,
+            content_sha256,
+            hooks: Vec::new(),
+        };
+        self.members.insert(member);
+        self.manifest.dumps.push(record.clone());
+        Ok(record)
+    }
+
+    /// Records the hooks run around volume `key` (a tree or a dump) in the manifest.
+    pub fn record_volume_hooks(&mut self, key: &str, hooks: Vec<HookRecord>) {
+        if let Some(v) = self.manifest.volumes.iter_mut().find(|v| v.key == key) {
+            v.hooks = hooks;
+        } else if let Some(d) = self.manifest.dumps.iter_mut().find(|d| d.key == key) {
+            d.hooks = hooks;
+        }
+    }
+
+    /// Records the project-wide hooks in the manifest.
+    pub fn record_project_hooks(&mut self, hooks: Vec<HookRecord>) {
+        self.manifest.hooks = hooks;
     }
 
     /// Writes the manifest and the end of the archive, fsyncs the file, renames it to its final name and fsyncs
@@ -907,6 +1042,94 @@ pub(crate) mod tests {
         let done = w.finish().unwrap();
         let list = String::from_utf8(gnu_tar(&["tf", done.path.to_str().unwrap()]).stdout).unwrap();
         assert_eq!(list, "volumes/db.tar.zst\nmanifest.json\n");
+    }
+
+    fn dump_spec(service: &str) -> DumpSpec {
+        DumpSpec {
+            recipe: "postgres".into(),
+            service: service.into(),
+            image: "postgres:16".into(),
+            ext: "sql".into(),
+        }
+    }
+
+    #[test]
+    fn dumps_round_trip_and_a_failed_dump_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = BackupWriter::create(
+            tmp.path(),
+            &name(),
+            EngineInfo::default(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("`pg_dumpall` exited with code 1"));
+                }
+                self.0 -= 1;
+                buf[..3].copy_from_slice(b"abc");
+                Ok(3)
+            }
+        }
+        let err = w
+            .add_dump(spec("db"), dump_spec("db"), Failing(5))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::ReadDump { key, .. } if key == "db"),
+            "{err}"
+        );
+        assert_eq!(w.pos, 0);
+        let sql: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let record = w.add_dump(spec("db"), dump_spec("db"), &sql[..]).unwrap();
+        assert_eq!(record.member, "dumps/db.sql.zst");
+        assert_eq!(record.bytes, sql.len() as u64);
+        assert_eq!(record.content_sha256, hex::encode(Sha256::digest(&sql)));
+        let again = w
+            .add_dump(spec("db"), dump_spec("db"), &b"x"[..])
+            .unwrap_err();
+        assert!(
+            matches!(again, ArchiveError::InvalidMember { .. }),
+            "{again}"
+        );
+        w.record_volume_hooks("db", vec![]);
+        let done = w.finish().unwrap();
+        let list = String::from_utf8(gnu_tar(&["tf", done.path.to_str().unwrap()]).stdout).unwrap();
+        assert_eq!(list, "dumps/db.sql.zst\nmanifest.json\n");
+
+        let backup = crate::archive::Backup::open(&done.path).unwrap();
+        assert!(backup.dump_stream("db").is_err(), "not verified yet");
+        let report = backup.verify().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.volumes.len(), 1);
+        let mut back = Vec::new();
+        backup
+            .dump_stream("db")
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, sql);
+
+        // A flipped byte in the stored member is found.
+        let index = backup.member("dumps/db.sql.zst").unwrap().clone();
+        let mut bytes = std::fs::read(&done.path).unwrap();
+        bytes[usize::try_from(index.data_offset).unwrap() + 40] ^= 0xff;
+        std::fs::write(&done.path, &bytes).unwrap();
+        let report = crate::archive::Backup::open(&done.path)
+            .unwrap()
+            .verify()
+            .unwrap();
+        assert!(!report.is_ok());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.kind == crate::archive::ProblemKind::Sha256Mismatch),
+            "{:?}",
+            report.problems
+        );
     }
 
     #[test]

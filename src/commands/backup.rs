@@ -13,10 +13,12 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 
 use super::consistency::{self, Resolved};
+use super::dump::{self, DumpChoice};
+use super::hooks::{self, Phase};
 use super::{ExitStatus, Session, UsageError, plural, quoted};
 use crate::archive::{
-    BackupName, BackupWriter, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec, VolumeUser,
-    WriterOptions,
+    BackupName, BackupWriter, DumpSpec, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec,
+    VolumeUser, WriterOptions,
 };
 use crate::cancel::CancellableReader;
 use crate::cli::BackupArgs;
@@ -98,6 +100,8 @@ struct BackupJson<'a> {
     path: &'a Path,
     bytes: u64,
     volumes: &'a [VolumeRecord],
+    /// Volumes backed up as logical dumps (`consistency: dump`).
+    dumps: &'a [crate::archive::DumpRecord],
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
@@ -139,6 +143,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             },
             fast: fast.as_ref(),
             consistency: args.consistency.map(Consistency::from),
+            hooks: true,
         },
     )
     .await?;
@@ -149,11 +154,12 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             path: &finished.path,
             bytes: finished.bytes,
             volumes: &records,
+            dumps: &finished.manifest.dumps,
         })?;
     } else {
         printer.status(format!(
             "Backed up {} to `{}` ({})",
-            plural(records.len(), "volume"),
+            plural(records.len() + finished.manifest.dumps.len(), "volume"),
             finished.path.display(),
             human_size(finished.bytes)
         ));
@@ -171,40 +177,36 @@ pub struct Destination<'a> {
     pub fast: Option<&'a FastPath>,
     /// `--consistency`, when given: it wins over every `x-persist` setting.
     pub consistency: Option<Consistency>,
+    /// Whether the `x-persist` hooks run (not for the safety backup of a restore, whose services are
+    /// stopped already).
+    pub hooks: bool,
 }
 
-/// The consistency mode of each item; a usage error when one asks for a mode not available yet.
+/// The consistency mode of each item, with the dump recipe of those in `dump` mode; a usage error when a
+/// dump volume has no recipe.
 fn consistency_modes(
     items: &[&DataItem],
     project: &Project,
     flag: Option<Consistency>,
-) -> Result<Vec<Resolved>, UsageError> {
-    let modes: Vec<Resolved> = items
+) -> Result<Vec<(Resolved, Option<DumpChoice>)>, UsageError> {
+    items
         .iter()
-        .map(|i| consistency::resolve(flag, i, project))
-        .collect();
-    if let Some((item, mode)) = items
-        .iter()
-        .zip(&modes)
-        .find(|(_, m)| m.mode == Consistency::Dump)
-    {
-        return Err(UsageError {
-            message: format!(
-                "`{}` asks for `consistency: dump` ({}), and dump recipes are not available yet",
-                item.key, mode.reason
-            ),
-            hint: Some(
-                "use `stop` or `live` instead: `--consistency stop`, or `x-persist: {consistency: stop}`"
-                    .to_string(),
-            ),
-        });
-    }
-    Ok(modes)
+        .map(|i| {
+            let mode = consistency::resolve(flag, i, project);
+            let choice = if mode.mode == Consistency::Dump {
+                Some(dump::choose(i, project)?)
+            } else {
+                None
+            };
+            Ok((mode, choice))
+        })
+        .collect()
 }
 
 /// Writes one backup file of `items` into `dest.dir` and returns it with the volume records. Each item is
 /// read in its consistency mode: for `stop`, its running containers are stopped just before it is read
-/// and started again right after, whatever happened.
+/// and started again right after, whatever happened; for `dump`, the recipe's tool runs in the service.
+/// Hooks run around each item and around the whole backup; post hooks run whatever happened.
 pub async fn write_backup(
     session: &Session<'_>,
     engine: &Engine,
@@ -213,21 +215,98 @@ pub async fn write_backup(
     dest: &Destination<'_>,
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
     let printer = session.printer;
-    let Destination {
-        dir,
-        tag,
-        options,
-        fast,
-        consistency,
-    } = *dest;
-    let modes = consistency_modes(items, project, consistency)?;
-    for p in crate::archive::remove_stale_partials(dir, &project.name)? {
+    let modes = consistency_modes(items, project, dest.consistency)?;
+    for p in crate::archive::remove_stale_partials(dest.dir, &project.name)? {
         printer.status(format!(
             "Removed `{}`, left by a backup that did not finish",
             p.display()
         ));
     }
-    check_free_space(dir, items)?;
+    check_free_space(dest.dir, items)?;
+    let no_hooks = crate::compose::Hooks::default();
+    let project_hooks = if dest.hooks {
+        &project.hooks
+    } else {
+        &no_hooks
+    };
+    let scope = "the backup";
+    let token = hooks::register_post(session, &project.name, scope, &project_hooks.post);
+    let (mut pre, pre_error) = hooks::run(
+        engine,
+        printer,
+        &project.name,
+        scope,
+        Phase::Pre,
+        &project_hooks.pre,
+    )
+    .await;
+    let written = match pre_error {
+        Some(e) => Err(e.context("a project-wide pre hook failed; nothing was backed up")),
+        None => write_items(session, engine, project, items, &modes, dest).await,
+    };
+    // Post hooks always run; with the backup's own result first in line.
+    let mut post = Vec::new();
+    let mut post_error = None;
+    if hooks::take_pending(session, token).is_some() {
+        (post, post_error) = hooks::run(
+            engine,
+            printer,
+            &project.name,
+            scope,
+            Phase::Post,
+            &project_hooks.post,
+        )
+        .await;
+    }
+    let (mut writer, records) = match (written, post_error.take()) {
+        (Ok(w), e) => {
+            post_error = e;
+            w
+        }
+        (Err(e), post_failed) => {
+            if let Some(p) = post_failed {
+                printer.warn(format!("{p:#}"));
+            }
+            return Err(e);
+        }
+    };
+    pre.append(&mut post);
+    writer.record_project_hooks(pre);
+    let started = std::time::Instant::now();
+    let finished = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .context("the backup writer stopped unexpectedly")??;
+    printer.verbose(format!(
+        "wrote the manifest and synced the file in {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(e) = post_error {
+        return Err(e.context(format!(
+            "the backup `{}` is complete, but a project-wide post hook failed",
+            finished.path.display()
+        )));
+    }
+    Ok((finished, records))
+}
+
+/// Creates the backup file and adds the Compose files and every item, each with its hooks.
+async fn write_items(
+    session: &Session<'_>,
+    engine: &Engine,
+    project: &Project,
+    items: &[&DataItem],
+    modes: &[(Resolved, Option<DumpChoice>)],
+    dest: &Destination<'_>,
+) -> anyhow::Result<(BackupWriter, Vec<VolumeRecord>)> {
+    let printer = session.printer;
+    let Destination {
+        dir,
+        tag,
+        options,
+        fast,
+        consistency: _,
+        hooks: run_hooks,
+    } = *dest;
     let version = engine.version().await?;
     let engine_info = EngineInfo {
         version: version.version,
@@ -254,40 +333,171 @@ pub async fn write_backup(
     };
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
-    for (item, mode) in items.iter().zip(&modes) {
-        let stopped = match mode.mode {
-            Consistency::Stop => {
-                let running = consistency::running_users(engine, project, item).await?;
-                if !running.is_empty() {
-                    printer.status(format!(
-                        "Stopping {} while `{}` is read",
-                        quoted(running.iter().map(|c| c.name.as_str())),
-                        item.key
-                    ));
-                }
-                consistency::stop(session, engine, project, &running).await?;
-                running
-            }
-            _ => Vec::new(),
+    for (item, (mode, choice)) in items.iter().zip(modes) {
+        let volume_hooks = if run_hooks {
+            consistency::volume_hooks(item, project)
+        } else {
+            crate::compose::Hooks::default()
         };
-        let read = back_up_one(engine, printer, fast, writer, item, mode, &stopped).await;
-        // Started again before anything else happens, whether the read worked or not.
-        let started = consistency::start_again(session, engine, &stopped).await;
-        let (w, record) = read?;
-        started?;
+        let scope = format!("`{}`", item.key);
+        let token = hooks::register_post(session, &project.name, &scope, &volume_hooks.post);
+        let (mut ran, pre_error) = hooks::run(
+            engine,
+            printer,
+            &project.name,
+            &scope,
+            Phase::Pre,
+            &volume_hooks.pre,
+        )
+        .await;
+        let read = match pre_error {
+            Some(e) => Err(e.context(format!(
+                "a pre hook of `{}` failed; the backup was not written",
+                item.key
+            ))),
+            None => match choice {
+                Some(choice) => dump_one(engine, printer, project, writer, item, choice).await,
+                None => read_one(session, engine, project, fast, writer, item, mode).await,
+            },
+        };
+        let mut post_error = None;
+        if hooks::take_pending(session, token).is_some() {
+            let mut post;
+            (post, post_error) = hooks::run(
+                engine,
+                printer,
+                &project.name,
+                &scope,
+                Phase::Post,
+                &volume_hooks.post,
+            )
+            .await;
+            ran.append(&mut post);
+        }
+        let (w, record) = match read {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(p) = post_error {
+                    printer.warn(format!("{p:#}"));
+                }
+                return Err(e);
+            }
+        };
         writer = w;
-        report_volume(printer, item, &record);
-        records.push(record);
+        if let Some(e) = post_error {
+            return Err(e.context(format!(
+                "a post hook of `{}` failed; the backup was not written",
+                item.key
+            )));
+        }
+        writer.record_volume_hooks(&item.key, ran);
+        if let Some(record) = record {
+            report_volume(printer, item, &record);
+            records.push(record);
+        }
     }
-    let started = std::time::Instant::now();
-    let finished = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .context("the backup writer stopped unexpectedly")??;
-    printer.verbose(format!(
-        "wrote the manifest and synced the file in {:.2} s",
-        started.elapsed().as_secs_f64()
+    Ok((writer, records))
+}
+
+/// Reads one item in `stop` or `live` mode: its running containers are stopped first for `stop`, and
+/// started again right after, whether the read worked or not.
+async fn read_one(
+    session: &Session<'_>,
+    engine: &Engine,
+    project: &Project,
+    fast: Option<&FastPath>,
+    writer: BackupWriter,
+    item: &DataItem,
+    mode: &Resolved,
+) -> anyhow::Result<(BackupWriter, Option<VolumeRecord>)> {
+    let printer = session.printer;
+    let stopped = match mode.mode {
+        Consistency::Stop => {
+            let running = consistency::running_users(engine, project, item).await?;
+            if !running.is_empty() {
+                printer.status(format!(
+                    "Stopping {} while `{}` is read",
+                    quoted(running.iter().map(|c| c.name.as_str())),
+                    item.key
+                ));
+            }
+            consistency::stop(session, engine, project, &running).await?;
+            running
+        }
+        _ => Vec::new(),
+    };
+    let read = back_up_one(engine, printer, fast, writer, item, mode, &stopped).await;
+    // Started again before anything else happens, whether the read worked or not.
+    let started = consistency::start_again(session, engine, &stopped).await;
+    let (w, record) = read?;
+    started?;
+    Ok((w, Some(record)))
+}
+
+/// Dumps one item with its recipe, inside the running container of the recipe's service, into
+/// `dumps/<service>.<ext>.zst`. Its services keep running; its file tree is not read.
+async fn dump_one(
+    engine: &Engine,
+    printer: &Printer,
+    project: &Project,
+    mut writer: BackupWriter,
+    item: &DataItem,
+    choice: &DumpChoice,
+) -> anyhow::Result<(BackupWriter, Option<VolumeRecord>)> {
+    let container = hooks::running_container(engine, &project.name, &choice.service)
+        .await?
+        .ok_or_else(|| UsageError {
+            message: format!(
+                "`{}` is backed up as a dump, made inside service `{}`, and `{}` is not running",
+                item.key, choice.service, choice.service
+            ),
+            hint: Some(format!(
+                "start it (`docker compose up -d {}`), or back it up as files with `--consistency stop`",
+                choice.service
+            )),
+        })?;
+    let (tool, _) = dump::tools(choice.recipe);
+    printer.status(format!(
+        "Dumping `{}` with `{tool}` in `{}` ({} recipe, from the {})",
+        item.key, container.name, choice.recipe, choice.reason
     ));
-    Ok((finished, records))
+    let started = std::time::Instant::now();
+    let argv = dump::dump_command(engine, printer, &container, choice.recipe).await?;
+    let stream = engine.exec_stdout(&container.id, &argv).await?;
+    let source = crate::pipe::reader_of(stream);
+    let name = item.name.clone().unwrap_or_else(|| item.key.clone());
+    let mut spec = volume_spec(item, name);
+    spec.consistency = Consistency::Dump.to_string();
+    let dump_spec = DumpSpec {
+        recipe: choice.recipe.to_string(),
+        service: choice.service.clone(),
+        image: if container.image.is_empty() {
+            choice.image.clone()
+        } else {
+            container.image.clone()
+        },
+        ext: dump::ext(choice.recipe).to_string(),
+    };
+    let progress = Progress::bytes(printer.progress_enabled(), &item.key, None);
+    let bar = progress.clone();
+    let (writer, result) = tokio::task::spawn_blocking(move || {
+        let reader = CancellableReader::new(source, |n| bar.inc(n));
+        let result = writer.add_dump(spec, dump_spec, reader);
+        (writer, result)
+    })
+    .await
+    .context("the backup writer stopped unexpectedly")?;
+    progress.finish();
+    let record = result.with_context(|| format!("failed to dump `{}`", item.key))?;
+    printer.status(format!(
+        "Dumped `{}` in {:.1} s: {} as `{}`, stored as {}",
+        item.key,
+        started.elapsed().as_secs_f64(),
+        human_size(record.bytes),
+        record.member,
+        human_size(record.stored_bytes)
+    ));
+    Ok((writer, None))
 }
 
 /// Reads one piece of data through a helper container into the writer: on the fast path when it is in

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::verified::{Verified, recorded};
 use super::{ExitStatus, Session};
 use crate::archive::{BackupListing, list_backups};
 use crate::cli::BackupsArgs;
@@ -25,6 +26,8 @@ struct BackupJson<'a> {
     tag: Option<&'a str>,
     bytes: u64,
     volumes: Vec<&'a str>,
+    /// `true`: a verification found it intact; `false`: damaged; `null`: not verified yet (or changed since).
+    verified: Option<bool>,
 }
 
 /// The backup directory of a command: `--dir`, else `backups` in the project directory.
@@ -62,7 +65,8 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                     created: b.created().to_string(),
                     tag: b.tag(),
                     bytes: b.bytes,
-                    volumes: b.manifest.volumes.iter().map(|v| v.key.as_str()).collect(),
+                    volumes: b.manifest.keys().collect(),
+                    verified: recorded(&b.path, &b.manifest).map(|v| v == Verified::Ok),
                 })
                 .collect(),
         })?;
@@ -87,18 +91,21 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                 age(now, b.created()),
                 b.tag().unwrap_or("-").to_string(),
                 human_size(b.bytes),
-                b.manifest
-                    .volumes
-                    .iter()
-                    .map(|v| v.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                match recorded(&b.path, &b.manifest) {
+                    Some(Verified::Ok) => "yes",
+                    Some(Verified::Failed) => "FAILED",
+                    None => "no",
+                }
+                .to_string(),
+                b.manifest.keys().collect::<Vec<_>>().join(", "),
                 b.path.display().to_string(),
             ]
         })
         .collect();
     printer.data(table::render(
-        &["CREATED", "AGE", "TAG", "SIZE", "VOLUMES", "FILE"],
+        &[
+            "CREATED", "AGE", "TAG", "SIZE", "VERIFIED", "VOLUMES", "FILE",
+        ],
         &rows,
     ));
     skipped_note(printer, &listing, &dir);

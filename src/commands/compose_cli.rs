@@ -71,6 +71,15 @@ impl ComposeCli {
         }
     }
 
+    /// Adds `--env-file FILE` for each file, so that Compose interpolates the project as it was loaded.
+    pub fn env_files(mut self, files: &[PathBuf]) -> ComposeCli {
+        for f in files {
+            self.prefix.push("--env-file".to_string());
+            self.prefix.push(f.display().to_string());
+        }
+        self
+    }
+
     /// Runs `compose ARGS`, with its output going to the user's stderr.
     pub async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         let status = tokio::process::Command::new(&self.program)

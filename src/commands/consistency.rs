@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use super::Session;
 use crate::compose::classify::DataKind;
-use crate::compose::{Consistency, MountType, Project, Tier};
+use crate::compose::{Consistency, MountType, PersistSpec, Project, Tier};
 use crate::engine::{ContainerInfo, Engine};
 use crate::inventory::{DataItem, bind_mounts};
 use crate::journal::StoppedContainer;
@@ -72,15 +72,38 @@ pub fn resolve(flag: Option<Consistency>, item: &DataItem, project: &Project) ->
 /// `consistency:` in the `x-persist` of the volume itself: the top-level definition of a named volume, or
 /// a long-syntax entry that binds the host path.
 fn volume_setting(item: &DataItem, project: &Project) -> Option<Consistency> {
+    persist_specs(item, project)
+        .into_iter()
+        .find_map(|p| p.consistency)
+}
+
+/// The `x-persist` mappings of the volume itself: the top-level definition of a named volume, or the
+/// long-syntax entries that bind the host path, in file order.
+pub fn persist_specs<'a>(item: &'a DataItem, project: &'a Project) -> Vec<&'a PersistSpec> {
     match item.kind {
         DataKind::Bind => project
             .services
             .values()
             .flat_map(|s| &s.mounts)
             .filter(|m| m.kind == MountType::Bind && m.source == item.name)
-            .find_map(|m| m.persist.as_ref()?.consistency),
-        _ => item.definition.as_ref()?.persist.as_ref()?.consistency,
+            .filter_map(|m| m.persist.as_ref())
+            .collect(),
+        _ => item
+            .definition
+            .as_ref()
+            .and_then(|d| d.persist.as_ref())
+            .into_iter()
+            .collect(),
     }
+}
+
+/// The hooks of the volume: those of the first `x-persist` mapping that has any.
+pub fn volume_hooks(item: &DataItem, project: &Project) -> crate::compose::Hooks {
+    persist_specs(item, project)
+        .into_iter()
+        .find(|p| !p.hooks.is_empty())
+        .map(|p| p.hooks.clone())
+        .unwrap_or_default()
 }
 
 /// The project's services in the order to start them: every service after the services it depends on,
@@ -232,7 +255,7 @@ pub fn stopped_names(containers: &[ContainerInfo]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::compose::classify::Classification;
-    use crate::compose::{Mount, PersistSpec, Service, VolumeDef};
+    use crate::compose::{Mount, Service, VolumeDef};
 
     fn persist(c: Consistency) -> Option<PersistSpec> {
         Some(PersistSpec {
@@ -262,6 +285,7 @@ mod tests {
             volumes: Default::default(),
             persist: serde_json::Value::Null,
             consistency: None,
+            hooks: Default::default(),
             environment: Default::default(),
             warnings: vec![],
         }

@@ -113,7 +113,14 @@ pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<Ex
             schema_version: SCHEMA_VERSION,
             project: &inventory.project.name,
             volume: VolumeJson {
-                item: ItemJson::from(item),
+                item: {
+                    // How a backup would keep it consistent, and why, as `ls --json` says.
+                    let mode = super::consistency::resolve(None, item, &inventory.project);
+                    let mut json = ItemJson::from(item);
+                    json.consistency = Some(mode.mode);
+                    json.consistency_reason = Some(mode.reason);
+                    json
+                },
                 driver: driver.or((item.kind != DataKind::Bind).then_some("local")),
                 options,
                 mountpoint: mountpoint(item),
@@ -168,6 +175,10 @@ pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<Ex
             "Removed by down -v",
             if item.removed_by_down_v { "yes" } else { "no" }.into(),
         ),
+        ("Consistency", {
+            let mode = super::consistency::resolve(None, item, &inventory.project);
+            format!("{} ({})", mode.mode, mode.reason)
+        }),
     ];
     if item.kind == DataKind::Bind {
         rows.push(("Host path", item.name.clone().unwrap_or_default()));

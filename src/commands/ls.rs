@@ -70,8 +70,8 @@ pub fn last_backups(printer: &Printer, dir: &Path, project: &str) -> HashMap<Str
     match super::backups::listing(dir, project) {
         Ok(listing) => {
             for b in listing.backups {
-                for v in &b.manifest.volumes {
-                    out.entry(v.key.clone()).or_insert_with(|| LastBackup {
+                for key in b.manifest.keys() {
+                    out.entry(key.to_string()).or_insert_with(|| LastBackup {
                         path: b.path.clone(),
                         created: b.created().to_string(),
                         at: b.created(),

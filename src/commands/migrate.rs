@@ -281,6 +281,8 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
                 options: crate::archive::WriterOptions::auto(),
                 fast: fast.as_ref(),
                 consistency: Some(crate::compose::Consistency::Stop),
+                // Its services are stopped already.
+                hooks: false,
             },
         )
         .await
@@ -1182,6 +1184,8 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
                 options: crate::archive::WriterOptions::auto(),
                 fast: fast.as_ref(),
                 consistency: Some(crate::compose::Consistency::Stop),
+                // Its services are stopped already.
+                hooks: false,
             },
         )
         .await

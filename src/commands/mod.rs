@@ -3,13 +3,19 @@
 
 pub mod backup;
 pub mod backups;
+pub mod clean;
 pub mod compose_cli;
 pub mod consistency;
+pub mod dump;
+pub mod guard;
+pub mod hooks;
 pub mod inspect;
 pub mod ls;
 pub mod migrate;
 pub mod restore;
+pub mod restore_dump;
 pub mod rules;
+pub mod verified;
 pub mod verify;
 
 use anyhow::Context as _;
@@ -70,6 +76,8 @@ pub struct Session<'a> {
     pub host: std::sync::OnceLock<String>,
     /// The journal of containers a backup stopped, once it stopped some (see [`crate::journal`]).
     pub journal: std::sync::Mutex<Option<Journal>>,
+    /// Post hooks not run yet: run by [`Session::cleanup`] when the command ends early.
+    pub post_hooks: std::sync::Mutex<Vec<hooks::PendingPost>>,
 }
 
 impl Session<'_> {
@@ -231,6 +239,35 @@ impl Session<'_> {
         }
     }
 
+    /// Registers post hooks to run at the end if the command ends before it runs them itself.
+    pub fn register_post_hooks(
+        &self,
+        project: &str,
+        scope: &str,
+        hooks: &[crate::compose::Hook],
+    ) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !hooks.is_empty()
+            && let Ok(mut p) = self.post_hooks.lock()
+        {
+            p.push(hooks::PendingPost {
+                token,
+                project: project.to_string(),
+                scope: scope.to_string(),
+                hooks: hooks.to_vec(),
+            });
+        }
+        token
+    }
+
+    /// Claims the post hooks registered under `token`.
+    pub fn take_post_hooks(&self, token: u64) -> Option<hooks::PendingPost> {
+        let mut p = self.post_hooks.lock().ok()?;
+        let i = p.iter().position(|h| h.token == token)?;
+        Some(p.remove(i))
+    }
+
     /// A line to print if the command ends early.
     pub fn note_on_interrupt(&self, note: String) {
         if let Ok(mut n) = self.notes.lock() {
@@ -254,6 +291,16 @@ impl Session<'_> {
                     ));
                 }
             }
+        }
+        let pending: Vec<hooks::PendingPost> = self
+            .post_hooks
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        if let Some(engine) = self.engine.get()
+            && !pending.is_empty()
+        {
+            hooks::run_pending(engine, self.printer, pending).await;
         }
         if !succeeded {
             let notes: Vec<String> = self.notes.lock().map(|n| n.clone()).unwrap_or_default();

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::backup::{Destination, write_backup};
 use super::backups::{backup_dir, listing};
 use super::compose_cli::ComposeCli;
+use super::restore_dump;
 use super::verify::problem_text;
 use super::{ExitStatus, Session, UsageError, plural, quoted};
 use crate::archive::{
@@ -77,6 +78,8 @@ struct RestoreJson<'a> {
     safety_backup: Option<&'a Path>,
     dry_run: bool,
     volumes: Vec<RestoredJson<'a>>,
+    /// Volumes loaded back from logical dumps.
+    dumps: Vec<super::restore_dump::DumpJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -102,7 +105,27 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         let p = path.clone();
         Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
     };
-    let records = select_records(backup.manifest().volumes.as_slice(), &wanted, args)?;
+    let (dump_records, tree_wanted) =
+        restore_dump::select(&backup.manifest().dumps, &wanted, &args.tiers);
+    let records = if !wanted.is_empty() && tree_wanted.is_empty() {
+        Vec::new()
+    } else {
+        select_records(
+            backup.manifest().volumes.as_slice(),
+            &tree_wanted,
+            args,
+            !dump_records.is_empty(),
+        )?
+    };
+    if args.as_name.is_some() && !dump_records.is_empty() {
+        bail!(UsageError {
+            message: format!(
+                "{} backed up as a dump; `--as` restores files into a new volume",
+                quoted(dump_records.iter().map(|d| d.key.as_str()))
+            ),
+            hint: Some("restore the dump into its service without `--as`".to_string()),
+        });
+    }
     if args.as_name.is_some() && records.len() != 1 {
         bail!(UsageError {
             message: format!(
@@ -138,13 +161,17 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         );
     }
 
+    let dumps = restore_dump::plan(&engine, &inventory.project, dump_records).await?;
+
     // A damaged backup changes nothing: data that is replaced is verified before anything changes; a
     // volume that does not exist yet is verified as it streams in (one read of the backup instead of two)
-    // and removed again if the backup turns out damaged. A dry run verifies everything.
+    // and removed again if the backup turns out damaged. A dry run verifies everything; dumps are always
+    // verified first.
     let keys: Vec<String> = targets
         .iter()
         .filter(|t| args.dry_run || !t.verified_as_it_streams())
         .map(|t| t.record.key.clone())
+        .chain(dumps.iter().map(|d| d.record.key.clone()))
         .collect();
     if !keys.is_empty() {
         printer.status(format!(
@@ -186,6 +213,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         .collect();
 
     print_plan(printer, &path, &targets, &to_stop, &to_remove, args);
+    restore_dump::print_plan(printer, &dumps);
     if args.dry_run {
         if printer.json_mode() {
             printer.json(&RestoreJson {
@@ -202,6 +230,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                         content_digest: t.record.content_digest.to_string(),
                     })
                     .collect(),
+                dumps: dumps.iter().map(restore_dump::DumpTarget::json).collect(),
             })?;
         }
         return Ok(ExitStatus::Success);
@@ -217,10 +246,18 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             ),
         });
     }
-    if (!replacing.is_empty() || !to_remove.is_empty()) && !args.yes {
+    let replacing_dumps: Vec<&restore_dump::DumpTarget> =
+        dumps.iter().filter(|d| d.exists).collect();
+    if (!replacing.is_empty() || !to_remove.is_empty() || !replacing_dumps.is_empty()) && !args.yes
+    {
         let question = format!(
             "Replace the current data of {}{}?",
-            quoted(replacing.iter().map(|t| t.record.key.as_str())),
+            quoted(
+                replacing
+                    .iter()
+                    .map(|t| t.record.key.as_str())
+                    .chain(replacing_dumps.iter().map(|d| d.record.key.as_str()))
+            ),
             if to_remove.is_empty() {
                 String::new()
             } else {
@@ -254,17 +291,22 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
 
     // The safety copy of what is about to be replaced.
     let mut safety = None;
-    if !replacing.is_empty() && !args.no_safety_backup {
-        let items: Vec<&DataItem> = replacing
+    if (!replacing.is_empty() || !replacing_dumps.is_empty()) && !args.no_safety_backup {
+        let names: Vec<&str> = replacing
             .iter()
-            .filter_map(|t| {
+            .map(|t| t.name.as_str())
+            .chain(replacing_dumps.iter().map(|d| d.record.name.as_str()))
+            .collect();
+        let items: Vec<&DataItem> = names
+            .iter()
+            .filter_map(|n| {
                 inventory
                     .items
                     .iter()
-                    .find(|i| i.name.as_deref() == Some(t.name.as_str()))
+                    .find(|i| i.name.as_deref() == Some(*n))
             })
             .collect();
-        if items.len() != replacing.len() {
+        if items.len() != names.len() {
             bail!(
                 "cannot take the safety backup: some data to replace is not part of project `{}`",
                 inventory.project.name
@@ -281,8 +323,10 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 tag: Some("pre-restore"),
                 options: crate::archive::WriterOptions::auto(),
                 fast: fast.as_ref(),
-                // Its containers are stopped already; one that runs anyway is stopped while read.
+                // Its containers are stopped already; one that runs anyway is stopped while read (a
+                // database whose dump is loaded back is copied as files, with its service stopped).
                 consistency: Some(crate::compose::Consistency::Stop),
+                hooks: false,
             },
         )
         .await
@@ -372,6 +416,18 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         }
         session.clear_restarts();
     }
+    if failed.is_none() {
+        for d in &dumps {
+            session.note_on_interrupt(format!(
+                "`{}` may be only partly loaded; run the restore again",
+                d.record.key
+            ));
+            if let Err(e) = restore_dump::restore(session, &engine, &inventory, &backup, d).await {
+                failed = Some(e.context(format!("failed to restore `{}`", d.record.key)));
+                break;
+            }
+        }
+    }
     if let Some(e) = failed {
         if let Some(s) = &safety {
             printer.warn(format!("the data as it was before is in `{}`", s.display()));
@@ -393,6 +449,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                     content_digest: d.to_string(),
                 })
                 .collect(),
+            dumps: dumps.iter().map(restore_dump::DumpTarget::json).collect(),
         })?;
     }
     Ok(ExitStatus::Success)
@@ -449,12 +506,7 @@ fn choose_backup(
                 b.created().strftime("%Y-%m-%d %H:%M:%S"),
                 super::backups::age(now, b.created()),
                 b.tag().unwrap_or("-"),
-                b.manifest
-                    .volumes
-                    .iter()
-                    .map(|v| v.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                b.manifest.keys().collect::<Vec<_>>().join(", ")
             )
         })
         .collect();
@@ -472,6 +524,7 @@ fn select_records(
     all: &[VolumeRecord],
     wanted: &[String],
     args: &RestoreArgs,
+    allow_empty: bool,
 ) -> anyhow::Result<Vec<VolumeRecord>> {
     let mut out = Vec::new();
     if !wanted.is_empty() {
@@ -498,7 +551,7 @@ fn select_records(
             .cloned()
             .collect();
     }
-    if out.is_empty() {
+    if out.is_empty() && !allow_empty {
         bail!(UsageError {
             message: "nothing to restore: no volume of the backup is selected".to_string(),
             hint: None,

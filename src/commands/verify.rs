@@ -59,8 +59,16 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
     };
     printer.status(format!("Verifying `{}`", path.display()));
     let p = path.clone();
-    let report =
-        tokio::task::spawn_blocking(move || Backup::open(&p).and_then(|b| b.verify())).await??;
+    let (manifest, report) = tokio::task::spawn_blocking(move || {
+        let b = Backup::open(&p)?;
+        let report = b.verify()?;
+        Ok::<_, crate::archive::ArchiveError>((b.manifest().clone(), report))
+    })
+    .await??;
+    // Recorded for `backups` and `check`; a failed record only means verifying again later.
+    if let Err(e) = super::verified::record(&path, &manifest, report.is_ok()) {
+        printer.verbose(format!("cannot record the verification: {e}"));
+    }
     if printer.json_mode() {
         printer.json(&VerifyJson {
             schema_version: 1,
@@ -78,11 +86,14 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         })?;
     } else {
         for v in &report.volumes {
-            let detail = v
-                .summary
-                .as_ref()
-                .map(|s| format!("{} entries, {}", s.entries, human_size(s.file_bytes)))
-                .unwrap_or_default();
+            let detail = match (
+                &v.summary,
+                v.member.starts_with(crate::archive::format::DUMPS_DIR),
+            ) {
+                (Some(s), _) => format!("{} entries, {}", s.entries, human_size(s.file_bytes)),
+                (None, true) => format!("dump `{}`", v.member),
+                (None, false) => String::new(),
+            };
             printer.status(format!(
                 "  {} `{}` {detail}",
                 if v.ok { "ok     " } else { "FAILED " },
@@ -119,6 +130,12 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
                     failed.push(r.key.clone());
                 }
             }
+        }
+        for d in &backup.manifest().dumps {
+            printer.status(format!(
+                "  `{}` is a {} dump: checked, but not restore-tested (that needs a {} server; `docker persist restore` loads it into the service)",
+                d.key, d.recipe, d.recipe
+            ));
         }
         if !failed.is_empty() {
             anyhow::bail!(

@@ -22,7 +22,10 @@ use serde_norway::{Mapping, Value};
 
 use super::discovery::{self, clean_path};
 use super::interpolate::{self, interpolate_value, key_display, substitute};
-use super::model::{Consistency, Mount, MountType, PersistSpec, Project, Service, Tier, VolumeDef};
+use super::model::{
+    Consistency, DEFAULT_HOOK_TIMEOUT, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType,
+    OnError, PersistSpec, Project, Service, Tier, VolumeDef,
+};
 use super::{ComposeError, ProjectOptions};
 
 /// Loads the project described by `opts` the way `docker compose` would.
@@ -518,11 +521,198 @@ fn persist_spec(raw: serde_json::Value, location: &str) -> Result<PersistSpec, C
         }
     };
     let consistency = consistency_of(map).map_err(invalid)?;
+    let dump = match map.get("dump") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.parse::<DumpRecipe>().map_err(invalid)?),
+        Some(other) => {
+            return Err(invalid(format!(
+                "`dump` must be one of postgres, mysql, mariadb, redis, mongodb, not `{other}`"
+            )));
+        }
+    };
+    let hooks = hooks_of(map).map_err(invalid)?;
     Ok(PersistSpec {
         tier,
         consistency,
+        dump,
+        hooks,
         raw,
     })
+}
+
+/// The `hooks: {pre: […], post: […]}` of an `x-persist` mapping; empty when absent.
+fn hooks_of(map: &serde_json::Map<String, serde_json::Value>) -> Result<Hooks, String> {
+    let raw = match map.get("hooks") {
+        None | Some(serde_json::Value::Null) => return Ok(Hooks::default()),
+        Some(serde_json::Value::Object(h)) => h,
+        Some(other) => {
+            return Err(format!(
+                "`hooks` must be a mapping with `pre` and/or `post`, not `{other}`"
+            ));
+        }
+    };
+    if let Some(k) = raw.keys().find(|k| *k != "pre" && *k != "post") {
+        return Err(format!(
+            "`hooks` has an unknown key `{k}` (expected `pre` and/or `post`)"
+        ));
+    }
+    let list = |phase: &str| -> Result<Vec<Hook>, String> {
+        match raw.get(phase) {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, h)| hook_of(h).map_err(|e| format!("`hooks.{phase}[{i}]`: {e}")))
+                .collect(),
+            Some(other) => Err(format!(
+                "`hooks.{phase}` must be a list of hooks, not `{other}`"
+            )),
+        }
+    };
+    Ok(Hooks {
+        pre: list("pre")?,
+        post: list("post")?,
+    })
+}
+
+/// One hook: `{service, command, timeout, on_error}`.
+fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
+    let serde_json::Value::Object(h) = raw else {
+        return Err(format!(
+            "a hook must be a mapping with `service` and `command`, not `{raw}`"
+        ));
+    };
+    if let Some(k) = h
+        .keys()
+        .find(|k| !["service", "command", "timeout", "on_error"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown key `{k}` (expected service, command, timeout, on_error)"
+        ));
+    }
+    let service = match h.get("service") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            return Err(
+                "`service` must name the service whose container runs the hook".to_string(),
+            );
+        }
+    };
+    let command = match h.get("command") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => HookCommand::Shell(s.clone()),
+        Some(serde_json::Value::Array(v)) if !v.is_empty() => HookCommand::Exec(
+            v.iter()
+                .map(|a| match a {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    serde_json::Value::Number(n) => Ok(n.to_string()),
+                    other => Err(format!("`command` items must be strings, not `{other}`")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => {
+            return Err(
+                "`command` must be a non-empty string (run with `sh -c`) or list (run as is)"
+                    .to_string(),
+            );
+        }
+    };
+    let timeout = match h.get("timeout") {
+        None | Some(serde_json::Value::Null) => DEFAULT_HOOK_TIMEOUT,
+        Some(v) => parse_timeout(v)?,
+    };
+    let on_error = match h.get("on_error") {
+        None | Some(serde_json::Value::Null) => OnError::Fail,
+        Some(serde_json::Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "fail" => OnError::Fail,
+            "continue" => OnError::Continue,
+            _ => {
+                return Err(format!(
+                    "`on_error` must be `fail` or `continue`, not `{s}`"
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(format!(
+                "`on_error` must be `fail` or `continue`, not `{other}`"
+            ));
+        }
+    };
+    Ok(Hook {
+        service,
+        command,
+        timeout,
+        on_error,
+    })
+}
+
+/// A hook timeout: a number of seconds, or a string with a unit: `500ms`, `30s`, `2m`, `1h`.
+fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
+    let bad =
+        || format!("`timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `{v}`");
+    let d = match v {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(bad)?,
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let split = s
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let num: f64 = num.parse().map_err(|_| bad())?;
+            let factor = match unit.trim() {
+                "ms" => 0.001,
+                "" | "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(bad()),
+            };
+            let secs = num * factor;
+            if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 * 7.0 {
+                return Err(bad());
+            }
+            std::time::Duration::from_secs_f64(secs)
+        }
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+/// Every hook's service must be a service of the project.
+fn check_hook_services(project: &Project) -> Result<(), ComposeError> {
+    let mut places: Vec<(String, &Hooks)> =
+        vec![("the top-level `x-persist`".to_string(), &project.hooks)];
+    for (key, v) in &project.volumes {
+        if let Some(p) = &v.persist {
+            places.push((format!("volume `{key}`"), &p.hooks));
+        }
+    }
+    for (name, s) in &project.services {
+        for m in &s.mounts {
+            if let Some(p) = &m.persist {
+                places.push((format!("service `{name}` mount `{}`", m.target), &p.hooks));
+            }
+        }
+    }
+    for (location, hooks) in places {
+        for h in hooks.pre.iter().chain(&hooks.post) {
+            if !project.services.contains_key(&h.service) {
+                return Err(ComposeError::InvalidPersist {
+                    location,
+                    message: format!(
+                        "the hook runs in service `{}`, which the project does not define",
+                        h.service
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `consistency:` of an `x-persist` mapping, when given.
@@ -803,16 +993,18 @@ impl Merged {
             );
         }
         let persist = self.persist.unwrap_or(serde_json::Value::Null);
-        let consistency = match &persist {
-            serde_json::Value::Object(map) => {
-                consistency_of(map).map_err(|message| ComposeError::InvalidPersist {
-                    location: "the top-level `x-persist`".to_string(),
-                    message,
-                })?
-            }
-            _ => None,
+        let top_invalid = |message| ComposeError::InvalidPersist {
+            location: "the top-level `x-persist`".to_string(),
+            message,
         };
-        Ok(Project {
+        let (consistency, hooks) = match &persist {
+            serde_json::Value::Object(map) => (
+                consistency_of(map).map_err(top_invalid)?,
+                hooks_of(map).map_err(top_invalid)?,
+            ),
+            _ => (None, Hooks::default()),
+        };
+        let project = Project {
             name,
             directory,
             files,
@@ -820,9 +1012,12 @@ impl Merged {
             volumes,
             persist,
             consistency,
+            hooks,
             environment,
             warnings,
-        })
+        };
+        check_hook_services(&project)?;
+        Ok(project)
     }
 }
 
@@ -2242,6 +2437,101 @@ mod tests {
             "services:\n  web:\n    image: \"${TAG:?}\"\n",
         )]);
         assert_eq!(e.to_string(), "required variable `TAG` is missing a value");
+    }
+
+    #[test]
+    fn x_persist_hooks_and_dump_parse_with_defaults() {
+        let p = ok(&[(
+            "compose.yaml",
+            "x-persist:\n  hooks:\n    post: [{service: db, command: [redis-cli, 1], on_error: Continue}]\nservices:\n  db:\n    image: x\n    volumes:\n      - type: bind\n        source: ./d\n        target: /data\n        x-persist: {hooks: {pre: [{service: db, command: sync, timeout: 500ms}]}}\nvolumes:\n  data:\n    x-persist:\n      consistency: dump\n      dump: Postgres\n      hooks:\n        pre:\n          - {service: db, command: \"psql -c 'CHECKPOINT'\", timeout: 2m}\n          - {service: db, command: x, timeout: 90}\n",
+        )]);
+        assert_eq!(
+            p.hooks.post,
+            [Hook {
+                service: "db".into(),
+                command: HookCommand::Exec(vec!["redis-cli".into(), "1".into()]),
+                timeout: DEFAULT_HOOK_TIMEOUT,
+                on_error: OnError::Continue,
+            }]
+        );
+        assert!(p.hooks.pre.is_empty());
+        let data = p.volumes["data"].persist.as_ref().unwrap();
+        assert_eq!(data.dump, Some(DumpRecipe::Postgres));
+        assert_eq!(data.hooks.pre.len(), 2);
+        assert_eq!(
+            data.hooks.pre[0].command,
+            HookCommand::Shell("psql -c 'CHECKPOINT'".into())
+        );
+        assert_eq!(
+            data.hooks.pre[0].command.argv(),
+            ["sh", "-c", "psql -c 'CHECKPOINT'"]
+        );
+        assert_eq!(
+            data.hooks.pre[0].timeout,
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(data.hooks.pre[0].on_error, OnError::Fail);
+        assert_eq!(
+            data.hooks.pre[1].timeout,
+            std::time::Duration::from_secs(90)
+        );
+        let bind = p.services["db"].mounts[0].persist.as_ref().unwrap();
+        assert_eq!(
+            bind.hooks.pre[0].timeout,
+            std::time::Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn invalid_hooks_and_dump_name_where_and_what() {
+        for (yaml, message) in [
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {dump: sqlite}\n",
+                "invalid `x-persist` in volume `v`: `sqlite` is not a dump recipe (expected one of: postgres, mysql, mariadb, redis, mongodb)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: [{service: db, command: x}]}\n",
+                "invalid `x-persist` in volume `v`: `hooks` must be a mapping with `pre` and/or `post`, not `[{\"service\":\"db\",\"command\":\"x\"}]`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {before: []}}\n",
+                "invalid `x-persist` in volume `v`: `hooks` has an unknown key `before` (expected `pre` and/or `post`)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{command: x}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `service` must name the service whose container runs the hook",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {post: [{service: db, command: []}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.post[0]`: `command` must be a non-empty string (run with `sh -c`) or list (run as is)",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, timeout: 3 days}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `\"3 days\"`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, timeout: 0s}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `\"0s\"`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, on_error: ignore}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: `on_error` must be `fail` or `continue`, not `ignore`",
+            ),
+            (
+                "services: {db: {image: x}}\nvolumes:\n  v:\n    x-persist: {hooks: {pre: [{service: db, command: x, retries: 3}]}}\n",
+                "invalid `x-persist` in volume `v`: `hooks.pre[0]`: unknown key `retries` (expected service, command, timeout, on_error)",
+            ),
+            (
+                "x-persist: {hooks: {post: [{service: web, command: x}]}}\nservices: {db: {image: x}}\n",
+                "invalid `x-persist` in the top-level `x-persist`: the hook runs in service `web`, which the project does not define",
+            ),
+        ] {
+            assert_eq!(
+                err(&[("compose.yaml", yaml)]).to_string(),
+                message,
+                "{yaml}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use load::load_project;
-pub use model::{Consistency, Mount, MountType, PersistSpec, Project, Service, Tier, VolumeDef};
+pub use model::{
+    Consistency, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType, OnError, PersistSpec,
+    Project, Service, Tier, VolumeDef,
+};
 
 /// How to find and load a project: the Compose-style command-line options plus the process environment.
 #[derive(Debug, Clone, Default)]

@@ -76,7 +76,7 @@ pub enum Consistency {
     Stop,
     /// Read while its services keep running.
     Live,
-    /// A logical dump made inside the running service (accepted in files; not carried out yet).
+    /// A logical dump made inside the running service by the recipe of its image (or `x-persist: {dump: …}`).
     Dump,
 }
 
@@ -123,8 +123,130 @@ pub struct PersistSpec {
     pub tier: Option<Tier>,
     /// `consistency:` when given (validated while loading).
     pub consistency: Option<Consistency>,
+    /// `dump:`, the dump recipe to use instead of the one chosen by image.
+    pub dump: Option<DumpRecipe>,
+    /// `hooks:`, run around the backup of this volume.
+    pub hooks: Hooks,
     /// The whole mapping as written (after interpolation), for settings later features read.
     pub raw: serde_json::Value,
+}
+
+/// A logical dump recipe (`x-persist: {consistency: dump, dump: …}`): which tool dumps and loads the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpRecipe {
+    Postgres,
+    Mysql,
+    Mariadb,
+    Redis,
+    Mongodb,
+}
+
+impl DumpRecipe {
+    pub const ALL: [DumpRecipe; 5] = [
+        DumpRecipe::Postgres,
+        DumpRecipe::Mysql,
+        DumpRecipe::Mariadb,
+        DumpRecipe::Redis,
+        DumpRecipe::Mongodb,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpRecipe::Postgres => "postgres",
+            DumpRecipe::Mysql => "mysql",
+            DumpRecipe::Mariadb => "mariadb",
+            DumpRecipe::Redis => "redis",
+            DumpRecipe::Mongodb => "mongodb",
+        }
+    }
+}
+
+impl fmt::Display for DumpRecipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DumpRecipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        DumpRecipe::ALL
+            .into_iter()
+            .find(|r| r.as_str() == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a dump recipe (expected one of: postgres, mysql, mariadb, redis, mongodb)"
+                )
+            })
+    }
+}
+
+/// Commands run inside service containers around a backup (`x-persist: {hooks: {pre: […], post: […]}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hooks {
+    /// Run before the data is read (before its services are stopped).
+    pub pre: Vec<Hook>,
+    /// Run after the data was read (after its services are started again), whatever happened.
+    pub post: Vec<Hook>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+}
+
+/// One hook: a command run in a running container of `service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub service: String,
+    pub command: HookCommand,
+    /// How long it may run before it is killed and counted as failed.
+    pub timeout: std::time::Duration,
+    pub on_error: OnError,
+}
+
+/// The default hook timeout.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A hook's command: a string run by `sh -c`, or an argument vector run as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookCommand {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+impl HookCommand {
+    /// The argument vector to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            HookCommand::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+            HookCommand::Exec(v) => v.clone(),
+        }
+    }
+}
+
+impl fmt::Display for HookCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookCommand::Shell(s) => f.write_str(s),
+            HookCommand::Exec(v) => f.write_str(&v.join(" ")),
+        }
+    }
+}
+
+/// What a failing hook does to the backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// A failing pre hook aborts the backup of its volume (or, project-wide, the whole backup).
+    #[default]
+    Fail,
+    /// A failure is reported and the backup goes on.
+    Continue,
 }
 
 /// A loaded Compose project.
@@ -144,6 +266,8 @@ pub struct Project {
     pub persist: serde_json::Value,
     /// Top-level `x-persist: {consistency: …}` (validated while loading).
     pub consistency: Option<Consistency>,
+    /// Top-level `x-persist: {hooks: …}`: run once around the whole backup.
+    pub hooks: Hooks,
     /// The environment used for interpolation (OS environment over `.env`).
     pub environment: BTreeMap<String, String>,
     /// What Compose would have warned about while loading (several candidate files, unset variables,

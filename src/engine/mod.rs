@@ -3,13 +3,15 @@
 
 pub mod archive;
 pub mod connect;
+pub mod exec;
 pub mod helper;
 pub mod ops;
 
 pub mod state;
 
 pub use connect::{Engine, EngineVersion};
-pub use state::{ContainerInfo, ContainerMount, VolumeInfo};
+pub use exec::ExecOutcome;
+pub use state::{ContainerInfo, ContainerMount, RunTimes, VolumeInfo};
 
 /// Why a connection to the engine failed, so that the top level can pick a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! starting and removing containers. Each reports what it tried on which object.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::VolumeCreateRequest;
@@ -12,8 +13,11 @@ use bollard::query_parameters::{
 use super::state::VolumeInfo;
 use super::{Engine, EngineError};
 
-/// How long a container gets to stop before the engine kills it, as `docker stop` does by default.
-pub const STOP_TIMEOUT_SECS: i32 = 10;
+/// How long a container gets to stop before the engine kills it when it sets no grace period of its own
+/// (the engine's default, as `docker stop`).
+pub const STOP_TIMEOUT_SECS: i64 = 10;
+/// How much longer than the grace period a stop request may take before it counts as failed.
+const STOP_REQUEST_SLACK: Duration = Duration::from_secs(60);
 
 fn is_status(err: &BollardError, code: u16) -> bool {
     matches!(err, BollardError::DockerResponseServerError { status_code, .. } if *status_code == code)
@@ -55,14 +59,30 @@ impl Engine {
         }
     }
 
-    /// Stops a container (SIGTERM, then SIGKILL after [`STOP_TIMEOUT_SECS`]); a stopped one is fine.
+    /// Stops a container the way `docker stop` does: its own stop signal (PostgreSQL images ask for SIGINT,
+    /// a fast shutdown), then SIGKILL after its own grace period (Compose's `stop_grace_period`, else
+    /// [`STOP_TIMEOUT_SECS`]). A stopped one is fine.
     pub async fn stop_container(&self, id: &str, name: &str) -> Result<(), EngineError> {
-        match self
+        // No `t`: the engine then waits for the container's own grace period. The request must be allowed
+        // to last that long; a database that needs minutes for its shutdown checkpoint must get them.
+        let grace = self
             .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.config)
+            .and_then(|c| c.stop_timeout)
+            .filter(|t| *t >= 0)
+            .unwrap_or(STOP_TIMEOUT_SECS);
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(Duration::from_secs(grace.unsigned_abs()) + STOP_REQUEST_SLACK);
+        match docker
             .stop_container(
                 id,
                 Some(StopContainerOptions {
-                    t: Some(STOP_TIMEOUT_SECS),
+                    t: None,
                     signal: None,
                 }),
             )

@@ -63,7 +63,80 @@ pub struct ContainerMount {
     pub read_write: bool,
 }
 
+/// When a container last ran, from the engine's inspect answer: what tells whether it can have written
+/// to a volume since some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTimes {
+    /// Running, restarting or paused now.
+    pub running: bool,
+    /// The last start; `None` when it never started.
+    pub started_at: Option<jiff::Timestamp>,
+    /// The last stop; `None` when it never stopped.
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
 impl Engine {
+    /// The run times of a container; `None` when it does not exist.
+    pub async fn run_times(&self, id: &str) -> Result<Option<RunTimes>, EngineError> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(i) => i,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(EngineError::api(format!("inspect container `{id}`"), &e)),
+        };
+        let state = inspect.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false)
+            || state.restarting.unwrap_or(false)
+            || state.paused.unwrap_or(false);
+        Ok(Some(RunTimes {
+            running,
+            started_at: engine_time(state.started_at.as_deref()),
+            finished_at: engine_time(state.finished_at.as_deref()),
+        }))
+    }
+
+    /// The containers that mounted volume `name` read-write (engine `mount` events) since `since`, with
+    /// when: a container that started with the volume, even if it was removed since. The engine keeps a
+    /// limited event history in memory (and none across its restarts), so an empty answer proves less
+    /// than a non-empty one.
+    pub async fn volume_written_since(
+        &self,
+        name: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<(String, jiff::Timestamp)>, EngineError> {
+        use futures_util::StreamExt as _;
+        let now = jiff::Timestamp::now();
+        let stamp = |t: jiff::Timestamp| format!("{}.{:09}", t.as_second(), t.subsec_nanosecond());
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["volume".to_string()]),
+            ("volume".to_string(), vec![name.to_string()]),
+            ("event".to_string(), vec!["mount".to_string()]),
+        ]);
+        let mut stream = self
+            .docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                since: Some(stamp(since)),
+                until: Some(stamp(now)),
+                filters: Some(filters),
+            }));
+        let mut out = Vec::new();
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| EngineError::api("read engine events", &e))?;
+            let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+            if attributes.get("read/write").map(String::as_str) != Some("true") {
+                continue;
+            }
+            let at = event
+                .time_nano
+                .and_then(|n| jiff::Timestamp::from_nanosecond(i128::from(n)).ok())
+                .unwrap_or(now);
+            let container = attributes.get("container").cloned().unwrap_or_default();
+            out.push((super::short(&container).to_string(), at));
+        }
+        Ok(out)
+    }
+
     /// The volumes labelled as belonging to Compose project `project`.
     pub async fn project_volumes(&self, project: &str) -> Result<Vec<VolumeInfo>, EngineError> {
         let filters = HashMap::from([(
@@ -178,6 +251,12 @@ impl Engine {
     }
 }
 
+/// An engine timestamp; the engine's zero time (`0001-01-01T00:00:00Z`, "never") and garbage are `None`.
+fn engine_time(text: Option<&str>) -> Option<jiff::Timestamp> {
+    let t: jiff::Timestamp = text?.parse().ok()?;
+    (t.as_second() > 0).then_some(t)
+}
+
 pub(crate) fn volume_info(v: bollard::models::Volume) -> VolumeInfo {
     VolumeInfo {
         name: v.name,
@@ -287,6 +366,16 @@ mod tests {
         let body = r#"{"VolumeUsage":{"TotalSize":5,"Items":[
             {"Name":"x","UsageData":{"Size":5,"RefCount":0}}]}}"#;
         assert_eq!(parse_volume_sizes(body).unwrap().get("x"), Some(&5));
+    }
+
+    #[test]
+    fn engine_zero_time_means_never() {
+        assert_eq!(engine_time(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(engine_time(None), None);
+        assert_eq!(
+            engine_time(Some("2026-11-22T10:00:00.123456789Z")).map(|t| t.as_second()),
+            Some(1_795_341_600)
+        );
     }
 
     #[test]

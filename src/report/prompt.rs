@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use dialoguer::theme::ColorfulTheme;
-use dialoguer::{Confirm, Select};
+use dialoguer::{Confirm, Input, Select};
 
 /// Whether questions can be asked: stdin and stderr are both terminals.
 pub fn interactive() -> bool {
@@ -29,4 +29,14 @@ pub fn select(prompt: &str, items: &[String]) -> anyhow::Result<Option<usize>> {
         .default(0)
         .interact_on_opt(&console::Term::stderr())
         .context("failed to read the choice")
+}
+
+/// Asks for `expected` to be typed (for the most destructive actions); `true` only when it was, exactly.
+pub fn type_to_confirm(prompt: &str, expected: &str) -> anyhow::Result<bool> {
+    let typed: String = Input::with_theme(&ColorfulTheme::default())
+        .with_prompt(prompt)
+        .allow_empty(true)
+        .interact_text_on(&console::Term::stderr())
+        .context("failed to read the answer")?;
+    Ok(typed.trim() == expected)
 }

@@ -45,7 +45,7 @@ fn utf8(path: &Path) -> &str {
 }
 
 /// Runs a bash script on the host (`set -euo pipefail`) with `args` as `$1…`, in the project directory.
-fn host_sh(env: &TestEnv, script: &str, args: &[&str]) -> Ran {
+pub(crate) fn host_sh(env: &TestEnv, script: &str, args: &[&str]) -> Ran {
     let mut cmd = env.command("bash");
     cmd.env("TZ", "UTC")
         .arg("-c")
@@ -57,7 +57,7 @@ fn host_sh(env: &TestEnv, script: &str, args: &[&str]) -> Ran {
 
 /// Runs `sh -c script` inside the container of `service`; asserts it succeeds.
 #[track_caller]
-fn exec(env: &TestEnv, service: &str, script: &str) -> Ran {
+pub(crate) fn exec(env: &TestEnv, service: &str, script: &str) -> Ran {
     let container = env.service_container(service);
     let ran = env.docker(["exec", &container, "sh", "-c", script]);
     ran.assert_success();
@@ -66,7 +66,7 @@ fn exec(env: &TestEnv, service: &str, script: &str) -> Ran {
 
 /// The path a successful `backup` printed as its last line of stdout.
 #[track_caller]
-fn printed_path(ran: &Ran) -> PathBuf {
+pub(crate) fn printed_path(ran: &Ran) -> PathBuf {
     ran.assert_success();
     let lines = ran.stdout_lines();
     PathBuf::from(
@@ -102,13 +102,13 @@ fn outer_members(path: &Path) -> Vec<Member> {
         .collect()
 }
 
-fn member_names(path: &Path) -> Vec<String> {
+pub(crate) fn member_names(path: &Path) -> Vec<String> {
     outer_members(path).into_iter().map(|m| m.name).collect()
 }
 
 /// `manifest.json` of a backup file, read with GNU tar.
 #[track_caller]
-fn manifest(env: &TestEnv, backup: &Path) -> Value {
+pub(crate) fn manifest(env: &TestEnv, backup: &Path) -> Value {
     let ran = host_sh(env, r#"tar -xOf "$1" manifest.json"#, &[utf8(backup)]);
     ran.assert_success();
     serde_json::from_slice(&ran.stdout)
@@ -219,7 +219,7 @@ fn mode_of(path: &Path) -> u32 {
 }
 
 /// Names in a directory, sorted.
-fn dir_names(dir: &Path) -> Vec<String> {
+pub(crate) fn dir_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|e| {
@@ -276,7 +276,7 @@ fn helper_owner(pid: u32) -> String {
 }
 
 /// Helper containers created by process `pid`.
-fn helpers_of(env: &TestEnv, pid: u32) -> Vec<String> {
+pub(crate) fn helpers_of(env: &TestEnv, pid: u32) -> Vec<String> {
     let ran = env.docker([
         "ps",
         "--all",
@@ -291,7 +291,7 @@ fn helpers_of(env: &TestEnv, pid: u32) -> Vec<String> {
 }
 
 /// `State.Running` and `State.StartedAt` of a container.
-fn container_state(env: &TestEnv, id: &str) -> String {
+pub(crate) fn container_state(env: &TestEnv, id: &str) -> String {
     let ran = env.docker([
         "inspect",
         "--format",
@@ -303,19 +303,19 @@ fn container_state(env: &TestEnv, id: &str) -> String {
 }
 
 /// The files in the sandbox's journal of stopped containers (`~/.local/state/docker-persist/stopped`).
-fn journal_files(env: &TestEnv) -> Vec<String> {
+pub(crate) fn journal_files(env: &TestEnv) -> Vec<String> {
     dir_names(&env.home.join(".local/state/docker-persist/stopped"))
 }
 
 /// A container's name, without the leading `/`.
-fn container_name(env: &TestEnv, id: &str) -> String {
+pub(crate) fn container_name(env: &TestEnv, id: &str) -> String {
     let ran = env.docker(["inspect", "--format", "{{.Name}}", id]);
     ran.assert_success();
     ran.stdout().trim().trim_start_matches('/').to_string()
 }
 
 /// The plugin binary started in the background, its output going to files under the sandbox's `HOME`.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -323,7 +323,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(env: &TestEnv, name: &str, args: &[&str]) -> Running {
+    pub(crate) fn start(env: &TestEnv, name: &str, args: &[&str]) -> Running {
         let stdout = env.home.join(format!("{name}.stdout"));
         let stderr = env.home.join(format!("{name}.stderr"));
         let mut cmd = env.command(&env.binary);
@@ -339,11 +339,11 @@ impl Running {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         format!(
             "command: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.command,
@@ -356,15 +356,15 @@ impl Running {
         )
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
@@ -374,7 +374,7 @@ impl Running {
     }
 
     /// Waits for the process to end; kills it and fails after `limit`.
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -1991,12 +1991,13 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
         "db was restarted\n{ran}"
     );
 
-    // `dump` is accepted in the file but cannot be carried out yet: a usage error that names the way out.
+    // `dump` runs the image's recipe inside the service; this stand-in image has no `redis-cli`, so the
+    // dump fails, says why, and writes nothing (tests/e2e/dumps.rs gives it one).
     let files_before = dir_names(&env.project_dir.join("backups")).len();
     let ran = env.persist(["backup", "cachedata"]);
-    ran.assert_code(2)
-        .assert_stderr_contains("dump recipes are not available yet")
-        .assert_stderr_contains("`--consistency stop`");
+    ran.assert_code(1)
+        .assert_stderr_contains("`BGSAVE` in")
+        .assert_stderr_contains("redis-cli");
     assert_eq!(
         dir_names(&env.project_dir.join("backups")).len(),
         files_before
@@ -2014,4 +2015,47 @@ fn auto_consistency_stops_only_what_mounts_critical_data_and_starts_it_again() {
         cache_after.starts_with("true ") && cache_after != cache_before,
         "`{cache_before}` → `{cache_after}`"
     );
+}
+
+const SLOW_SHUTDOWN_PROJECT: &str = r#"
+services:
+  db:
+    image: postgres:16
+    stop_grace_period: 40s
+    # Shuts down the way a database with a long checkpoint does: it needs longer than the engine's default
+    # 10 s to finish, and marks a finished shutdown in its data directory.
+    command:
+      - sh
+      - -c
+      - |
+        rm -f /var/lib/postgresql/data/clean-shutdown
+        trap 'sleep 13; echo done > /var/lib/postgresql/data/clean-shutdown; exit 0' TERM INT
+        while :; do sleep 1; done
+    volumes:
+      - dbdata:/var/lib/postgresql/data
+volumes:
+  dbdata:
+    labels:
+      persist.test.run: "{{RUN}}"
+"#;
+
+#[test]
+fn a_stopped_service_gets_its_own_stop_grace_period_before_its_volume_is_read() {
+    let env = TestEnv::new();
+    env.write_project(SLOW_SHUTDOWN_PROJECT, None);
+    env.compose_v2(["up", "-d"]).assert_success();
+    let db = env.service_container("db");
+    let ran = env.persist(["backup", "dbdata"]);
+    let path = printed_path(&ran);
+    assert_eq!(
+        record(&manifest(&env, &path), "dbdata")["stopped"],
+        serde_json::json!(["db"])
+    );
+    // Killed after 10 s, the service would not have written its marker before the volume was read.
+    assert_eq!(
+        member_file(&env, &path, "volumes/dbdata.tar.zst", "./clean-shutdown"),
+        "done\n",
+        "{ran}"
+    );
+    assert!(container_state(&env, &db).starts_with("true "), "{ran}");
 }

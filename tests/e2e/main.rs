@@ -8,9 +8,12 @@
 mod support;
 
 mod backup;
+mod dumps;
 mod fastpath;
+mod guard;
 mod harness;
 mod inventory;
 mod migrate;
 mod plugin;
+mod postgres;
 mod restore;

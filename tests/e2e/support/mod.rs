@@ -331,6 +331,27 @@ fn preflight() {
     }
 }
 
+/// The real PostgreSQL server image: Debian's `postgresql-15` in a minbase rootfs, made locally by
+/// scripts/postgres-image.sh (not to be confused with `postgres:16`, the busybox stand-in).
+pub const POSTGRES_IMAGE: &str = "persist-test/postgres-debian:15";
+
+/// Fails the test, naming the script that makes it, when the real PostgreSQL image is missing.
+#[track_caller]
+pub fn require_postgres_image() {
+    let ran = docker([
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"persist.test.image\"}}",
+        POSTGRES_IMAGE,
+    ]);
+    assert!(
+        ran.status.success() && ran.stdout().trim() == "postgres-debian",
+        "the real PostgreSQL image `{POSTGRES_IMAGE}` is missing or not the one scripts/postgres-image.sh makes; run \
+         scripts/postgres-image.sh as root (scripts/test.sh does)\n{ran}"
+    );
+}
+
 /// The Compose v2 plugin binary (`DOCKER_PERSIST_COMPOSE_V2`, set by scripts/compose-v2.sh).
 fn compose_v2_binary() -> PathBuf {
     let path = std::env::var_os("DOCKER_PERSIST_COMPOSE_V2").unwrap_or_else(|| {
