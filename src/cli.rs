@@ -238,6 +238,9 @@ pub enum Command {
     /// Restore volumes from a backup file (a safety backup of the data it replaces comes first)
     Restore(RestoreArgs),
 
+    /// Move a volume's data into a host directory Compose mounts; `--rollback` moves it back
+    Migrate(MigrateArgs),
+
     /// Print the built-in tier rules, first match wins
     Rules,
 
@@ -483,6 +486,54 @@ pub fn down_removes_volumes(args: &[String]) -> bool {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Examples:\n  docker persist migrate dbdata --to /srv/pg --dry-run\n  \
+docker persist migrate dbdata --to /srv/pg --yes\n  docker persist migrate --rollback dbdata"
+)]
+pub struct MigrateArgs {
+    /// The volume to migrate (its key in the Compose file, or its engine name)
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+
+    /// The absolute path of the directory on the engine's host that gets the data (created if missing)
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "rollback",
+        conflicts_with = "rollback"
+    )]
+    pub to: Option<String>,
+
+    /// Go back to the volume: copy changes made in the directory since the migration into it (after a
+    /// safety backup), and remove the Compose change
+    #[arg(long)]
+    pub rollback: bool,
+
+    /// Copy into a directory that is not empty, such as the partial copy an interrupted migration left:
+    /// files the volume has are replaced, and the check afterwards fails if others are in the way
+    #[arg(long)]
+    pub force: bool,
+
+    /// Go ahead without asking (needed without a terminal, and for an external volume)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Show the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// How data moves: `fast` (helper containers run this program on the engine's host and copy on disk;
+    /// needs a local engine and a static build) or `universal` (the engine's archive API; works with any
+    /// engine). Default: fast where it works, else universal
+    #[arg(long = "path", value_name = "PATH", value_enum)]
+    pub data_path: Option<DataPath>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RestoreArgs {
     /// A backup file (`….tar`), then the volumes to restore from it (default: the newest backup, every
     /// volume in it)
@@ -656,12 +707,14 @@ pub enum HelperOp {
     Pack(HelperArgs),
     /// Unpack the tar read from the socket into `--root`, then digest what is on disk
     Unpack(HelperArgs),
+    /// Remove everything below `--root` (not `--root` itself)
+    Clear(HelperArgs),
 }
 
 impl HelperOp {
     pub fn args(&self) -> &HelperArgs {
         match self {
-            HelperOp::Pack(a) | HelperOp::Unpack(a) => a,
+            HelperOp::Pack(a) | HelperOp::Unpack(a) | HelperOp::Clear(a) => a,
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct DataItem {
     pub definition: Option<VolumeDef>,
     /// The engine's view of the volume, when it exists.
     pub volume: Option<VolumeInfo>,
+    /// A bind mount that holds a migrated volume's data (`migrate`): the volume's key.
+    pub migrated_from: Option<String>,
+    /// A volume whose data was migrated to a host directory: that directory. The volume itself is left
+    /// over, untouched since the migration.
+    pub left_over_from_migration: Option<String>,
 }
 
 impl DataItem {
@@ -140,6 +145,8 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
             declared: true,
             definition: Some(def.clone()),
             volume,
+            migrated_from: None,
+            left_over_from_migration: None,
         });
     }
 
@@ -187,15 +194,38 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
             declared: false,
             definition: None,
             volume: Some(v),
+            migrated_from: None,
+            left_over_from_migration: None,
         });
     }
 
+    link_migrations(&project, &mut items, &mut warnings);
     Ok(Inventory {
         project,
         items,
         containers,
         warnings,
     })
+}
+
+/// Marks the data `migrate` moved: the bind mount that holds it now, and the volume it came from.
+fn link_migrations(project: &Project, items: &mut [DataItem], warnings: &mut Vec<String>) {
+    let (migrations, bad) = crate::compose::migration::recorded(project);
+    warnings.extend(bad);
+    for m in migrations {
+        let to = normalize(Path::new(&m.to));
+        for item in items.iter_mut() {
+            if item.kind == DataKind::Bind
+                && item.name.as_deref().map(|n| normalize(Path::new(n))) == Some(to.clone())
+            {
+                item.migrated_from = Some(m.key.clone());
+            } else if matches!(item.kind, DataKind::Named | DataKind::External)
+                && (item.key == m.key || item.name.as_deref() == Some(m.volume.as_str()))
+            {
+                item.left_over_from_migration = Some(m.to.clone());
+            }
+        }
+    }
 }
 
 fn classify_item(
@@ -341,6 +371,8 @@ fn anonymous_items(
                 declared: !from_image,
                 definition: None,
                 volume: None,
+                migrated_from: None,
+                left_over_from_migration: None,
             });
         }
     }
@@ -372,6 +404,8 @@ fn anonymous_items(
             declared: true,
             definition: None,
             volume: None,
+            migrated_from: None,
+            left_over_from_migration: None,
         });
     }
     items
@@ -451,6 +485,8 @@ async fn bind_items(project: &Project, local: bool) -> Vec<DataItem> {
             declared: true,
             definition: None,
             volume: None,
+            migrated_from: None,
+            left_over_from_migration: None,
         });
     }
     items

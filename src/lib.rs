@@ -47,6 +47,7 @@ pub async fn run(
             Command::Backups(args) => commands::backups::run(&session, args).await,
             Command::Verify(args) => commands::verify::run(&session, args).await,
             Command::Restore(args) => commands::restore::run(&session, args).await,
+            Command::Migrate(args) => commands::migrate::run(&session, args).await,
             Command::Rules => commands::rules::run(printer),
             Command::Check(args) => commands::guard::check(&session, args).await,
             Command::Down(args) => commands::guard::down(&session, args).await,

@@ -92,6 +92,13 @@ fn inspect_help() {
 }
 
 #[test]
+fn migrate_help() {
+    let (code, stdout, _) = run(&["migrate", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
 fn rules() {
     let (code, stdout, _) = run(&["rules"]);
     assert_eq!(code, 0);

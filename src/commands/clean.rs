@@ -21,11 +21,10 @@ use crate::engine::ContainerInfo;
 use crate::inventory::{self, DataItem, Inventory};
 use crate::report::{human_size, prompt, table};
 
-/// Where a volume left over by `migrate` (its data moved to a bind mount) will be recognised: the bind
-/// path that now holds its data. Such a volume is protected by that copy rather than by a backup. Nothing
-/// sets it yet: `migrate` (issue 6) fills this in from its own record of what it moved.
-pub fn migration_leftover(_item: &DataItem) -> Option<&Path> {
-    None
+/// A volume left over by `migrate` (its data moved to a bind mount): the host directory that now holds
+/// its data, from the migration record. Such a volume is protected by that copy rather than by a backup.
+pub fn migration_leftover(item: &DataItem) -> Option<&Path> {
+    item.left_over_from_migration.as_deref().map(Path::new)
 }
 
 /// What one `clean` removes.

@@ -313,6 +313,8 @@ mod tests {
             declared: true,
             definition: None,
             volume: None,
+            migrated_from: None,
+            left_over_from_migration: None,
         }
     }
 

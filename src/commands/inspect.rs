@@ -193,6 +193,18 @@ pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<Ex
         ));
         rows.push(("Labels", kv(&labels)));
     }
+    if let Some(v) = &item.migrated_from {
+        rows.push((
+            "Migrated from",
+            format!("volume `{v}` (`docker persist migrate --rollback {v}` goes back)"),
+        ));
+    }
+    if let Some(p) = &item.left_over_from_migration {
+        rows.push((
+            "Left over",
+            format!("its data was migrated to `{p}`; this volume is kept as it was then"),
+        ));
+    }
     rows.push(("Used by", users_text(&item.users)));
     let mut out = String::new();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -46,6 +46,12 @@ pub struct ItemJson<'a> {
     /// Why it gets that mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency_reason: Option<String>,
+    /// A bind mount holding a migrated volume's data: that volume's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrated_from: Option<&'a str>,
+    /// A volume whose data was migrated: the host directory that holds it now (the volume is left over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_over_from_migration: Option<&'a str>,
 }
 
 /// Where and when the newest backup of a piece of data is.
@@ -96,6 +102,8 @@ impl<'a> From<&'a DataItem> for ItemJson<'a> {
             last_backup: None,
             consistency: None,
             consistency_reason: None,
+            migrated_from: i.migrated_from.as_deref(),
+            left_over_from_migration: i.left_over_from_migration.as_deref(),
         }
     }
 }
@@ -181,7 +189,7 @@ fn render(
                     .map(|b| super::backups::age(now, b.at))
                     .unwrap_or_else(|| "never".to_string()),
                 users_text(&i.users),
-                i.classification.reason.clone(),
+                why_text(i),
             ]
         })
         .collect();
@@ -201,6 +209,15 @@ fn render(
         ],
         &rows,
     )
+}
+
+/// Why the tier, after what a migration made of the data.
+pub fn why_text(i: &DataItem) -> String {
+    match (&i.migrated_from, &i.left_over_from_migration) {
+        (Some(v), _) => format!("migrated from volume `{v}`; {}", i.classification.reason),
+        (_, Some(p)) => format!("left over: its data was migrated to `{p}`"),
+        _ => i.classification.reason.clone(),
+    }
 }
 
 /// `yes`, `no`, or `?` when unknown.

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod hooks;
 pub mod inspect;
 pub mod ls;
+pub mod migrate;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
@@ -137,13 +138,13 @@ impl Session<'_> {
                     Ok(Some(state)) if state.is_running() => {}
                     Ok(Some(_)) => match engine.start_container(&c.id, &c.name).await {
                         Ok(()) => self.printer.status(format!(
-                            "Started `{}` again: a docker persist backup (pid {}) stopped it and did not finish",
+                            "Started `{}` again: a docker persist command (pid {}) stopped it and did not finish",
                             c.name, entry.pid
                         )),
                         Err(e) => {
                             all_done = false;
                             self.printer.warn(format!(
-                                "`{}` was stopped by a docker persist backup (pid {}) that did not finish, and could not be started again: {e}; start it with `docker start {}`",
+                                "`{}` was stopped by a docker persist command (pid {}) that did not finish, and could not be started again: {e}; start it with `docker start {}`",
                                 c.name, entry.pid, c.name
                             ));
                         }

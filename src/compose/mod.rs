@@ -5,6 +5,7 @@ pub mod classify;
 pub mod discovery;
 pub mod interpolate;
 pub mod load;
+pub mod migration;
 pub mod model;
 
 use std::collections::BTreeMap;

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
     RemoveContainerOptions, RemoveImageOptions, StartContainerOptions, WaitContainerOptions,
 };
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::{Engine, EngineError, short};
 
@@ -326,6 +326,51 @@ impl Engine {
             HostConfig::default(),
         );
         self.create_registered(body, mount.source()).await
+    }
+
+    /// Whether `path` exists on the engine's host, as the engine sees it: a helper with a bind mount of a
+    /// missing host path is refused.
+    pub async fn host_path_exists(&self, path: &str) -> Result<bool, EngineError> {
+        let mount = HelperMount::Bind {
+            path: path.to_string(),
+            read_only: true,
+        };
+        match self.create_helper(&mount).await {
+            Ok(helper) => {
+                helper.remove().await?;
+                Ok(true)
+            }
+            Err(EngineError::Api { message, .. }) if message.contains("does not exist") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the directory `path` (and its missing parents) on the engine's host, owned by root, mode
+    /// 0755: the engine creates a missing host path of a `-v`-style bind when the container's mounts are
+    /// first set up, which reading its (empty) data does.
+    pub async fn create_host_dir(&self, path: &str) -> Result<(), EngineError> {
+        self.ensure_helper_image().await?;
+        let body = helper_body(
+            HELPER_IMAGE,
+            vec!["/docker-persist-helper-never-started".to_string()],
+            Vec::new(),
+            HostConfig {
+                binds: Some(vec![format!("{path}:{DATA_PATH}")]),
+                ..Default::default()
+            },
+        );
+        let helper = self.create_registered(body, path).await?;
+        let drained = self
+            .download_data(&helper)
+            .try_for_each(|_| async { Ok(()) })
+            .await;
+        helper.remove().await?;
+        drained.map_err(|e| EngineError::Api {
+            operation: format!("create the directory `{path}` on the engine's host"),
+            message: e.to_string(),
+        })
     }
 
     /// Creates a helper container that runs: `image` with `cmd`, `mounts`, no network, no log output,

@@ -2,10 +2,11 @@
 //! __helper OP …` with the volume at `/data` and docker persist's private socket directory at `/io`.
 //!
 //! It connects to the socket, sends its nonce (so docker persist knows the right helper connected), then
-//! either packs `/data` into a tar written to the socket (backup) or unpacks the tar it reads into `/data`
-//! and digests what landed on disk (restore). Either way it writes a [`HelperReport`] as JSON to
-//! `--result` and exits 0, or 1 with the error in the report. It has no engine, no terminal and no
-//! network; the container has no log output, so the report file is how it speaks.
+//! packs `/data` into a tar written to the socket (backup), unpacks the tar it reads into `/data` and
+//! digests what landed on disk (restore), or empties `/data` (the partial copy of a failed migration).
+//! Either way it writes a [`HelperReport`] as JSON to `--result` and exits 0, or 1 with the error in the
+//! report. It has no engine, no terminal and no network; the container has no log output, so the report
+//! file is how it speaks.
 
 use std::ffi::OsString;
 use std::io::{BufReader, BufWriter, Read as _, Write as _};
@@ -83,6 +84,14 @@ fn run(op: &HelperOp) -> anyhow::Result<HelperReport> {
                 ..HelperReport::default()
             })
         }
+        HelperOp::Clear(_) => {
+            let entries = clear(&args.root)
+                .with_context(|| format!("failed to empty `{}`", args.root.display()))?;
+            Ok(HelperReport {
+                entries,
+                ..HelperReport::default()
+            })
+        }
         HelperOp::Unpack(_) => {
             let mut input = BufReader::with_capacity(BUFFER, &stream);
             let stats = unpack_tree(&mut input, &args.root, args.strip_prefix.as_deref())
@@ -103,4 +112,21 @@ fn run(op: &HelperOp) -> anyhow::Result<HelperReport> {
             })
         }
     }
+}
+
+/// Removes everything below `root`, symlinks as links (never followed); `root` itself stays. Returns how
+/// many entries directly below it were removed.
+fn clear(root: &std::path::Path) -> std::io::Result<u64> {
+    let mut removed = 0;
+    for entry in fs_err::read_dir(root)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs_err::remove_dir_all(&path)?;
+        } else {
+            fs_err::remove_file(&path)?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }

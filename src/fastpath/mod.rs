@@ -151,6 +151,8 @@ pub enum Op {
     Pack,
     /// Unpack, then digest what is on disk with this version of the digest.
     Unpack(DigestVersion),
+    /// Remove everything below the data root.
+    Clear,
 }
 
 /// Starts a helper for `op` on `mount` when the command uses the fast path, and returns it once it has
@@ -208,6 +210,7 @@ impl FastPath {
             match op {
                 Op::Pack => "pack",
                 Op::Unpack(_) => "unpack",
+                Op::Clear => "clear",
             }
             .to_string(),
             "--socket".to_string(),

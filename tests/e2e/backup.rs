@@ -1820,7 +1820,7 @@ fn helpers_of_a_killed_backup_are_removed_by_the_next_backup() {
     let ls = env.persist(["ls"]);
     ls.assert_success();
     ls.assert_stderr_contains(&format!(
-        "Started `{}` again: a docker persist backup (pid {}) stopped it and did not finish",
+        "Started `{}` again: a docker persist command (pid {}) stopped it and did not finish",
         container_name(&env, &db),
         killed.pid()
     ));

@@ -13,6 +13,7 @@ mod fastpath;
 mod guard;
 mod harness;
 mod inventory;
+mod migrate;
 mod plugin;
 mod postgres;
 mod restore;
