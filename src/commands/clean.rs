@@ -118,6 +118,9 @@ struct CleanItemJson<'a> {
     name: Option<&'a str>,
     tier: Tier,
     size_bytes: Option<u64>,
+    /// The host directory that holds the data of a volume left over by `migrate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left_over_from_migration: Option<&'a Path>,
 }
 
 pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<ExitStatus> {
@@ -315,7 +318,13 @@ fn plan_table(printer: &crate::report::Printer, plan: &CleanPlan<'_>) -> String 
                 i.size_bytes
                     .map(human_size)
                     .unwrap_or_else(|| "-".to_string()),
-                i.classification.reason.clone(),
+                match migration_leftover(i) {
+                    Some(dir) => format!(
+                        "left over by `migrate`: its data is in `{}` now",
+                        dir.display()
+                    ),
+                    None => i.classification.reason.clone(),
+                },
             ]
         })
         .collect();
@@ -341,6 +350,7 @@ fn print_json(
                 name: i.name.as_deref(),
                 tier: i.tier(),
                 size_bytes: i.size_bytes,
+                left_over_from_migration: migration_leftover(i),
             })
             .collect(),
         containers: plan.containers.values().map(|c| c.name.as_str()).collect(),

@@ -164,6 +164,17 @@ fn migrate_and_roll_back(which: Compose, path: &str) {
     let inspect = env.persist(["inspect", "dbdata"]);
     inspect.assert_success();
     inspect.assert_stdout_contains(&format!("its data was migrated to `{to}`"));
+    // clean names it as left over, and needs no fresh backup of it (the directory holds the data).
+    let clean = env.persist(["clean", "--dry-run", "dbdata"]);
+    clean.assert_success();
+    clean.assert_stdout_contains(&format!(
+        "left over by `migrate`: its data is in `{to}` now"
+    ));
+    let clean = env.persist(["clean", "--dry-run", "--json", "dbdata"]);
+    clean.assert_success();
+    let doc = clean.json();
+    assert_eq!(doc["volumes"][0]["key"], "dbdata", "{doc:#}");
+    assert_eq!(doc["volumes"][0]["left_over_from_migration"], to, "{doc:#}");
     // Migrated once; a second time needs a rollback first.
     let again = env.persist(["migrate", "dbdata", "--to", "/srv/elsewhere", "--yes"]);
     again.assert_code(2);
