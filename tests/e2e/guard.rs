@@ -596,3 +596,105 @@ fn shell_guard_routes_arguments_exactly_in_zsh() {
 fn shell_guard_routes_arguments_exactly_in_fish() {
     guard_routes_arguments_exactly("fish");
 }
+
+/// `docker persist ARGS` on a terminal of its own (util-linux `script` gives it a pseudo-terminal): types
+/// `answer` once the output shows `prompt`, and returns the exit code and everything the terminal showed.
+fn persist_on_a_terminal(env: &TestEnv, args: &str, prompt: &str, answer: &str) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let mut cmd = env.command("script");
+    cmd.args([
+        "-q",
+        "-e",
+        "-f",
+        "-c",
+        &format!("docker persist {args}"),
+        "/dev/null",
+    ])
+    .env("TERM", "dumb")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("`script` (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut answered = false;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(chunk) => shown.extend(chunk),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !answered && String::from_utf8_lossy(&shown).contains(prompt) {
+            stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            answered = true;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no end within 2 minutes:\n{}",
+            String::from_utf8_lossy(&shown)
+        );
+    }
+    reader.join().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let shown = String::from_utf8_lossy(&shown).into_owned();
+    assert!(answered, "the prompt `{prompt}` never showed:\n{shown}");
+    (status.code().unwrap_or(-1), shown)
+}
+
+#[test]
+fn critical_clean_on_a_terminal_removes_only_after_the_project_name_is_typed() {
+    let env = TestEnv::new();
+    up_with_data(&env, v2);
+    let db = volume(&env, "dbdata");
+    env.compose_v2(["stop", "db"]).assert_success();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.persist(["backup", "dbdata"]).assert_success();
+
+    let prompt = "Type the project name";
+    let (code, shown) = persist_on_a_terminal(&env, "clean dbdata", prompt, "not-the-name");
+    assert_eq!(code, 3, "{shown}");
+    assert!(shown.contains("Nothing was removed"), "{shown}");
+    assert!(env.volume_labels(&db).is_some(), "{shown}");
+
+    let (code, shown) = persist_on_a_terminal(&env, "clean dbdata", prompt, &env.project);
+    assert_eq!(code, 0, "{shown}");
+    assert!(env.volume_labels(&db).is_none(), "{shown}");
+    let mut left = all_volumes(&env);
+    left.retain(|v| *v != db);
+    assert_eq!(env.compose_volumes(), left, "{shown}");
+}
+
+#[test]
+fn forced_down_v_on_a_terminal_runs_only_after_the_project_name_is_typed() {
+    let env = TestEnv::new();
+    up_with_data(&env, v2);
+    let before = all_volumes(&env);
+
+    let (code, shown) =
+        persist_on_a_terminal(&env, "down --force -v", "Type the project name", "no");
+    assert_eq!(code, 3, "{shown}");
+    assert_eq!(env.compose_volumes(), before, "{shown}");
+
+    let (code, shown) = persist_on_a_terminal(
+        &env,
+        "down --force -v",
+        "Type the project name",
+        &env.project,
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(env.compose_volumes().is_empty(), "{shown}");
+}
