@@ -465,7 +465,11 @@ fn split_args(args: &[String]) -> (Option<PathBuf>, Vec<String>) {
     }
 }
 
-/// Without a backup named: pick one on a terminal; off a terminal the newest, only with `--yes`.
+/// Tags of the copies a command takes of data it is about to replace.
+const SAFETY_TAGS: [&str; 2] = ["pre-restore", "pre-rollback"];
+
+/// Without a backup named: pick one on a terminal; off a terminal the newest (safety copies aside, unless
+/// there is nothing else), only with `--yes`.
 fn choose_backup(
     printer: &Printer,
     dir: &Path,
@@ -479,8 +483,13 @@ fn choose_backup(
             hint: Some("name a backup file, or `--dir` where they are".to_string()),
         });
     }
+    // The newest backup that is not a safety copy: restoring a `pre-restore` copy by default would undo
+    // the last restore, which nobody means by "the newest backup". They stay available by name.
+    let newest = backups
+        .iter()
+        .find(|b| !b.tag().is_some_and(|t| SAFETY_TAGS.contains(&t)))
+        .unwrap_or(&backups[0]);
     if yes {
-        let newest = &backups[0];
         printer.status(format!(
             "Using the newest backup, `{}`",
             newest.path.display()
@@ -489,10 +498,7 @@ fn choose_backup(
     }
     if !prompt::interactive() {
         return Err(Refused {
-            message: format!(
-                "no backup named; the newest is `{}`",
-                backups[0].path.display()
-            ),
+            message: format!("no backup named; the newest is `{}`", newest.path.display()),
             hint: "name the backup file, or pass `--yes` to restore the newest".to_string(),
         }
         .into());

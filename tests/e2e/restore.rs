@@ -177,6 +177,12 @@ fn restore_over_changed_data_is_exact_and_keeps_a_safety_copy() {
     );
     // `--as` left the original alone.
     assert_eq!(tree_digest(&env, "/var/lib/postgresql/data"), original);
+
+    // Without a file named, "the newest backup" is the newest real one, not the newer safety copy
+    // (that would undo the restore).
+    let ran = env.persist(["restore", "--yes", "--dry-run"]);
+    ran.assert_success();
+    ran.assert_stderr_contains(&format!("Using the newest backup, `{}`", file.display()));
 }
 
 #[test]
