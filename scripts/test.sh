@@ -72,7 +72,7 @@ export DOCKER_PERSIST_STATIC_BIN
 step "Tests"
 # A temporary directory of this run's own: the tests check that nothing is left in it (the fast path's
 # socket directories), which a shared /tmp cannot tell apart from another run's.
-run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/docker-persist-test.XXXXXX")
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/dp-test.XXXXXX")
 trap 'rm -rf "$run_tmp"; persist_engine_stop' EXIT
 export TMPDIR="$run_tmp"
 # Snapshots are compared, never written or updated (`cargo insta review` is the way to accept new ones).

@@ -89,8 +89,13 @@ start() {
 	fi
 	# its own (empty) daemon.json, so that /etc/docker/daemon.json cannot clash with the flags below
 	echo '{}' >"$DIR/daemon.json"
+	# The exec root holds containerd's unix sockets, whose paths must stay under 108 bytes: a short
+	# directory of its own rather than one below $DIR, which may be deep (a test's temporary home).
+	local exec_root
+	exec_root=$(mktemp -d /tmp/dp-tls-exec.XXXXXX)
+	echo "$exec_root" >"$DIR/exec-root"
 	dockerd --config-file "$DIR/daemon.json" \
-		--data-root "$DIR/data" --exec-root "$DIR/exec" --pidfile "$DIR/pid" \
+		--data-root "$DIR/data" --exec-root "$exec_root" --pidfile "$DIR/pid" \
 		-H "$HOST" -H "unix://$DIR/docker.sock" \
 		--tlsverify --tlscacert "$c/ca.pem" --tlscert "$c/server-cert.pem" --tlskey "$c/server-key.pem" \
 		--bridge "$BRIDGE" --iptables=false --ip-masq=false --storage-driver "$STORAGE" \
@@ -126,9 +131,14 @@ stop() {
 	ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
 	# vfs leaves plain directories; a killed overlay daemon may leave mounts
 	if [[ -f "$DIR/.persist-tls-dockerd" ]]; then
-		{ grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
-			umount "$m" 2>/dev/null || true
+		local exec_root="" root
+		[[ -f "$DIR/exec-root" ]] && exec_root=$(cat "$DIR/exec-root")
+		for root in "$DIR" ${exec_root:+"$exec_root"}; do
+			{ grep -o " $root/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
+				umount "$m" 2>/dev/null || true
+			done
 		done
+		[[ "$exec_root" == /tmp/dp-tls-exec.* ]] && rm -rf "$exec_root"
 		rm -rf "$DIR"
 	fi
 }
