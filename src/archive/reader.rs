@@ -324,6 +324,73 @@ impl Backup {
             .unwrap_or(false)
     }
 
+    /// The member a manifest record names, with its stored size checked against the record; `None` when
+    /// the file lacks it. Both are recorded as problems.
+    fn located(
+        &self,
+        member: &str,
+        stored_bytes: u64,
+        problem: &mut Report<'_>,
+    ) -> Option<&MemberIndex> {
+        let Some(index) = self.member(member) else {
+            problem(
+                ProblemKind::MissingMember,
+                "is named by the manifest but not in the file",
+                None,
+                None,
+            );
+            return None;
+        };
+        if index.size != stored_bytes {
+            problem(
+                ProblemKind::SizeMismatch,
+                "stored size differs from the manifest",
+                Some(stored_bytes.to_string()),
+                Some(index.size.to_string()),
+            );
+        }
+        Some(index)
+    }
+
+    /// Gives `consume` the zstd-decoded member, then hashes whatever it left unread so that the SHA-256
+    /// covers the whole member, and records a SHA-256 that differs from `sha256`. Returns what `consume`
+    /// returned and whether zstd failed; a failure to read the file itself is an error, not a problem.
+    fn read_checked<T>(
+        &self,
+        member: &str,
+        index: &MemberIndex,
+        sha256: &str,
+        problem: &mut Report<'_>,
+        consume: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<(T, bool), ArchiveError> {
+        let raw = self.raw_member(index)?;
+        let hashing = HashingReader::new(raw);
+        let io_failed = hashing.failed.clone();
+        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+            READ_BUFFER,
+            hashing,
+        ))
+        .map_err(|source| self.read_err(member, source))?;
+        let mut decoder = Latch::new(decoder);
+        let consumed = consume(&mut decoder);
+        if let Some(source) = io_failed.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(self.read_err(member, source));
+        }
+        let mut hashing = decoder.inner.finish().into_inner();
+        io::copy(&mut hashing, &mut io::sink()).map_err(|source| self.read_err(member, source))?;
+        let (found, read) = hashing.finish();
+        debug_assert_eq!(read, index.size);
+        if found != sha256 {
+            problem(
+                ProblemKind::Sha256Mismatch,
+                "SHA-256 of the stored bytes differs from the manifest",
+                Some(sha256.to_string()),
+                Some(found),
+            );
+        }
+        Ok((consumed, decoder.failed))
+    }
+
     /// Checks a dump member: present, its size and SHA-256, its zstd frames and checksums, and the size and
     /// SHA-256 of the decompressed dump.
     fn verify_dump(
@@ -359,69 +426,37 @@ impl Backup {
             );
             return Ok(check);
         }
-        let Some(index) = self.member(member) else {
-            problem(
-                ProblemKind::MissingMember,
-                "is named by the manifest but not in the file",
-                None,
-                None,
-            );
+        let Some(index) = self.located(member, record.stored_bytes, &mut problem) else {
             return Ok(check);
         };
-        if index.size != record.stored_bytes {
-            problem(
-                ProblemKind::SizeMismatch,
-                "stored size differs from the manifest",
-                Some(record.stored_bytes.to_string()),
-                Some(index.size.to_string()),
-            );
-        }
-        let raw = self.raw_member(index)?;
-        let hashing = HashingReader::new(raw);
-        let io_failed = hashing.failed.clone();
-        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-            READ_BUFFER,
-            hashing,
-        ))
-        .map_err(|source| self.read_err(member, source))?;
-        let mut decoder = Latch::new(decoder);
-        let mut content = Sha256::new();
-        let mut bytes = 0u64;
-        let mut buf = vec![0u8; READ_BUFFER];
-        let decoded = loop {
-            match decoder.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    content.update(&buf[..n]);
-                    bytes += n as u64;
+        let (decoded, _) = self.read_checked(member, index, &record.sha256, &mut problem, |r| {
+            let mut content = Sha256::new();
+            let mut bytes = 0u64;
+            let mut buf = vec![0u8; READ_BUFFER];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => break Ok((content, bytes)),
+                    Ok(n) => {
+                        content.update(&buf[..n]);
+                        bytes += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
+            }
+        })?;
+        let (content, bytes) = match decoded {
+            Ok(read) => read,
+            Err(e) => {
+                problem(
+                    ProblemKind::Zstd,
+                    &format!("does not decode: {e}"),
+                    None,
+                    None,
+                );
+                return Ok(check);
             }
         };
-        if let Some(source) = io_failed.lock().ok().and_then(|mut slot| slot.take()) {
-            return Err(self.read_err(member, source));
-        }
-        let mut hashing = decoder.inner.finish().into_inner();
-        io::copy(&mut hashing, &mut io::sink()).map_err(|source| self.read_err(member, source))?;
-        let (sha256, _) = hashing.finish();
-        if sha256 != record.sha256 {
-            problem(
-                ProblemKind::Sha256Mismatch,
-                "SHA-256 of the stored bytes differs from the manifest",
-                Some(record.sha256.clone()),
-                Some(sha256),
-            );
-        }
-        if let Err(e) = decoded {
-            problem(
-                ProblemKind::Zstd,
-                &format!("does not decode: {e}"),
-                None,
-                None,
-            );
-            return Ok(check);
-        }
         if bytes != record.bytes {
             problem(
                 ProblemKind::CountMismatch,
@@ -491,23 +526,9 @@ impl Backup {
                 Some(member.to_string()),
             );
         }
-        let Some(index) = self.member(member) else {
-            problem(
-                ProblemKind::MissingMember,
-                "is named by the manifest but not in the file",
-                None,
-                None,
-            );
+        let Some(index) = self.located(member, record.stored_bytes, &mut problem) else {
             return Ok(check);
         };
-        if index.size != record.stored_bytes {
-            problem(
-                ProblemKind::SizeMismatch,
-                "stored size differs from the manifest",
-                Some(record.stored_bytes.to_string()),
-                Some(index.size.to_string()),
-            );
-        }
         let options = match DigestOptions::new(record.tar_prefix.as_deref()) {
             // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
             Ok(o) => o.with_version(record.content_digest.version()),
@@ -517,37 +538,14 @@ impl Backup {
             }
         };
 
-        let raw = self.raw_member(index)?;
-        let hashing = HashingReader::new(raw);
-        let io_failed = hashing.failed.clone();
-        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-            READ_BUFFER,
-            hashing,
-        ))
-        .map_err(|source| self.read_err(member, source))?;
-        let mut decoder = Latch::new(decoder);
-        let digested = digest_tar(&mut decoder, &options);
-        if let Some(source) = io_failed.lock().ok().and_then(|mut slot| slot.take()) {
-            return Err(self.read_err(member, source));
-        }
-        // Hash whatever the decoder left unread, so the SHA-256 covers the whole member.
-        let mut hashing = decoder.inner.finish().into_inner();
-        io::copy(&mut hashing, &mut io::sink()).map_err(|source| self.read_err(member, source))?;
-        let (sha256, read) = hashing.finish();
-
-        if sha256 != record.sha256 {
-            problem(
-                ProblemKind::Sha256Mismatch,
-                "SHA-256 of the stored bytes differs from the manifest",
-                Some(record.sha256.clone()),
-                Some(sha256),
-            );
-        }
-        debug_assert_eq!(read, index.size);
+        let (digested, zstd_failed) =
+            self.read_checked(member, index, &record.sha256, &mut problem, |r| {
+                digest_tar(r, &options)
+            })?;
         let summary = match digested {
             Ok(summary) => summary,
             Err(e) => {
-                let (kind, what) = match (&e, decoder.failed) {
+                let (kind, what) = match (&e, zstd_failed) {
                     (_, true) => (ProblemKind::Zstd, format!("does not decode: {}", chain(&e))),
                     (DigestError::UnsafeEntry { .. }, _) => {
                         (ProblemKind::UnsafeEntry, format!("inner tar: {e}"))
@@ -883,6 +881,9 @@ impl<R: Read> Read for Latch<R> {
         })
     }
 }
+
+/// Records a problem of one member: kind, what is wrong, expected and found values.
+type Report<'a> = dyn FnMut(ProblemKind, &str, Option<String>, Option<String>) + 'a;
 
 /// What kind of problem verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
