@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::Session;
+use super::{Session, quoted};
 use crate::compose::classify::DataKind;
 use crate::compose::{Consistency, MountType, PersistSpec, Project, Tier};
 use crate::engine::{ContainerInfo, Engine};
@@ -187,6 +187,23 @@ pub async fn running_users(
     found.retain(|c| seen.insert(c.id.clone()));
     sort_for_start(&mut found, &start_order(project));
     Ok(found)
+}
+
+/// [`stop`], saying first which containers it stops: for the commands that stop everything they need at
+/// once, rather than around one volume's read.
+pub async fn stop_saying(
+    session: &Session<'_>,
+    engine: &Engine,
+    project: &Project,
+    containers: &[ContainerInfo],
+) -> anyhow::Result<()> {
+    if !containers.is_empty() {
+        session.printer.status(format!(
+            "Stopping {}",
+            quoted(containers.iter().map(|c| c.name.as_str()))
+        ));
+    }
+    stop(session, engine, project, containers).await
 }
 
 /// Stops `containers` (given in start order) in reverse order, after writing them to the journal and

@@ -635,13 +635,7 @@ async fn down_with_backup(
         ));
         return Ok(ExitStatus::Success);
     }
-    if !running.is_empty() {
-        printer.status(format!(
-            "Stopping {}",
-            quoted(running.iter().map(|c| c.name.as_str()))
-        ));
-    }
-    consistency::stop(session, engine, project, &running).await?;
+    consistency::stop_saying(session, engine, project, &running).await?;
     // Backup times are whole seconds rounded down: start in the next second, so that the backup is
     // visibly taken after every stop.
     let into_second = u64::from(jiff::Timestamp::now().subsec_nanosecond().unsigned_abs());

@@ -27,9 +27,9 @@ use super::backup::{Destination, write_backup};
 use super::backups::backup_dir;
 use super::compose_cli::ComposeCli;
 use super::consistency;
-use super::restore::Refused;
+use super::restore::{self, Refused};
 use super::{ExitStatus, Session, UsageError, quoted};
-use crate::archive::digest::{digest_tar, digest_tar_into, has_more_entries_than};
+use crate::archive::digest::{digest_tar, digest_tar_into};
 use crate::archive::{ContentDigest, DigestOptions, DigestVersion, rebase_tar};
 use crate::cli::MigrateArgs;
 use crate::compose::Project;
@@ -181,7 +181,16 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
 
     // What is at PATH now.
     let existed = engine.host_path_exists(&path_str).await?;
-    let has_data = existed && dir_has_data(&engine, &path_str).await?;
+    let has_data = existed
+        && restore::has_data(
+            &engine,
+            HelperMount::Bind {
+                path: path_str.clone(),
+                read_only: true,
+            },
+            &format!("`{path_str}`"),
+        )
+        .await?;
 
     print_plan(
         printer,
@@ -256,13 +265,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
 
     // Stop, back up, copy, verify: any failure here leaves the services on their volume.
-    if !running.is_empty() {
-        printer.status(format!(
-            "Stopping {}",
-            quoted(running.iter().map(|c| c.name.as_str()))
-        ));
-    }
-    consistency::stop(session, &engine, &inventory.project, &running).await?;
+    consistency::stop_saying(session, &engine, &inventory.project, &running).await?;
     let clean_target = !has_data;
     session.note_on_interrupt(format!(
         "the services were started again on volume `{name}`, unchanged; `{path_str}` may hold part of the copy: empty it before migrating again"
@@ -579,21 +582,6 @@ fn check_override_is_ours(
         ),
     }
     .into())
-}
-
-/// Whether a host directory holds anything besides itself (read through a helper).
-async fn dir_has_data(engine: &Engine, path: &str) -> anyhow::Result<bool> {
-    let helper = engine
-        .create_helper(&HelperMount::Bind {
-            path: path.to_string(),
-            read_only: true,
-        })
-        .await?;
-    let stream = engine.download_data(&helper).map_err(std::io::Error::other);
-    let reader = crate::pipe::reader_of(stream);
-    let more = tokio::task::spawn_blocking(move || has_more_entries_than(reader, 1)).await?;
-    helper.remove().await?;
-    more.with_context(|| format!("failed to read `{path}`"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1142,13 +1130,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         return Ok(ExitStatus::Refused);
     }
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
-    if !running.is_empty() {
-        printer.status(format!(
-            "Stopping {}",
-            quoted(running.iter().map(|c| c.name.as_str()))
-        ));
-    }
-    consistency::stop(session, &engine, &inventory.project, &running).await?;
+    consistency::stop_saying(session, &engine, &inventory.project, &running).await?;
 
     let copied = async {
         let now = tree_digest(

@@ -596,7 +596,15 @@ async fn plan_target(
     let existing = engine.volume(&name).await?;
     let (has_data, containers) = if existing.is_some() {
         (
-            volume_has_data(engine, &name).await?,
+            has_data(
+                engine,
+                HelperMount::Volume {
+                    name: name.clone(),
+                    read_only: true,
+                },
+                &format!("volume `{name}`"),
+            )
+            .await?,
             engine.containers_using_volume(&name).await?,
         )
     } else {
@@ -612,20 +620,20 @@ async fn plan_target(
     })
 }
 
-/// Whether a volume holds anything besides its root directory.
-async fn volume_has_data(engine: &Engine, name: &str) -> anyhow::Result<bool> {
-    let helper = engine
-        .create_helper(&HelperMount::Volume {
-            name: name.to_string(),
-            read_only: true,
-        })
-        .await?;
+/// Whether a volume or host directory holds anything besides its root directory; `what` names it in the
+/// error.
+pub(crate) async fn has_data(
+    engine: &Engine,
+    mount: HelperMount,
+    what: &str,
+) -> anyhow::Result<bool> {
+    let helper = engine.create_helper(&mount).await?;
     let stream = engine.download_data(&helper).map_err(std::io::Error::other);
     let reader = crate::pipe::reader_of(stream);
     // The root directory and one more entry are enough to tell; the rest is never read.
     let more = tokio::task::spawn_blocking(move || has_more_entries_than(reader, 1)).await?;
     helper.remove().await?;
-    more.with_context(|| format!("failed to read volume `{name}`"))
+    more.with_context(|| format!("failed to read {what}"))
 }
 
 fn print_plan(
