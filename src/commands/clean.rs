@@ -18,7 +18,7 @@ use crate::cli::CleanArgs;
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
 use crate::engine::ContainerInfo;
-use crate::inventory::{self, DataItem, Inventory};
+use crate::inventory::{DataItem, Inventory};
 use crate::report::{human_size, prompt, table};
 
 /// A volume left over by `migrate` (its data moved to a bind mount): the host directory that now holds
@@ -125,12 +125,7 @@ struct CleanItemJson<'a> {
 
 pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
-    let project = session.load_project()?;
-    let engine = session.connect().await?;
-    let inventory = inventory::build(project, &engine).await?;
-    for w in &inventory.warnings {
-        printer.warn(w);
-    }
+    let (engine, inventory) = session.inventory().await?;
     let name = inventory.project.name.clone();
     let (volumes, binds) = choose(&inventory, &args.volumes, &args.tiers)?;
     let mut plan = CleanPlan {

@@ -342,12 +342,7 @@ struct LastBackupJson {
 /// `check`: exit 0 when `down -v` would lose nothing critical or important, 3 when it would.
 pub async fn check(session: &Session<'_>, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
-    let project = session.load_project()?;
-    let engine = session.connect().await?;
-    let inventory = inventory::build(project, &engine).await?;
-    for w in &inventory.warnings {
-        printer.warn(w);
-    }
+    let (engine, inventory) = session.inventory().await?;
     let dir = backup_dir(&args.dir, &inventory.project.directory);
     let backups = project_backups(printer, &dir, &inventory.project.name);
     let mut items = removed_by_down_v(&inventory);

@@ -10,7 +10,7 @@ use super::{ExitStatus, Session, UsageError};
 use crate::cli::InspectArgs;
 use crate::compose::classify::DataKind;
 use crate::engine::ContainerInfo;
-use crate::inventory::{self, DataItem, bind_mounts};
+use crate::inventory::{DataItem, bind_mounts};
 use crate::report::{human_size, table};
 
 #[derive(Serialize)]
@@ -43,12 +43,7 @@ struct ContainerJson<'a> {
 }
 
 pub async fn run(session: &Session<'_>, args: &InspectArgs) -> anyhow::Result<ExitStatus> {
-    let project = session.load_project()?;
-    let engine = session.connect().await?;
-    let inventory = inventory::build(project, &engine).await?;
-    for w in &inventory.warnings {
-        session.printer.warn(w);
-    }
+    let (engine, inventory) = session.inventory().await?;
     let Some(item) = inventory.find(&args.volume) else {
         let keys: Vec<String> = inventory
             .items

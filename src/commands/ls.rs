@@ -10,7 +10,7 @@ use super::{ExitStatus, Session};
 use crate::cli::LsArgs;
 use crate::compose::classify::{DataKind, TierSource};
 use crate::compose::{Consistency, Project, Tier};
-use crate::inventory::{self, DataItem, Inventory, User};
+use crate::inventory::{DataItem, Inventory, User};
 use crate::report::{Printer, human_size, table};
 
 /// Version of the `--json` output of `ls` and `inspect`.
@@ -109,12 +109,7 @@ impl<'a> From<&'a DataItem> for ItemJson<'a> {
 }
 
 pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitStatus> {
-    let project = session.load_project()?;
-    let engine = session.connect().await?;
-    let inventory = inventory::build(project, &engine).await?;
-    for w in &inventory.warnings {
-        session.printer.warn(w);
-    }
+    let (_, inventory) = session.inventory().await?;
     let mut items: Vec<&DataItem> = inventory
         .items
         .iter()

@@ -24,6 +24,7 @@ use crate::cli::{DockerGlobals, ProjectArgs};
 use crate::compose::{self, Project, ProjectOptions};
 use crate::context;
 use crate::engine::Engine;
+use crate::inventory::{self, Inventory};
 use crate::journal::{self, Journal, StoppedContainer};
 use crate::report::Printer;
 
@@ -105,6 +106,18 @@ impl Session<'_> {
                 .join(", ")
         ));
         Ok(project)
+    }
+
+    /// The engine and the inventory of the project's data, with the loader's and the inventory's warnings
+    /// printed: what the commands that look before they act start with.
+    pub async fn inventory(&self) -> anyhow::Result<(Engine, Inventory)> {
+        let project = self.load_project()?;
+        let engine = self.connect().await?;
+        let inventory = inventory::build(project, &engine).await?;
+        for w in &inventory.warnings {
+            self.printer.warn(w);
+        }
+        Ok((engine, inventory))
     }
 
     /// Resolves the endpoint like the Docker CLI and connects (once per command).
