@@ -408,7 +408,13 @@ impl Destinations {
                                 s3.set(key, &value).map_err(|r| bad(name, r))?;
                             }
                             (DestinationUrl::Sftp(sftp), "identity" | "key") => {
-                                sftp.identity = Some(project_dir.join(value));
+                                sftp.identity = Some(match value.strip_prefix("~/") {
+                                    Some(rest) => std::env::var_os("HOME")
+                                        .map(PathBuf::from)
+                                        .unwrap_or_default()
+                                        .join(rest),
+                                    None => project_dir.join(value),
+                                });
                             }
                             (
                                 _,

@@ -342,7 +342,9 @@ impl SftpDestination {
             .sftp
             .options()
             .write(true)
-            .create_new(true)
+            // A `.partial` left by a killed process is only ever an unfinished copy: start it again.
+            .create(true)
+            .truncate(true)
             .open(&partial)
             .await
             .map_err(|e| self.err(&s, format!("cannot create `{}`: {e}", partial.display())))?;
