@@ -35,8 +35,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
 use super::{Health, S3Url, Stored};
-use crate::archive::format::{BackupName, PARTIAL_SUFFIX};
-use crate::archive::{Backup, BackupListing, BackupSummary, RangeSource, SkippedFile};
+use crate::archive::{Backup, BackupListing, RangeSource};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -103,15 +102,7 @@ impl S3Destination {
             let Some(name) = meta.location.filename().map(str::to_string) else {
                 continue;
             };
-            let partial = name.strip_suffix(PARTIAL_SUFFIX);
-            if BackupName::parse_for_project(partial.unwrap_or(&name), project).is_none() {
-                continue;
-            }
-            if partial.is_some() {
-                listing.skipped.push(SkippedFile {
-                    path: self.locate(&name),
-                    reason: "unfinished write (`.partial`)".into(),
-                });
+            if !listing.is_candidate(project, &name, &self.locate(&name)) {
                 continue;
             }
             candidates.push((name, meta.size));
@@ -130,28 +121,9 @@ impl S3Destination {
             .collect::<Vec<_>>()
             .await;
         for (_, size, path, got) in read {
-            match got {
-                Ok(manifest) if manifest.project != project => listing.skipped.push(SkippedFile {
-                    path,
-                    reason: format!("its manifest names project `{}`", manifest.project),
-                }),
-                Ok(manifest) => listing.backups.push(BackupSummary {
-                    path,
-                    bytes: size,
-                    manifest,
-                }),
-                Err(e) => listing.skipped.push(SkippedFile {
-                    path,
-                    reason: e.to_string(),
-                }),
-            }
+            listing.add_read(project, path, size, got.map_err(|e| e.to_string()));
         }
-        listing.backups.sort_by(|a, b| {
-            b.manifest
-                .created
-                .cmp(&a.manifest.created)
-                .then_with(|| b.path.cmp(&a.path))
-        });
+        listing.sort_newest_first();
         Ok(listing)
     }
 
@@ -258,7 +230,7 @@ impl S3Destination {
         }
         let done = writer.take().finish().await;
         if let Err(e) = done {
-            // `finish` aborts nothing by itself when completing fails; the parts are known to the server.
+            // `finish` aborted the upload itself: a part or the completion failed.
             return Err(e.into());
         }
         let meta = store.head(&key).await?;

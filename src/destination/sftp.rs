@@ -26,8 +26,8 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
 use super::{Health, SftpUrl, Stored};
-use crate::archive::format::{BackupName, PARTIAL_SUFFIX};
-use crate::archive::{Backup, BackupListing, BackupSummary, RangeSource, SkippedFile};
+use crate::archive::format::PARTIAL_SUFFIX;
+use crate::archive::{Backup, BackupListing, RangeSource};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -210,15 +210,7 @@ impl SftpDestination {
             let Some(name) = entry.filename().to_str().map(str::to_string) else {
                 continue;
             };
-            let partial = name.strip_suffix(PARTIAL_SUFFIX);
-            if BackupName::parse_for_project(partial.unwrap_or(&name), project).is_none() {
-                continue;
-            }
-            if partial.is_some() {
-                listing.skipped.push(SkippedFile {
-                    path: self.locate(&name),
-                    reason: "unfinished write (`.partial`)".into(),
-                });
+            if !listing.is_candidate(project, &name, &self.locate(&name)) {
                 continue;
             }
             candidates.push((name, entry.metadata().len().unwrap_or(0)));
@@ -237,28 +229,9 @@ impl SftpDestination {
                 crate::archive::read_tail_manifest(&p, &source)
             })
             .await?;
-            match got {
-                Ok(m) if m.project != project => listing.skipped.push(SkippedFile {
-                    path,
-                    reason: format!("its manifest names project `{}`", m.project),
-                }),
-                Ok(manifest) => listing.backups.push(BackupSummary {
-                    path,
-                    bytes: size,
-                    manifest,
-                }),
-                Err(e) => listing.skipped.push(SkippedFile {
-                    path,
-                    reason: e.to_string(),
-                }),
-            }
+            listing.add_read(project, path, size, got.map_err(|e| e.to_string()));
         }
-        listing.backups.sort_by(|a, b| {
-            b.manifest
-                .created
-                .cmp(&a.manifest.created)
-                .then_with(|| b.path.cmp(&a.path))
-        });
+        listing.sort_newest_first();
         Ok(listing)
     }
 
