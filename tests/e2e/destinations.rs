@@ -477,8 +477,8 @@ fn network_cut_mid_upload_leaves_no_object_and_the_local_file_complete() {
 fn ctrl_c_mid_upload_aborts_the_multipart_upload() {
     let s3 = S3Server::start();
     s3.create_bucket("persist");
-    // 3 MB/s: the ≈16 MB upload takes seconds, long enough to interrupt.
-    let proxy = Proxy::start(s3.port, 3_000_000, None);
+    // 1 MB/s: the ≈16 MB upload takes ≈16 s, long enough to interrupt.
+    let proxy = Proxy::start(s3.port, 1_000_000, None);
     let env = TestEnv::new();
     up_with_big_data(&env);
     let url = s3_url(
@@ -501,8 +501,11 @@ fn ctrl_c_mid_upload_aborts_the_multipart_upload() {
         assert!(Instant::now() < deadline, "no local backup appeared");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(s3.open_uploads("persist") >= 1, "no upload under way");
+    while s3.open_uploads("persist") == 0 {
+        assert!(Instant::now() < deadline, "no upload under way");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
