@@ -381,7 +381,7 @@ pub async fn check(session: &Session<'_>, args: &CheckArgs) -> anyhow::Result<Ex
     let mut backups = project_backups(printer, &dir, &inventory.project.name);
     // Backups at the destinations marked `default: true` protect data too.
     backups.extend(default_destination_backups(printer, &args.dir, &inventory.project).await);
-    backups.sort_by(|a, b| b.created().cmp(&a.created()));
+    backups.sort_by_key(|b| std::cmp::Reverse(b.created()));
     let mut items = removed_by_down_v(&inventory);
     items.sort_by_key(|i| i.tier());
     let assessed = assess(&engine, printer, &items, &backups).await?;

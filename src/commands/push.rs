@@ -79,7 +79,7 @@ pub async fn send(
                 human_size(s.bytes),
                 &s.sha256[..12]
             )),
-            Err(e) => printer.warn(format!("{}", chain(e))),
+            Err(e) => printer.warn(chain(e)),
         }
     }
     results
