@@ -53,14 +53,21 @@ pub async fn run(
             Command::Down(args) => commands::guard::down(&session, args).await,
             Command::Clean(args) => commands::clean::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
+            Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
         }
     };
-    let outcome = tokio::select! {
-        result = command => result,
-        () = plugin::interrupted() => {
-            cancel::cancel();
-            printer.warn("interrupted; cleaning up");
-            Ok(ExitStatus::Interrupted)
+    // `upgrade` answers an interruption itself: once the new version runs, Ctrl-C rolls it back.
+    let handles_interrupts = matches!(cli.command, Command::Upgrade(_));
+    let outcome = if handles_interrupts {
+        command.await
+    } else {
+        tokio::select! {
+            result = command => result,
+            () = plugin::interrupted() => {
+                cancel::cancel();
+                printer.warn("interrupted; cleaning up");
+                Ok(ExitStatus::Interrupted)
+            }
         }
     };
     session

@@ -15,6 +15,8 @@ pub mod migrate;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
+pub mod upgrade;
+pub mod upgrade_pg;
 pub mod verified;
 pub mod verify;
 

@@ -17,3 +17,4 @@ mod migrate;
 mod plugin;
 mod postgres;
 mod restore;
+mod upgrade;
