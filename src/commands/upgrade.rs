@@ -578,6 +578,10 @@ impl Upgrade<'_> {
             if status != ExitStatus::Success {
                 bail!("the rollback could not restore the data (exit {})", status.code());
             }
+            // The restore is complete: what it would say had it ended early no longer applies.
+            if let Ok(mut notes) = self.session.notes.lock() {
+                notes.clear();
+            }
         }
         let compose = self.compose()?;
         let mut a = vec!["up", "-d", "--no-deps"];
