@@ -152,7 +152,6 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
         inventory: &inventory,
         args,
         overrides: &overrides,
-        previous: previous.as_deref(),
         migrations: &migrations,
         pins: &pins,
     };
@@ -192,8 +191,6 @@ struct Upgrade<'a> {
     inventory: &'a Inventory,
     args: &'a UpgradeArgs,
     overrides: &'a OverrideFile,
-    /// The override file's text before this command (`None`: there was none).
-    previous: Option<&'a str>,
     migrations: &'a [Migration],
     /// The pins recorded before this command.
     pins: &'a [Pin],
@@ -298,7 +295,8 @@ impl Upgrade<'_> {
             printer.status("Nothing to upgrade");
             return Ok(None);
         }
-        upgrade_pg::check(self.engine, printer, &plans).await?;
+        // The new PostgreSQL volumes are initialised and checked while the old servers still run.
+        let prepared = upgrade_pg::prepare(self.engine, printer, self.project(), &plans).await?;
 
         // Stop, then back up what the services keep.
         let mut running: Vec<ContainerInfo> = plans
@@ -308,9 +306,12 @@ impl Upgrade<'_> {
             .cloned()
             .collect();
         consistency::sort_for_start(&mut running, &consistency::start_order(self.project()));
-        // The PostgreSQL dumps are taken from the old servers, still running.
-        let dumps = upgrade_pg::dump_all(self.session, self.engine, &plans).await?;
-        consistency::stop_saying(self.session, self.engine, self.project(), &running).await?;
+        if let Err(e) =
+            consistency::stop_saying(self.session, self.engine, self.project(), &running).await
+        {
+            upgrade_pg::move_aborted(self.engine, printer, prepared, &plans).await;
+            return Err(e);
+        }
         let items: Vec<&DataItem> = items
             .iter()
             .copied()
@@ -320,7 +321,13 @@ impl Upgrade<'_> {
             printer.status("The services keep no critical or important data: no backup is needed");
             None
         } else {
-            Some(self.backup(&items, dir).await?)
+            match self.backup(&items, dir).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    upgrade_pg::move_aborted(self.engine, printer, prepared, &plans).await;
+                    return Err(e);
+                }
+            }
         };
         if let Some(b) = &backup {
             self.session.note_on_interrupt(format!(
@@ -328,7 +335,22 @@ impl Upgrade<'_> {
                 b.display()
             ));
         }
-        upgrade_pg::load_all(self.session, self.engine, self.project(), &mut plans, dumps).await?;
+        upgrade_pg::move_data(self.engine, printer, &plans, prepared).await?;
+        // The services switch to their new PostgreSQL volumes with the new image.
+        if plans.iter().any(|p| p.pg.is_some()) {
+            let mut pins = new_pins.to_vec();
+            for p in &plans {
+                if let Some(pg) = &p.pg {
+                    pins.retain(|x| x.service != p.service);
+                    pins.push(pg.pin(&p.service));
+                }
+            }
+            pins.sort_by(|a, b| a.service.cmp(&b.service));
+            if let Err(e) = self.write_pins(&pins) {
+                upgrade_pg::discard_new(self.engine, printer, &plans).await;
+                return Err(e.context("could not switch the services to their new volumes"));
+            }
+        }
         Ok(Some((plans, backup)))
     }
 
@@ -531,24 +553,27 @@ impl Upgrade<'_> {
                 .await
                 .context("the rollback could not stop the new version")?;
         }
+        // Each service as it was before, its image pinned by id (a volume an earlier PostgreSQL upgrade
+        // switched it to stays).
         let mut pins: Vec<Pin> = self
             .pins
             .iter()
-            .filter(|p| !services.contains(&p.service.as_str()) || p.volume.is_some())
+            .filter(|p| !services.contains(&p.service.as_str()))
             .cloned()
             .collect();
         let at = jiff::Timestamp::now().to_string();
         for p in plans {
-            pins.retain(|x| x.service != p.service);
+            let before = self.pins.iter().find(|x| x.service == p.service);
             pins.push(Pin {
                 service: p.service.clone(),
                 image: p.current_id.clone(),
                 why: "rollback".to_string(),
                 at: at.clone(),
-                environment: Default::default(),
-                volume: None,
+                environment: before.map(|b| b.environment.clone()).unwrap_or_default(),
+                volume: before.and_then(|b| b.volume.clone()),
             });
         }
+        pins.sort_by(|a, b| a.service.cmp(&b.service));
         // A PostgreSQL service goes back to its old volume, which the upgrade never changed.
         let pg_only = plans.iter().all(|p| p.pg.is_some());
         self.write_pins(&pins)
@@ -558,7 +583,6 @@ impl Upgrade<'_> {
             quoted(services.iter().copied()),
             self.overrides.path.display()
         ));
-        upgrade_pg::discard_new(self.engine, printer, plans).await;
         if let Some(b) = backup.filter(|_| !pg_only) {
             printer.status(format!("Restoring the data from `{}`", b.display()));
             let restore = RestoreArgs {
@@ -594,6 +618,8 @@ impl Upgrade<'_> {
             .run(&a)
             .await
             .context("the rollback could not start the previous version")?;
+        // The containers of the new version are gone: so can the new PostgreSQL volumes.
+        upgrade_pg::discard_new(self.engine, printer, plans).await;
         if let Err(f) = wait_healthy(
             self.engine,
             &self.project().name,
@@ -780,7 +806,7 @@ async fn plan_service(
     })?;
     let local = engine.image(&new_image).await?;
     let pull = local.as_ref().is_none_or(|i| !i.repo_digests.is_empty());
-    let pg = upgrade_pg::plan(engine, inventory, service, &status.image_id, local.as_ref()).await?;
+    let pg = upgrade_pg::plan(engine, inventory, service, &status, &new_image, local.as_ref()).await?;
     Ok(ServicePlan {
         service: service.to_string(),
         containers,

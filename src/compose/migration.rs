@@ -53,6 +53,9 @@ pub struct SwitchedVolume {
     /// PostgreSQL major versions, old and new.
     pub from_major: String,
     pub to_major: String,
+    /// `upgrade --finish` removed the old volume.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// One service whose image (and maybe data volume) docker persist sets.

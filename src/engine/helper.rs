@@ -217,6 +217,17 @@ pub fn bind_mount(source: &str, target: &str, read_only: bool) -> Mount {
     }
 }
 
+/// A named volume mounted read-write at `target`.
+pub fn volume_mount(name: &str, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(name.to_string()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
+        ..Default::default()
+    }
+}
+
 fn helper_body(
     image: &str,
     cmd: Vec<String>,
@@ -407,6 +418,24 @@ impl Engine {
             ..Default::default()
         };
         let body = helper_body(image, cmd, mounts, host);
+        self.create_registered(body, what).await
+    }
+
+    /// Creates a helper container that runs a service's own image as its server would: the image's
+    /// entrypoint with `cmd` (`None`: the image's own), `env`, `mounts`, no network (no client can reach
+    /// it), the engine's default capabilities (an entrypoint drops to its own user) and a log to read
+    /// when it fails. Start it with [`HelperContainer::start`].
+    pub async fn create_server(
+        &self,
+        image: &str,
+        cmd: Option<Vec<String>>,
+        env: Vec<String>,
+        mounts: Vec<Mount>,
+        what: &str,
+    ) -> Result<HelperContainer, EngineError> {
+        let mut body = helper_body(image, Vec::new(), mounts, HostConfig::default());
+        body.cmd = cmd;
+        body.env = Some(env);
         self.create_registered(body, what).await
     }
 

@@ -52,6 +52,18 @@ pub struct ContainerStatus {
     /// How often the engine restarted it since it was created.
     pub restart_count: i64,
     pub started_at: Option<jiff::Timestamp>,
+    /// Its configuration's environment (`KEY=VALUE`) and command.
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+impl ContainerStatus {
+    /// The value of `key` in the container's environment.
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find_map(|e| e.strip_prefix(key)?.strip_prefix('='))
+    }
 }
 
 impl Engine {
@@ -87,6 +99,7 @@ impl Engine {
             }
         };
         let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
         let health = state
             .health
             .and_then(|h| h.status)
@@ -100,7 +113,7 @@ impl Engine {
                 .trim_start_matches('/')
                 .to_string(),
             image_id: c.image.unwrap_or_default(),
-            image: c.config.and_then(|c| c.image).unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             running: state.running.unwrap_or(false),
             restarting: state.restarting.unwrap_or(false),
@@ -113,6 +126,8 @@ impl Engine {
                 .as_deref()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .filter(|t| t.as_second() > 0),
+            env: config.env.unwrap_or_default(),
+            cmd: config.cmd.unwrap_or_default(),
         }))
     }
 

@@ -18,3 +18,4 @@ mod plugin;
 mod postgres;
 mod restore;
 mod upgrade;
+mod upgrade_pg;
