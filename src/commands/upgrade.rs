@@ -317,6 +317,21 @@ impl Upgrade<'_> {
             .copied()
             .filter(|i| plans.iter().any(|p| i.users.iter().any(|u| u.service == p.service)))
             .collect();
+        // Measured again now that nothing writes (a database writes its shutdown checkpoint as it stops).
+        let stopped_inventory = match crate::inventory::build(self.project().clone(), self.engine).await {
+            Ok(i) => Some(i),
+            Err(e) => {
+                printer.verbose(format!("cannot measure the data again: {e}"));
+                None
+            }
+        };
+        let items: Vec<&DataItem> = match &stopped_inventory {
+            Some(inv) => items
+                .iter()
+                .map(|i| inv.items.iter().find(|n| n.key == i.key).unwrap_or(i))
+                .collect(),
+            None => items,
+        };
         let backup = if items.is_empty() {
             printer.status("The services keep no critical or important data: no backup is needed");
             None

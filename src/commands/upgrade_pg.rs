@@ -340,9 +340,7 @@ async fn start_server(
     };
     helper.start().await?;
     let server = Server { helper, info };
-    if let Err(e) =
-        dump::wait_ready(engine, printer, &server.info, DumpRecipe::Postgres, READY_TIMEOUT).await
-    {
+    if let Err(e) = wait_ready(engine, printer, &server.info).await {
         let log = engine
             .log_tail(&server.info.id, 15)
             .await
@@ -351,6 +349,31 @@ async fn start_server(
         return Err(e.context(format!("{what} did not start; its log ends with:\n{}", log.trim_end())));
     }
     Ok(server)
+}
+
+/// Waits until the server accepts connections, failing at once when its container stops.
+async fn wait_ready(engine: &Engine, printer: &Printer, info: &ContainerInfo) -> anyhow::Result<()> {
+    let ready = dump::wait_ready(engine, printer, info, DumpRecipe::Postgres, READY_TIMEOUT);
+    let exited = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match engine.container_status(&info.id).await {
+                Ok(Some(s)) if s.running => {}
+                Ok(Some(s)) => {
+                    return anyhow::anyhow!(
+                        "it exited with code {}",
+                        s.exit_code.unwrap_or_default()
+                    );
+                }
+                Ok(None) => return anyhow::anyhow!("its container is gone"),
+                Err(e) => return e.into(),
+            }
+        }
+    };
+    tokio::select! {
+        r = ready => r,
+        e = exited => Err(e),
+    }
 }
 
 /// Runs `script` with `sh -c` in the server as root and returns its stdout, or an error with its stderr.
