@@ -361,7 +361,7 @@ docker persist upgrade --finish db      remove the old PostgreSQL volume after a
 docker persist upgrade --rollback db    go back to the old PostgreSQL volume and image"
 )]
 pub struct UpgradeArgs {
-    /// The services to upgrade (default: every service of the project)
+    /// The services to upgrade (default: every service that has a container)
     #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
 
