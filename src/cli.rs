@@ -354,12 +354,10 @@ pub struct CleanArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(
-    after_help = "Examples:\n  docker persist upgrade --dry-run\n  \
+#[command(after_help = "Examples:\n  docker persist upgrade --dry-run\n  \
 docker persist upgrade db --image postgres:17 --yes\n  docker persist upgrade app --timeout 2m\n  \
 docker persist upgrade --finish db      remove the old PostgreSQL volume after a major upgrade\n  \
-docker persist upgrade --rollback db    go back to the old PostgreSQL volume and image"
-)]
+docker persist upgrade --rollback db    go back to the old PostgreSQL volume and image")]
 pub struct UpgradeArgs {
     /// The services to upgrade (default: every service that has a container)
     #[arg(value_name = "SERVICE")]

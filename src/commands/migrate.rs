@@ -1242,9 +1242,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         .filter_map(|c| c.service.as_deref())
         .collect();
     let mut project = inventory.project.clone();
-    project
-        .files
-        .retain(|f| f != &overrides.path || keep_file);
+    project.files.retain(|f| f != &overrides.path || keep_file);
     recreate(
         session,
         &engine,

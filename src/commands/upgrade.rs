@@ -27,7 +27,9 @@ use anyhow::{Context as _, bail};
 use super::backup::{Destination, write_backup};
 use super::backups::backup_dir;
 use super::compose_cli::ComposeCli;
-use super::migrate::{automatic_override, check_override_is_ours, restore_override, write_override};
+use super::migrate::{
+    automatic_override, check_override_is_ours, restore_override, write_override,
+};
 use super::restore::Refused;
 use super::upgrade_pg::{self, PgMove};
 use super::{ExitStatus, Session, UsageError, consistency, plural, quoted, verified};
@@ -217,10 +219,8 @@ impl Upgrade<'_> {
                 .as_deref()
                 .is_some_and(|v| v.starts_with("1."))
         });
-        Ok(
-            ComposeCli::find(self.session.globals, &project, prefer_v1)?
-                .env_files(&self.session.project_args.env_files),
-        )
+        Ok(ComposeCli::find(self.session.globals, &project, prefer_v1)?
+            .env_files(&self.session.project_args.env_files))
     }
 
     /// Writes the override file for `pins` (removed when nothing is left in it).
@@ -268,9 +268,7 @@ impl Upgrade<'_> {
                         quoted(missing.iter().map(|p| p.service.as_str()))
                     )));
                 }
-                printer.warn(format!(
-                    "{e:#}; using the images that are here already"
-                ));
+                printer.warn(format!("{e:#}; using the images that are here already"));
             }
             for p in plans.iter_mut() {
                 p.new_id = self.engine.image(&p.new_image).await?.map(|i| i.id);
@@ -315,16 +313,21 @@ impl Upgrade<'_> {
         let items: Vec<&DataItem> = items
             .iter()
             .copied()
-            .filter(|i| plans.iter().any(|p| i.users.iter().any(|u| u.service == p.service)))
+            .filter(|i| {
+                plans
+                    .iter()
+                    .any(|p| i.users.iter().any(|u| u.service == p.service))
+            })
             .collect();
         // Measured again now that nothing writes (a database writes its shutdown checkpoint as it stops).
-        let stopped_inventory = match crate::inventory::build(self.project().clone(), self.engine).await {
-            Ok(i) => Some(i),
-            Err(e) => {
-                printer.verbose(format!("cannot measure the data again: {e}"));
-                None
-            }
-        };
+        let stopped_inventory =
+            match crate::inventory::build(self.project().clone(), self.engine).await {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    printer.verbose(format!("cannot measure the data again: {e}"));
+                    None
+                }
+            };
         let items: Vec<&DataItem> = match &stopped_inventory {
             Some(inv) => items
                 .iter()
@@ -399,8 +402,8 @@ impl Upgrade<'_> {
         .context("the backup before the upgrade failed; nothing was changed")?;
         printer.status(format!("Verifying `{}`", finished.path.display()));
         let p = finished.path.clone();
-        let report =
-            tokio::task::spawn_blocking(move || Backup::open(&p).and_then(|b| b.verify())).await??;
+        let report = tokio::task::spawn_blocking(move || Backup::open(&p).and_then(|b| b.verify()))
+            .await??;
         let _ = verified::record(&finished.path, &finished.manifest, report.is_ok());
         if !report.is_ok() {
             bail!(
@@ -560,7 +563,9 @@ impl Upgrade<'_> {
         let services: Vec<&str> = plans.iter().map(|p| p.service.as_str()).collect();
         let now = self.engine.project_containers(&self.project().name).await?;
         for c in now.iter().filter(|c| {
-            !c.helper && c.is_running() && c.service.as_deref().is_some_and(|s| services.contains(&s))
+            !c.helper
+                && c.is_running()
+                && c.service.as_deref().is_some_and(|s| services.contains(&s))
         }) {
             printer.status(format!("Stopping `{}`", c.name));
             self.engine
@@ -615,7 +620,10 @@ impl Upgrade<'_> {
                 .await
                 .context("the rollback could not restore the data")?;
             if status != ExitStatus::Success {
-                bail!("the rollback could not restore the data (exit {})", status.code());
+                bail!(
+                    "the rollback could not restore the data (exit {})",
+                    status.code()
+                );
             }
             // The restore is complete: what it would say had it ended early no longer applies.
             if let Ok(mut notes) = self.session.notes.lock() {
@@ -763,7 +771,9 @@ fn chosen_services(inventory: &Inventory, args: &UpgradeArgs) -> anyhow::Result<
                 "`--image` sets the image of one service, and {} are chosen",
                 services.len()
             ),
-            hint: Some("name the service: `docker persist upgrade SERVICE --image IMAGE`".to_string()),
+            hint: Some(
+                "name the service: `docker persist upgrade SERVICE --image IMAGE`".to_string()
+            ),
         });
     }
     Ok(services)
@@ -811,17 +821,26 @@ async fn plan_service(
         .container_status(&first.id)
         .await?
         .with_context(|| format!("container `{}` disappeared", first.name))?;
-    let new_image = new_image_name(&inventory.project, service, args, pins).ok_or_else(|| {
-        UsageError {
-            message: format!("service `{service}` names no image (it is built): there is no new image to move to"),
+    let new_image =
+        new_image_name(&inventory.project, service, args, pins).ok_or_else(|| UsageError {
+            message: format!(
+                "service `{service}` names no image (it is built): there is no new image to move to"
+            ),
             hint: Some(format!(
                 "build the new image, then `docker persist upgrade {service} --image IMAGE`"
             )),
-        }
-    })?;
+        })?;
     let local = engine.image(&new_image).await?;
     let pull = local.as_ref().is_none_or(|i| !i.repo_digests.is_empty());
-    let pg = upgrade_pg::plan(engine, inventory, service, &status, &new_image, local.as_ref()).await?;
+    let pg = upgrade_pg::plan(
+        engine,
+        inventory,
+        service,
+        &status,
+        &new_image,
+        local.as_ref(),
+    )
+    .await?;
     Ok(ServicePlan {
         service: service.to_string(),
         containers,
@@ -846,7 +865,11 @@ fn protected_items<'a>(inventory: &'a Inventory, services: &BTreeSet<&str>) -> V
         .filter(|i| super::guard::needs_protection(i.tier()))
         .filter(|i| i.exists == Some(true) && i.name.is_some())
         .filter(|i| i.classification.rule != Some("host-system"))
-        .filter(|i| i.users.iter().any(|u| services.contains(u.service.as_str())))
+        .filter(|i| {
+            i.users
+                .iter()
+                .any(|u| services.contains(u.service.as_str()))
+        })
         .collect()
 }
 
@@ -856,14 +879,19 @@ fn pins_for(pins: &[Pin], plans: &[ServicePlan], args: &UpgradeArgs) -> Vec<Pin>
     let mut out: Vec<Pin> = pins
         .iter()
         .filter(|p| {
-            !plans.iter().any(|s| s.service == p.service) || p.why == "upgrade" || p.volume.is_some()
+            !plans.iter().any(|s| s.service == p.service)
+                || p.why == "upgrade"
+                || p.volume.is_some()
         })
         .cloned()
         .collect();
     if let (Some(image), Some(plan)) = (&args.image, plans.first()) {
         let kept = out.iter().position(|p| p.service == plan.service);
         let old = kept.map(|i| out.remove(i));
-        if old.as_ref().is_some_and(|p| &p.image == image && p.why == "upgrade") {
+        if old
+            .as_ref()
+            .is_some_and(|p| &p.image == image && p.why == "upgrade")
+        {
             out.extend(old);
         } else {
             out.push(Pin {
@@ -871,7 +899,10 @@ fn pins_for(pins: &[Pin], plans: &[ServicePlan], args: &UpgradeArgs) -> Vec<Pin>
                 image: image.clone(),
                 why: "upgrade".to_string(),
                 at: jiff::Timestamp::now().to_string(),
-                environment: old.as_ref().map(|p| p.environment.clone()).unwrap_or_default(),
+                environment: old
+                    .as_ref()
+                    .map(|p| p.environment.clone())
+                    .unwrap_or_default(),
                 volume: old.and_then(|p| p.volume),
             });
         }
@@ -895,7 +926,9 @@ fn print_plan(
                 format!("{} ({})", p.current_image, short_id(&p.current_id)),
                 match (&p.new_id, p.unchanged()) {
                     (_, true) => format!("{} (unchanged)", p.new_image),
-                    (Some(id), _) if !p.pull => format!("{} ({}, local)", p.new_image, short_id(id)),
+                    (Some(id), _) if !p.pull => {
+                        format!("{} ({}, local)", p.new_image, short_id(id))
+                    }
                     _ => format!("{} (pulled first)", p.new_image),
                 },
                 match &p.pg {
@@ -909,7 +942,11 @@ fn print_plan(
         &["SERVICE", "CURRENT IMAGE", "NEW IMAGE", "POSTGRESQL"],
         &rows,
     ));
-    let verb = if dry_run { "Would back up" } else { "Backing up" };
+    let verb = if dry_run {
+        "Would back up"
+    } else {
+        "Backing up"
+    };
     if items.is_empty() {
         printer.status("The services keep no critical or important data: no backup is needed");
     } else {
@@ -979,7 +1016,10 @@ pub async fn wait_healthy(
                         &mut seen[last]
                     }
                 };
-                if s.restarting || s.restart_count > entry.1 || (entry.2.is_some() && s.started_at != entry.2) {
+                if s.restarting
+                    || s.restart_count > entry.1
+                    || (entry.2.is_some() && s.started_at != entry.2)
+                {
                     return fail(format!(
                         "`{}` keeps restarting (exit code {})",
                         s.name,
@@ -1001,8 +1041,11 @@ pub async fn wait_healthy(
                 match s.health.as_deref() {
                     Some("healthy") => {}
                     Some("unhealthy") => {
-                        return fail(format!("the healthcheck of `{}` reports it unhealthy", s.name))
-                            .await;
+                        return fail(format!(
+                            "the healthcheck of `{}` reports it unhealthy",
+                            s.name
+                        ))
+                        .await;
                     }
                     Some(other) => {
                         all_ok = false;

@@ -176,7 +176,10 @@ pub async fn plan(
         return Ok(None);
     };
     let old_image = engine.image(&status.image_id).await?;
-    if old_image.as_ref().and_then(|i| i.env_var("PG_MAJOR")).is_none()
+    if old_image
+        .as_ref()
+        .and_then(|i| i.env_var("PG_MAJOR"))
+        .is_none()
         && dump::recipe_for_image(&status.image) != Some(DumpRecipe::Postgres)
     {
         return Ok(None);
@@ -240,7 +243,8 @@ pub async fn plan(
                 item.key, item.kind
             ),
             hint: Some(
-                "move it into a named volume first, or upgrade by hand with `pg_dumpall`".to_string()
+                "move it into a named volume first, or upgrade by hand with `pg_dumpall`"
+                    .to_string()
             ),
         });
     }
@@ -315,6 +319,7 @@ impl Server {
 
 /// Starts `image` as a PostgreSQL server on volume `volume` at `target`, without network, and waits
 /// until it accepts connections.
+#[allow(clippy::too_many_arguments)]
 async fn start_server(
     engine: &Engine,
     printer: &Printer,
@@ -346,13 +351,20 @@ async fn start_server(
             .await
             .unwrap_or_default();
         let _ = server.helper.remove().await;
-        return Err(e.context(format!("{what} did not start; its log ends with:\n{}", log.trim_end())));
+        return Err(e.context(format!(
+            "{what} did not start; its log ends with:\n{}",
+            log.trim_end()
+        )));
     }
     Ok(server)
 }
 
 /// Waits until the server accepts connections, failing at once when its container stops.
-async fn wait_ready(engine: &Engine, printer: &Printer, info: &ContainerInfo) -> anyhow::Result<()> {
+async fn wait_ready(
+    engine: &Engine,
+    printer: &Printer,
+    info: &ContainerInfo,
+) -> anyhow::Result<()> {
     let ready = dump::wait_ready(engine, printer, info, DumpRecipe::Postgres, READY_TIMEOUT);
     let exited = async {
         loop {
@@ -735,7 +747,11 @@ pub fn report_success(printer: &Printer, service: &str, pg: &PgMove) {
 /// `upgrade --finish SERVICE` and `upgrade --rollback SERVICE`, after a PostgreSQL major upgrade.
 pub async fn after(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
-    let flag = if args.finish { "--finish" } else { "--rollback" };
+    let flag = if args.finish {
+        "--finish"
+    } else {
+        "--rollback"
+    };
     let [service] = args.services.as_slice() else {
         bail!(UsageError {
             message: format!("`upgrade {flag}` takes one service"),
@@ -926,10 +942,22 @@ mod tests {
 
     #[test]
     fn a_data_directory_below_the_mount_is_under_it() {
-        assert!(under("/var/lib/postgresql/data", "/var/lib/postgresql/data/"));
-        assert!(under("/var/lib/postgresql/18/docker", "/var/lib/postgresql"));
-        assert!(!under("/var/lib/postgresql/18/docker", "/var/lib/postgresql/data"));
-        assert!(!under("/var/lib/postgresql/database", "/var/lib/postgresql/data"));
+        assert!(under(
+            "/var/lib/postgresql/data",
+            "/var/lib/postgresql/data/"
+        ));
+        assert!(under(
+            "/var/lib/postgresql/18/docker",
+            "/var/lib/postgresql"
+        ));
+        assert!(!under(
+            "/var/lib/postgresql/18/docker",
+            "/var/lib/postgresql/data"
+        ));
+        assert!(!under(
+            "/var/lib/postgresql/database",
+            "/var/lib/postgresql/data"
+        ));
     }
 
     #[test]

@@ -35,15 +35,27 @@ impl Images {
     /// run.
     fn commit(&mut self, env: &TestEnv, name: &str, cmd: &str) -> String {
         let tag = format!("persist-test-upgrade/{}:{name}", env.project);
-        let created = docker(["create", "--label", &format!("persist.test.project={}", env.project), "busybox:latest", "true"]);
+        let created = docker([
+            "create",
+            "--label",
+            &format!("persist.test.project={}", env.project),
+            "busybox:latest",
+            "true",
+        ]);
         created.assert_success();
         let id = created.stdout().trim().to_string();
         let commit = docker([
             "commit",
             "--change",
-            &format!(r#"CMD ["sh", "-c", {}]"#, serde_json::Value::String(cmd.to_string())),
+            &format!(
+                r#"CMD ["sh", "-c", {}]"#,
+                serde_json::Value::String(cmd.to_string())
+            ),
             "--change",
-            &format!("LABEL persist.test.run={} persist.test.version={name}", env.run),
+            &format!(
+                "LABEL persist.test.run={} persist.test.version={name}",
+                env.run
+            ),
             &id,
             &tag,
         ]);
@@ -138,7 +150,10 @@ fn upgrade_to_a_healthy_image_keeps_the_data_and_pins_the_new_image_in_the_overr
     ran.assert_stderr_contains("Backed up and verified 1 volume");
     ran.assert_stderr_contains(&format!("Upgraded `app`: `{v1}`"));
     assert_eq!(running_image(&env), (image_id(&v2), "running".to_string()));
-    assert_eq!(tree_digest(&tree_listing_of_volume(&env, &volume(&env))), digest);
+    assert_eq!(
+        tree_digest(&tree_listing_of_volume(&env, &volume(&env))),
+        digest
+    );
     assert_eq!(pre_upgrade_backups(&env).len(), 1);
     let text = std::fs::read_to_string(env.project_dir.join("compose.override.yaml")).unwrap();
     assert!(text.contains(&format!("image: \"{v2}\"")), "{text}");
@@ -200,9 +215,10 @@ fn a_new_image_that_keeps_restarting_is_rolled_back() {
     let bad = images.commit(&env, "crashloop", "sleep 1; exit 1");
     env.write_file(
         "compose.yaml",
-        &PROJECT
-            .replace("{{V1}}", &v1)
-            .replace("    volumes:\n      - appdata", "    restart: always\n    volumes:\n      - appdata"),
+        &PROJECT.replace("{{V1}}", &v1).replace(
+            "    volumes:\n      - appdata",
+            "    restart: always\n    volumes:\n      - appdata",
+        ),
     );
     env.compose_v2(["up", "-d"]).assert_success();
     let ran = env.persist(["upgrade", "app", "--image", &bad, "--yes", "--settle", "5s"]);
@@ -226,7 +242,9 @@ fn an_upgrade_interrupted_while_the_new_version_starts_is_rolled_back() {
     let mut upgrade = Running::start(
         &env,
         "upgrade",
-        &["upgrade", "app", "--image", &v2, "--yes", "--settle", "120s"],
+        &[
+            "upgrade", "app", "--image", &v2, "--yes", "--settle", "120s",
+        ],
     );
     let started = Instant::now();
     while !upgrade.stderr().contains("to be healthy") {
@@ -255,7 +273,13 @@ fn upgrade_refuses_an_image_for_several_services_and_unknown_services() {
     let ran: Ran = env.persist(["upgrade", "nope", "--yes"]);
     ran.assert_code(2);
     ran.assert_stderr_contains("has no service `nope`");
-    let missing = env.persist(["upgrade", "app", "--image", "persist-test-upgrade/none:1", "--yes"]);
+    let missing = env.persist([
+        "upgrade",
+        "app",
+        "--image",
+        "persist-test-upgrade/none:1",
+        "--yes",
+    ]);
     missing.assert_code(1);
     missing.assert_stderr_contains("nothing was changed");
     assert!(!env.project_dir.join("compose.override.yaml").exists());

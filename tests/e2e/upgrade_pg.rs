@@ -66,8 +66,21 @@ fn image_id(tag: &str) -> String {
 fn psql(env: &TestEnv, db: &str, sql: &str) -> Ran {
     let c = env.service_container("db");
     env.docker([
-        "exec", &c, "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "admin", "-d", db,
-        "-c", sql,
+        "exec",
+        &c,
+        "psql",
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "admin",
+        "-d",
+        db,
+        "-c",
+        sql,
     ])
 }
 
@@ -162,8 +175,16 @@ fn assert_same_dump(before: &str, after: &str, context: &str) {
         "the dumps differ ({} and {} lines)\nonly before:\n{}\nonly after:\n{}\n{context}",
         a.len(),
         b.len(),
-        only_before.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
-        only_after.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
+        only_before
+            .iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        only_after
+            .iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
 }
 
@@ -202,7 +223,15 @@ fn upgrade_to_17(env: &TestEnv) -> String {
     let dry = env.persist(["upgrade", "db", "--image", POSTGRES_17, "--dry-run"]);
     dry.assert_success();
     dry.assert_stdout_contains("15 → 17: dump and load into new volume");
-    let ran = env.persist(["upgrade", "db", "--image", POSTGRES_17, "--yes", "--settle", "3s"]);
+    let ran = env.persist([
+        "upgrade",
+        "db",
+        "--image",
+        POSTGRES_17,
+        "--yes",
+        "--settle",
+        "3s",
+    ]);
     ran.assert_success();
     ran.assert_stderr_contains("Loaded the dump");
     ran.assert_stderr_contains("superuser `admin`, encoding UTF8");
@@ -214,7 +243,11 @@ fn upgrade_to_17(env: &TestEnv) -> String {
     let after = dumpall(env);
     assert_same_dump(&before, &after, &ran.to_string());
     // The sequences go on where they were, and the roles log in with their passwords.
-    let next = psql(env, "app", "SELECT nextval('customers_id_seq'), nextval('invoice_no')");
+    let next = psql(
+        env,
+        "app",
+        "SELECT nextval('customers_id_seq'), nextval('invoice_no')",
+    );
     assert_eq!(next.stdout().trim(), "502|4249", "{next}");
     let old = format!("{}_pgdata", env.project);
     let new = format!("{old}-pg17");
@@ -306,7 +339,15 @@ fn an_image_without_an_extension_the_databases_use_is_refused_and_nothing_change
     ran.assert_stderr_contains("lacks the extension(s) `citext`");
     assert_eq!(running_image(&env), before);
     assert!(!volume_exists(&format!("{}_pgdata-pg17", env.project)));
-    assert!(!env.project_dir.join("compose.override.yaml").exists(), "{ran}");
-    assert!(!env.project_dir.join("backups").exists() || std::fs::read_dir(env.project_dir.join("backups")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tar")));
+    assert!(
+        !env.project_dir.join("compose.override.yaml").exists(),
+        "{ran}"
+    );
+    assert!(
+        !env.project_dir.join("backups").exists()
+            || std::fs::read_dir(env.project_dir.join("backups"))
+                .unwrap()
+                .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tar"))
+    );
     psql(&env, "shop", "SELECT count(*) FROM products").assert_success();
 }
