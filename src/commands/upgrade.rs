@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use serde::Serialize;
 
 use super::backup::{Destination, write_backup};
 use super::backups::backup_dir;
@@ -71,6 +72,79 @@ impl ServicePlan {
     }
 }
 
+/// Version of the `--json` output of `upgrade`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct UpgradeJson<'a> {
+    schema_version: u32,
+    dry_run: bool,
+    /// `planned` (dry run), `unchanged`, `upgraded` or `rolled_back`.
+    result: &'a str,
+    /// The `pre-upgrade` backup.
+    backup: Option<&'a Path>,
+    /// What failed, for a rollback.
+    failure: Option<&'a str>,
+    services: Vec<ServiceJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceJson<'a> {
+    service: &'a str,
+    from_image: &'a str,
+    from_id: &'a str,
+    to_image: &'a str,
+    to_id: Option<&'a str>,
+    pull: bool,
+    postgres: Option<PostgresJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PostgresJson<'a> {
+    from_major: &'a str,
+    to_major: &'a str,
+    old_volume: &'a str,
+    new_volume: &'a str,
+}
+
+/// The `--json` document, when `--json` is on.
+fn emit_json(
+    printer: &Printer,
+    plans: &[ServicePlan],
+    dry_run: bool,
+    result: &str,
+    backup: Option<&Path>,
+    failure: Option<&str>,
+) -> anyhow::Result<()> {
+    if !printer.json_mode() {
+        return Ok(());
+    }
+    printer.json(&UpgradeJson {
+        schema_version: SCHEMA_VERSION,
+        dry_run,
+        result,
+        backup,
+        failure,
+        services: plans
+            .iter()
+            .map(|p| ServiceJson {
+                service: &p.service,
+                from_image: &p.current_image,
+                from_id: &p.current_id,
+                to_image: &p.new_image,
+                to_id: p.new_id.as_deref(),
+                pull: p.pull,
+                postgres: p.pg.as_ref().map(|pg| PostgresJson {
+                    from_major: &pg.from_major,
+                    to_major: &pg.to_major,
+                    old_volume: &pg.old_name,
+                    new_volume: &pg.new_name,
+                }),
+            })
+            .collect(),
+    })
+}
+
 /// Why a new version is not healthy.
 #[derive(Debug, Clone)]
 pub struct Failed {
@@ -108,9 +182,11 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
     let to_do: Vec<&ServicePlan> = plans.iter().filter(|p| !p.unchanged()).collect();
     if to_do.is_empty() && new_pins == pins {
         printer.status("Every service runs its new image already: nothing to upgrade");
+        emit_json(printer, &plans, args.dry_run, "unchanged", None, None)?;
         return Ok(ExitStatus::Success);
     }
     if args.dry_run {
+        emit_json(printer, &plans, true, "planned", None, None)?;
         return Ok(ExitStatus::Success);
     }
     let previous = if new_pins != pins {
@@ -164,6 +240,9 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
         () = crate::plugin::interrupted() => {
             crate::cancel::cancel();
             printer.warn("interrupted; the services are started again as they were");
+            // The helper servers go first: a volume in use cannot be removed.
+            let _ = engine.remove_leftover_helpers().await;
+            upgrade_pg::remove_unused_new_volumes(&engine, printer).await;
             if let Err(e) = restore_override(&overrides.path, previous.as_deref()) {
                 printer.warn(format!("could not put `{}` back: {e:#}", overrides.path.display()));
             }
@@ -172,7 +251,10 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
     };
     let (plans, backup) = match prepared {
         Ok(Some(p)) => p,
-        Ok(None) => return Ok(ExitStatus::Success),
+        Ok(None) => {
+            emit_json(printer, &plans, false, "unchanged", None, None)?;
+            return Ok(ExitStatus::Success);
+        }
         Err(e) => {
             if let Err(r) = restore_override(&overrides.path, previous.as_deref()) {
                 printer.warn(format!(
@@ -438,6 +520,7 @@ impl Upgrade<'_> {
                 quoted(services.iter().copied())
             ));
             let ran = compose.run(&a).await;
+            upgrade_pg::handed_over();
             // The old containers are replaced (or Compose failed): this command does not start them.
             self.forget_old(plans);
             if let Err(e) = ran {
@@ -472,6 +555,7 @@ impl Upgrade<'_> {
         let failed = match outcome {
             Ok(Ok(())) => {
                 self.report_success(plans, backup);
+                emit_json(printer, plans, false, "upgraded", backup, None)?;
                 return Ok(ExitStatus::Success);
             }
             Ok(Err(f)) => f,
@@ -515,6 +599,14 @@ impl Upgrade<'_> {
                     None => String::new(),
                 };
                 printer.status(format!("Rolled back: {}{data}", back.join(", ")));
+                emit_json(
+                    printer,
+                    plans,
+                    false,
+                    "rolled_back",
+                    backup,
+                    Some(&failed.why),
+                )?;
                 if interrupted {
                     return Ok(ExitStatus::Interrupted);
                 }
@@ -616,18 +708,36 @@ impl Upgrade<'_> {
                 dir: self.args.dir.clone(),
                 data_path: self.args.data_path,
             };
-            let status = Box::pin(super::restore::run(self.session, &restore))
-                .await
-                .context("the rollback could not restore the data")?;
+            // `restore` says what it does on stderr; this command's own JSON is the output.
+            let quiet = printer.without_json();
+            let engine_cell = tokio::sync::OnceCell::new();
+            let _ = engine_cell.set(self.engine.clone());
+            let host = std::sync::OnceLock::new();
+            if let Some(h) = self.session.host.get() {
+                let _ = host.set(h.clone());
+            }
+            let inner = Session {
+                globals: self.session.globals,
+                project_args: self.session.project_args,
+                printer: &quiet,
+                engine: engine_cell,
+                restarts: std::sync::Mutex::new(Vec::new()),
+                notes: std::sync::Mutex::new(Vec::new()),
+                host,
+                journal: std::sync::Mutex::new(None),
+                post_hooks: std::sync::Mutex::new(Vec::new()),
+            };
+            let restored = Box::pin(super::restore::run(&inner, &restore)).await;
+            // What it stopped and did not start (nothing, normally) is started as any command's would be.
+            inner
+                .cleanup(restored.as_ref().is_ok_and(|s| *s == ExitStatus::Success))
+                .await;
+            let status = restored.context("the rollback could not restore the data")?;
             if status != ExitStatus::Success {
                 bail!(
                     "the rollback could not restore the data (exit {})",
                     status.code()
                 );
-            }
-            // The restore is complete: what it would say had it ended early no longer applies.
-            if let Ok(mut notes) = self.session.notes.lock() {
-                notes.clear();
             }
         }
         let compose = self.compose()?;
@@ -938,10 +1048,12 @@ fn print_plan(
             ]
         })
         .collect();
-    printer.data(table::render(
-        &["SERVICE", "CURRENT IMAGE", "NEW IMAGE", "POSTGRESQL"],
-        &rows,
-    ));
+    if !printer.json_mode() {
+        printer.data(table::render(
+            &["SERVICE", "CURRENT IMAGE", "NEW IMAGE", "POSTGRESQL"],
+            &rows,
+        ));
+    }
     let verb = if dry_run {
         "Would back up"
     } else {

@@ -36,6 +36,32 @@ use crate::report::{Printer, human_size, prompt};
 const DEFAULT_PGDATA: &str = "/var/lib/postgresql/data";
 /// The PostgreSQL 18 image's mount point: it keeps the data in `/var/lib/postgresql/18/docker`.
 const PG18_MOUNT: &str = "/var/lib/postgresql";
+/// The new volumes this process made and has not handed to a service yet: what an interruption removes.
+static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the new volumes made by an upgrade that was interrupted before the services used them.
+pub async fn remove_unused_new_volumes(engine: &Engine, printer: &Printer) {
+    let names: Vec<String> = CREATED
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for n in names {
+        match engine.remove_volume(&n).await {
+            Ok(()) => printer.status(format!("Removed volume `{n}`, made for the upgrade")),
+            Err(e) => printer.warn(format!(
+                "could not remove volume `{n}`, made for the upgrade: {e}; `docker volume rm {n}` removes it"
+            )),
+        }
+    }
+}
+
+/// The volumes made for the upgrade are the services' own now.
+pub fn handed_over() {
+    if let Ok(mut c) = CREATED.lock() {
+        c.clear();
+    }
+}
+
 /// Room a second copy needs beyond the size of the data directory: the new cluster's own files.
 const ROOM_MARGIN: f64 = 1.1;
 
@@ -492,6 +518,9 @@ async fn prepare_one(
     engine
         .create_volume(&pg.new_name, "local", &Default::default(), &labels)
         .await?;
+    if let Ok(mut c) = CREATED.lock() {
+        c.push(pg.new_name.clone());
+    }
     let result = async {
         let server = start_server(
             engine,
@@ -548,8 +577,8 @@ async fn prepare_one(
 }
 
 /// The new server's environment: the old container's `POSTGRES_*` settings (password, authentication),
-/// its superuser, encoding and locale for initdb, and the `PGDATA` it uses; not `POSTGRES_DB`, which the
-/// dump brings.
+/// its superuser, encoding and locale for initdb, and the `PGDATA` it uses; no database but `postgres`:
+/// the dump brings them.
 fn new_server_env(pg: &PgMove) -> Vec<String> {
     let mut env: Vec<String> = pg
         .old_env
@@ -568,6 +597,9 @@ fn new_server_env(pg: &PgMove) -> Vec<String> {
         .find_map(|e| e.strip_prefix("POSTGRES_INITDB_ARGS="))
         .unwrap_or_default();
     env.push(format!("POSTGRES_USER={}", pg.superuser));
+    // No database of its own: every database comes from the dump (the entrypoint creates POSTGRES_DB,
+    // which defaults to the user's name, unless it is `postgres`).
+    env.push("POSTGRES_DB=postgres".to_string());
     env.push(format!(
         "POSTGRES_INITDB_ARGS={user_args} --encoding={} --lc-collate={} --lc-ctype={}",
         pg.encoding, pg.collate, pg.ctype
@@ -722,6 +754,9 @@ async fn discard(engine: &Engine, printer: &Printer, prepared: Prepared, plans: 
 /// Removes the new volumes of the PostgreSQL moves in `plans` (the old ones are untouched).
 pub async fn discard_new(engine: &Engine, printer: &Printer, plans: &[ServicePlan]) {
     for pg in plans.iter().filter_map(|p| p.pg.as_ref()) {
+        if let Ok(mut c) = CREATED.lock() {
+            c.retain(|n| *n != pg.new_name);
+        }
         if let Err(e) = engine.remove_volume(&pg.new_name).await {
             printer.warn(format!(
                 "could not remove volume `{}`, made for the upgrade: {e}",
@@ -1027,6 +1062,7 @@ mod tests {
             vec![
                 "POSTGRES_PASSWORD=secret".to_string(),
                 "POSTGRES_USER=admin".to_string(),
+                "POSTGRES_DB=postgres".to_string(),
                 "POSTGRES_INITDB_ARGS=--data-checksums --encoding=UTF8 --lc-collate=C.UTF-8 --lc-ctype=C.UTF-8".to_string(),
                 "PGDATA=/var/lib/postgresql/data".to_string(),
             ]

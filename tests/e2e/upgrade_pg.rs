@@ -151,7 +151,15 @@ fn dumpall(env: &TestEnv) -> String {
                 || l.starts_with("\\restrict")
                 || l.starts_with("\\unrestrict"))
         })
-        .map(str::to_string)
+        // PostgreSQL 16 and later print a view's columns without the table's name where it is not needed
+        // (`SELECT id` for 15's `SELECT customers.id`): the same view, deparsed by another server.
+        .map(|l| {
+            if l.starts_with(' ') {
+                l.replace("customers.", "")
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     assert!(
         text.iter().any(|l| l.contains("CREATE DATABASE shop")),
