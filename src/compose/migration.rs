@@ -455,6 +455,65 @@ mod tests {
         assert_eq!(recorded(&project).0, vec![migration()]);
     }
 
+    fn pin() -> Pin {
+        Pin {
+            service: "db".into(),
+            image: "postgres:17".into(),
+            why: "upgrade".into(),
+            at: "2026-12-03T06:00:00Z".into(),
+            environment: BTreeMap::from([(
+                "PGDATA".to_string(),
+                "/var/lib/postgresql/data".to_string(),
+            )]),
+            volume: Some(SwitchedVolume {
+                key: "dbdata".into(),
+                old_name: "app_dbdata".into(),
+                new_key: "dbdata-pg17".into(),
+                new_name: "app_dbdata-pg17".into(),
+                target: "/var/lib/postgresql/data".into(),
+                previous_image: "sha256:0123".into(),
+                from_major: "15".into(),
+                to_major: "17".into(),
+                finished: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn pins_set_the_image_and_the_switched_volume_next_to_migrations_and_load_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("compose.yaml"),
+            "services:\n  db:\n    image: postgres:15\n    volumes:\n      - dbdata:/var/lib/postgresql/data\n  backup:\n    image: busybox\n    volumes:\n      - dbdata:/in:ro\nvolumes:\n  dbdata: {}\n",
+        )
+        .unwrap();
+        let mut m = migration();
+        m.mounts.retain(|x| x.service == "backup");
+        let text = render_all(&[m.clone()], &[pin()]);
+        assert!(is_ours(&text));
+        std::fs::write(tmp.path().join("compose.override.yaml"), &text).unwrap();
+        let project = load_project(&ProjectOptions {
+            working_dir: tmp.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let db = &project.services["db"];
+        assert_eq!(db.image.as_deref(), Some("postgres:17"));
+        assert_eq!(db.mounts.len(), 1);
+        assert_eq!(db.mounts[0].source.as_deref(), Some("dbdata-pg17"));
+        assert_eq!(
+            project.volumes["dbdata-pg17"].name.as_deref(),
+            Some("app_dbdata-pg17")
+        );
+        // The migration's bind of the other service is still there.
+        assert_eq!(
+            project.services["backup"].mounts[0].kind,
+            crate::compose::MountType::Bind
+        );
+        assert_eq!(recorded_pins(&project), (vec![pin()], Vec::new()));
+        assert_eq!(recorded(&project).0, vec![m]);
+    }
+
     #[test]
     fn the_override_is_named_after_the_main_files_family() {
         let tmp = tempfile::tempdir().unwrap();
