@@ -359,3 +359,69 @@ fn an_image_without_an_extension_the_databases_use_is_refused_and_nothing_change
     );
     psql(&env, "shop", "SELECT count(*) FROM products").assert_success();
 }
+
+#[test]
+fn a_postgresql_17_that_fails_in_the_service_is_rolled_back_onto_the_untouched_15_volume() {
+    let env = TestEnv::new();
+    start(&env);
+    // PostgreSQL 17 that starts as a helper (the data moves) but exits in the service, whose environment
+    // has FAIL_ON_START (the helper gets only the POSTGRES_* settings).
+    let tag = format!("persist-test-upgrade/{}:pg17-fails", env.project);
+    let made = docker([
+        "create",
+        "--label",
+        &format!("persist.test.project={}", env.project),
+        "--entrypoint",
+        "sh",
+        POSTGRES_17,
+        "-c",
+        r#"printf '#!/bin/sh\nif [ -n "${FAIL_ON_START:-}" ]; then echo "FATAL: cannot start on this data" >&2; exit 3; fi\nexec docker-entrypoint.sh "$@"\n' > /usr/local/bin/failing-entrypoint.sh && chmod 0755 /usr/local/bin/failing-entrypoint.sh"#,
+    ]);
+    made.assert_success();
+    let id = made.stdout().trim().to_string();
+    docker(["start", "-a", &id]).assert_success();
+    let commit = docker([
+        "commit",
+        "--change",
+        "ENTRYPOINT [\"failing-entrypoint.sh\"]",
+        "--change",
+        "CMD [\"postgres\"]",
+        "--change",
+        &format!("LABEL persist.test.run={}", env.run),
+        &id,
+        &tag,
+    ]);
+    docker(["rm", "-f", &id]).assert_success();
+    commit.assert_success();
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = docker(["rmi", "-f", &self.0]);
+        }
+    }
+    let _image = Remove(tag.clone());
+    env.write_project(
+        &PROJECT.replace("{{IMAGE}}", POSTGRES_IMAGE).replace(
+            "      POSTGRES_DB: app\n",
+            "      POSTGRES_DB: app\n      FAIL_ON_START: \"1\"\n",
+        ),
+        None,
+    );
+    env.compose_v2(["up", "-d"]).assert_success();
+    wait_ready(&env);
+    let before = dumpall(&env);
+
+    let ran = env.persist(["upgrade", "db", "--image", &tag, "--yes", "--settle", "3s"]);
+    ran.assert_code(1);
+    ran.assert_stderr_contains("Loaded the dump");
+    ran.assert_stderr_contains("exited with code 3");
+    ran.assert_stderr_contains("FATAL: cannot start on this data");
+    ran.assert_stderr_contains("Rolled back");
+    assert_eq!(running_image(&env), image_id(POSTGRES_IMAGE), "{ran}");
+    wait_ready(&env);
+    assert_same_dump(&before, &dumpall(&env), &ran.to_string());
+    assert!(
+        !volume_exists(&format!("{}_pgdata-pg17", env.project)),
+        "{ran}"
+    );
+}
