@@ -123,7 +123,9 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
             id,
             Some(RemoveContainerOptions {
                 force: true,
-                v: false,
+                // The anonymous volumes a server image's `VOLUME` gave it (`create_server`); named volumes
+                // and binds are never removed this way.
+                v: true,
                 link: false,
             }),
         )

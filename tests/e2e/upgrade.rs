@@ -59,7 +59,7 @@ impl Images {
             &id,
             &tag,
         ]);
-        docker(["rm", "-f", &id]).assert_success();
+        docker(["rm", "-f", "-v", &id]).assert_success();
         commit.assert_success();
         self.tags.push(tag.clone());
         tag

@@ -331,7 +331,7 @@ fn an_image_without_an_extension_the_databases_use_is_refused_and_nothing_change
         &id,
         &tag,
     ]);
-    docker(["rm", "-f", &id]).assert_success();
+    docker(["rm", "-f", "-v", &id]).assert_success();
     commit.assert_success();
     struct Remove(String);
     impl Drop for Remove {
@@ -391,7 +391,7 @@ fn a_postgresql_17_that_fails_in_the_service_is_rolled_back_onto_the_untouched_1
         &id,
         &tag,
     ]);
-    docker(["rm", "-f", &id]).assert_success();
+    docker(["rm", "-f", "-v", &id]).assert_success();
     commit.assert_success();
     struct Remove(String);
     impl Drop for Remove {
