@@ -140,6 +140,18 @@ fn upgrade_to_a_healthy_image_keeps_the_data_and_pins_the_new_image_in_the_overr
     dry.assert_stderr_contains("Would back up `appdata` (critical");
     assert_eq!(running_image(&env).0, image_id(&v1));
     assert!(!env.project_dir.join("compose.override.yaml").exists());
+    let json = env.persist(["upgrade", "app", "--image", &v2, "--dry-run", "--json"]);
+    json.assert_success();
+    let doc = json.json();
+    assert_eq!(doc["result"], "planned", "{json}");
+    assert_eq!(doc["services"][0]["service"], "app", "{json}");
+    assert_eq!(
+        doc["services"][0]["from_id"],
+        image_id(&v1).as_str(),
+        "{json}"
+    );
+    assert_eq!(doc["services"][0]["to_image"], v2.as_str(), "{json}");
+    assert_eq!(doc["services"][0]["pull"], false, "{json}");
 
     let refused = env.persist(["upgrade", "app", "--image", &v2]);
     refused.assert_code(3);
