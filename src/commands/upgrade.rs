@@ -707,6 +707,8 @@ impl Upgrade<'_> {
                 dry_run: false,
                 dir: self.args.dir.clone(),
                 data_path: self.args.data_path,
+                // The `pre-upgrade` file is local: it was just written.
+                from: None,
             };
             // `restore` says what it does on stderr; this command's own JSON is the output.
             let quiet = printer.without_json();
