@@ -17,6 +17,8 @@ pub mod push;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
+pub mod upgrade;
+pub mod upgrade_pg;
 pub mod verified;
 pub mod verify;
 

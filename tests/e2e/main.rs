@@ -18,3 +18,5 @@ mod migrate;
 mod plugin;
 mod postgres;
 mod restore;
+mod upgrade;
+mod upgrade_pg;
