@@ -77,8 +77,7 @@ impl Identity {
 
 /// Where records are kept; `None` when neither `XDG_STATE_HOME` nor `HOME` is set.
 pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    crate::journal::default_dir(env)
-        .and_then(|stopped| stopped.parent().map(|p| p.join("verified")))
+    crate::intent::default_dir(env).and_then(|intents| intents.parent().map(|p| p.join("verified")))
 }
 
 fn state_dir() -> Option<PathBuf> {
