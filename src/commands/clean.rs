@@ -128,6 +128,7 @@ pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<Exit
     let printer = session.printer;
     let (engine, inventory) = session.inventory().await?;
     let name = inventory.project.name.clone();
+    session.refuse_if_unresolved(&name)?;
     let (volumes, binds) = choose(&inventory, &args.volumes, &args.tiers)?;
     let mut plan = CleanPlan {
         volumes,

@@ -474,6 +474,9 @@ pub async fn down(session: &Session<'_>, args: &DownArgs) -> anyhow::Result<Exit
     let printer = session.printer;
     let project = session.load_project()?;
     let engine = session.connect().await?;
+    if down_removes_volumes(&args.args) {
+        session.refuse_if_unresolved(&project.name)?;
+    }
     let inventory = inventory::build(project, &engine).await?;
     let compose = compose_for(session, &inventory)?;
     let mut compose_args: Vec<&str> = vec!["down"];

@@ -101,6 +101,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         printer.warn(b);
     }
     let engine = session.connect().await?;
+    session.refuse_if_unresolved(&project.name)?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
     let item = find_volume(&inventory, &args.volume, &recorded)?;
@@ -1091,6 +1092,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         );
     }
     let engine = session.connect().await?;
+    session.refuse_if_unresolved(&project.name)?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
     let Some(volume_item) = inventory.items.iter().find(|i| i.key == m.key) else {

@@ -212,7 +212,8 @@ impl Session<'_> {
         }
     }
 
-    fn refuse_if_unresolved(&self, project: &str) -> anyhow::Result<()> {
+    /// Refuses (exit 3) when a killed command left changes to `project` that could not be resolved.
+    pub fn refuse_if_unresolved(&self, project: &str) -> anyhow::Result<()> {
         let unresolved = self
             .unresolved
             .lock()
