@@ -264,6 +264,7 @@ impl Harness {
             "{:?} on the {} path, killed at {point}",
             self.scenario, self.path
         );
+        eprintln!("kill point: {what} ({} ms)", took.as_millis());
         let record = match kill {
             Kill::Finished(code) => {
                 assert_eq!(code, 0, "{what}: the command failed\n{err}");
