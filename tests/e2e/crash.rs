@@ -226,7 +226,7 @@ impl Harness {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{}", child.id())])
+                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
                 .status();
         }
         let status = loop {
@@ -306,6 +306,7 @@ impl Harness {
                 self.held += 1;
             }
         } else {
+            eprintln!("DID NOT HOLD: {what}: {}", problems.join("; "));
             self.problems.push(format!(
                 "{what} (record: {}):\n  - {}\n--- killed run's stderr ---\n{err}--- ls ---\n{ls}",
                 record
