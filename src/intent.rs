@@ -420,6 +420,93 @@ pub fn abandoned(dir: &Path, host: &str, alive: impl Fn(&Owner) -> bool) -> Vec<
         .collect()
 }
 
+/// A journal of stopped containers as versions before intent records wrote it (`…/stopped/*.json`).
+#[derive(Deserialize)]
+struct LegacyJournal {
+    host: String,
+    project: String,
+    pid: u32,
+    containers: Vec<LegacyContainer>,
+}
+
+#[derive(Deserialize)]
+struct LegacyContainer {
+    id: String,
+    name: String,
+    #[serde(default)]
+    service: Option<String>,
+}
+
+/// Turns the journals of stopped containers an earlier version left in `dir`'s sibling `stopped` into
+/// intent records of one stop step each, so that they are resolved like any other (after an upgrade
+/// while a backup ran).
+pub fn adopt_legacy(dir: &Path) {
+    let Some(legacy) = dir.parent().map(|p| p.join("stopped")) else {
+        return;
+    };
+    let Ok(read) = fs_err::read_dir(&legacy) else {
+        return;
+    };
+    let machine = machine_name();
+    for e in read.filter_map(Result::ok) {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if !name.starts_with(&format!("{machine}-")) || !name.ends_with(".json") {
+            continue;
+        }
+        let Some(old) = fs_err::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LegacyJournal>(&b).ok())
+        else {
+            continue;
+        };
+        let record = Record {
+            format: FORMAT,
+            owner: Owner {
+                machine: machine.clone(),
+                pid: old.pid,
+                boot_id: None,
+                start_ticks: None,
+            },
+            host: old.host,
+            project: ProjectRef {
+                name: old.project,
+                ..Default::default()
+            },
+            command: "backup".to_string(),
+            started_at: now(),
+            steps: vec![StepEntry {
+                state: StepState::Done,
+                at: now(),
+                step: Step::Stop {
+                    containers: old
+                        .containers
+                        .into_iter()
+                        .map(|c| StoppedContainer {
+                            id: c.id,
+                            name: c.name,
+                            service: c.service,
+                            stop_sent: None,
+                            grace_secs: 0,
+                            compose_v1: false,
+                        })
+                        .collect(),
+                },
+            }],
+            unresolved: Vec::new(),
+        };
+        if write_record(&dir.join(&name), &record).is_ok() {
+            let _ = fs_err::remove_file(&path);
+        }
+    }
+}
+
 /// `$XDG_STATE_HOME/docker-persist/intents`, else `~/.local/state/docker-persist/intents`.
 pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let state = env("XDG_STATE_HOME")
@@ -682,6 +769,30 @@ mod tests {
             "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(987654));
         assert_eq!(parse_start_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn a_journal_of_an_earlier_version_becomes_a_record_with_one_stop_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("docker-persist/intents");
+        let legacy = tmp.path().join("docker-persist/stopped");
+        std::fs::create_dir_all(&legacy).unwrap();
+        let file = file_name(&machine_name(), 4242);
+        std::fs::write(
+            legacy.join(&file),
+            r#"{"host":"unix:///s.sock","project":"app","pid":4242,"containers":[{"id":"c1","name":"app-db-1","service":"db"}]}"#,
+        )
+        .unwrap();
+        adopt_legacy(&dir);
+        assert!(!legacy.join(&file).exists());
+        let found = abandoned(&dir, "unix:///s.sock", |_| false);
+        assert_eq!(found.len(), 1);
+        let r = &found[0].record;
+        assert_eq!((r.owner.pid, r.project.name.as_str()), (4242, "app"));
+        assert!(
+            matches!(&r.steps[0].step, Step::Stop { containers } if containers[0].name == "app-db-1")
+        );
+        assert!(r.is_open());
     }
 
     #[test]

@@ -36,6 +36,7 @@ const STOP_MARGIN: Duration = Duration::from_secs(5);
 /// in [`Session::unresolved`].
 pub async fn resolve_abandoned(session: &Session<'_>, engine: &Engine, host: &str) {
     let Some(dir) = intent_dir() else { return };
+    intent::adopt_legacy(&dir);
     let found = intent::abandoned(&dir, host, intent::Owner::is_alive);
     if found.is_empty() {
         return;
@@ -138,7 +139,7 @@ struct Resolver<'s, 'a> {
 
 impl Resolver<'_, '_> {
     async fn run(&mut self) {
-        let commit = match self.commit_point() {
+        let commit = match commit_point(self.record) {
             Ok(c) => c,
             Err(problem) => {
                 self.problems.push(problem);
@@ -177,39 +178,6 @@ impl Resolver<'_, '_> {
                 }
             }
         }
-    }
-
-    /// The step the record is finished from, if it got that far.
-    fn commit_point(&self) -> Result<Commit, String> {
-        for (i, s) in self.record.steps.iter().enumerate() {
-            if s.state == StepState::Settled {
-                continue;
-            }
-            match &s.step {
-                Step::Committed | Step::ComposeDown { .. } | Step::RemoveVolumes { .. } => {
-                    return Ok(Commit::At(i));
-                }
-                Step::Override {
-                    path,
-                    previous,
-                    next,
-                    ..
-                } => {
-                    let now = fs_err::read_to_string(path).ok();
-                    if now == *next {
-                        return Ok(Commit::At(i));
-                    }
-                    if now != *previous {
-                        return Err(format!(
-                            "the override file `{}` was changed by something else since; look at it, then run `docker compose up -d`",
-                            path.display()
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(Commit::None)
     }
 
     fn say(&self, what: String) {
@@ -407,7 +375,13 @@ impl Resolver<'_, '_> {
                     ));
                     return;
                 }
-                match migrate::clear_dir(self.engine, self.session.printer, None, path).await {
+                let mut cleared =
+                    migrate::clear_dir(self.engine, self.session.printer, None, path).await;
+                // Without the fast path's helper, a local engine's directory is emptied from here.
+                if cleared.is_err() && self.engine.is_local() {
+                    cleared = empty_dir(Path::new(path));
+                }
+                match cleared {
                     Ok(()) => self.say(format!(
                         "emptied `{path}` again (the killed migration had copied into it)"
                     )),
@@ -650,18 +624,7 @@ impl Resolver<'_, '_> {
     /// Empties data that held nothing before: a volume is recreated, a host directory emptied.
     async fn empty_again(&self, name: &str, bind: bool, spec: &VolumeInfo) -> anyhow::Result<()> {
         if bind {
-            let dir = Path::new(name);
-            if dir.exists() {
-                for entry in fs_err::read_dir(dir)? {
-                    let entry = entry?;
-                    if entry.file_type()?.is_dir() {
-                        fs_err::remove_dir_all(entry.path())?;
-                    } else {
-                        fs_err::remove_file(entry.path())?;
-                    }
-                }
-            }
-            return Ok(());
+            return empty_dir(Path::new(name));
         }
         self.engine.remove_volume(name).await?;
         self.engine
@@ -672,10 +635,161 @@ impl Resolver<'_, '_> {
     }
 }
 
+/// The step a record is finished from, if it got that far; an error when its override file was changed by
+/// something else.
+fn commit_point(record: &Record) -> Result<Commit, String> {
+    for (i, s) in record.steps.iter().enumerate() {
+        if s.state == StepState::Settled {
+            continue;
+        }
+        match &s.step {
+            Step::Committed | Step::ComposeDown { .. } | Step::RemoveVolumes { .. } => {
+                return Ok(Commit::At(i));
+            }
+            Step::Override {
+                path,
+                previous,
+                next,
+                ..
+            } => {
+                let now = fs_err::read_to_string(path).ok();
+                if now == *next {
+                    return Ok(Commit::At(i));
+                }
+                if now != *previous {
+                    return Err(format!(
+                        "the override file `{}` was changed by something else since; look at it, then run `docker compose up -d`",
+                        path.display()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Commit::None)
+}
+
+/// Removes what a local directory holds (the directory itself stays); a missing one is empty.
+fn empty_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs_err::remove_dir_all(entry.path())?;
+        } else {
+            fs_err::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(steps: Vec<(Step, StepState)>) -> Record {
+        Record {
+            format: 1,
+            owner: intent::Owner::this(),
+            host: "unix:///x.sock".into(),
+            project: intent::ProjectRef::default(),
+            command: "migrate".into(),
+            started_at: intent::now(),
+            steps: steps
+                .into_iter()
+                .map(|(step, state)| StepEntry {
+                    state,
+                    at: intent::now(),
+                    step,
+                })
+                .collect(),
+            unresolved: Vec::new(),
+        }
+    }
+
+    fn stop() -> Step {
+        Step::Stop {
+            containers: Vec::new(),
+        }
+    }
+
+    fn at(c: Result<Commit, String>) -> Option<usize> {
+        match c {
+            Ok(Commit::At(i)) => Some(i),
+            Ok(Commit::None) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_record_before_its_commit_point_is_undone_and_after_it_finished() {
+        assert_eq!(
+            at(commit_point(&record(vec![(stop(), StepState::Done)]))),
+            None
+        );
+        let restore = record(vec![
+            (stop(), StepState::Done),
+            (Step::Committed, StepState::Begun),
+        ]);
+        assert_eq!(at(commit_point(&restore)), Some(1));
+        let down = record(vec![
+            (stop(), StepState::Done),
+            (
+                Step::ComposeDown {
+                    args: vec!["-v".into()],
+                    backup: "/b.tar".into(),
+                },
+                StepState::Begun,
+            ),
+        ]);
+        assert_eq!(at(commit_point(&down)), Some(1));
+        // A settled commit step is no commit point: the command dealt with it.
+        let settled = record(vec![(Step::Committed, StepState::Settled)]);
+        assert_eq!(at(commit_point(&settled)), None);
+    }
+
+    #[test]
+    fn a_migration_is_finished_only_when_its_override_file_holds_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.override.yaml");
+        let step = |previous: Option<&str>, next: Option<&str>| Step::Override {
+            path: path.clone(),
+            previous: previous.map(str::to_string),
+            next: next.map(str::to_string),
+            services: vec!["db".into()],
+            expected: Expected::Volume {
+                name: "v".into(),
+                mounts: Vec::new(),
+            },
+        };
+        let r = record(vec![
+            (stop(), StepState::Done),
+            (step(None, Some("new")), StepState::Begun),
+        ]);
+        // Not written yet (no file, as before): undone.
+        assert_eq!(at(commit_point(&r)), None);
+        std::fs::write(&path, "new").unwrap();
+        assert_eq!(at(commit_point(&r)), Some(1));
+        std::fs::write(&path, "someone else's").unwrap();
+        assert!(
+            commit_point(&r).is_err(),
+            "a file changed by something else is not guessed at"
+        );
+        // A rollback that removes the file: finished once it is gone.
+        let r = record(vec![(step(Some("old"), None), StepState::Begun)]);
+        std::fs::write(&path, "old").unwrap();
+        assert_eq!(at(commit_point(&r)), None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(at(commit_point(&r)), Some(0));
     }
 }

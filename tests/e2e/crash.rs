@@ -58,7 +58,7 @@ find "$d" -exec touch -h -d "2026-01-01 00:00:00" {} +
 "#;
 
 /// The random kills per command and data path; the seed makes them repeatable.
-const RANDOM_KILLS: usize = 2;
+const RANDOM_KILLS: usize = 3;
 const SEED: u64 = 0x5eed_2026;
 
 /// A small deterministic generator (xorshift64*), so that a failing random point can be run again.
@@ -495,7 +495,8 @@ fn kill_points(scenario: Scenario, path: &'static str) {
     let full = full.expect("the command finished within 64 kill points");
     let mut rng = Rng(SEED ^ (scenario as u64) << 8 ^ u64::from(path == "fast"));
     for _ in 0..RANDOM_KILLS {
-        let ms = rng.next() % (full.as_millis() as u64).max(1);
+        // Within the first four fifths: the last moments are the process ending.
+        let ms = rng.next() % (full.as_millis() as u64 * 4 / 5).max(1);
         h.kill_and_check(None, Some(Duration::from_millis(ms)));
     }
     h.report();
