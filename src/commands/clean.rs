@@ -18,7 +18,7 @@ use crate::cli::CleanArgs;
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
 use crate::engine::ContainerInfo;
-use crate::intent::{RemovedContainer, Step, StepState};
+use crate::intent::{Step, StepState};
 use crate::inventory::{DataItem, Inventory};
 use crate::report::{human_size, prompt, table};
 
@@ -271,13 +271,7 @@ pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<Exit
                 containers: plan
                     .containers
                     .values()
-                    .map(|c| RemovedContainer {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        service: c.service.clone(),
-                        ran: c.is_running(),
-                        compose_v1: super::consistency::is_compose_v1(c),
-                    })
+                    .map(super::consistency::removed)
                     .collect(),
             },
         )?;

@@ -247,6 +247,17 @@ pub async fn stop(
     Ok(())
 }
 
+/// A stopped container about to be removed, as the intent record keeps it.
+pub fn removed(c: &ContainerInfo) -> crate::intent::RemovedContainer {
+    crate::intent::RemovedContainer {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        service: c.service.clone(),
+        ran: c.is_running(),
+        compose_v1: is_compose_v1(c),
+    }
+}
+
 /// Whether Compose v1 made the container.
 pub fn is_compose_v1(c: &ContainerInfo) -> bool {
     c.compose_version

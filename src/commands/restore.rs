@@ -32,7 +32,7 @@ use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
 use crate::fastpath::{self, FastPath, HelperRun, Op};
-use crate::intent::{RemovedContainer, Step, StepState};
+use crate::intent::{Step, StepState};
 use crate::inventory::{self, DataItem, bind_mounts};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
@@ -362,13 +362,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 Step::RemoveContainers {
                     containers: to_remove
                         .values()
-                        .map(|c| RemovedContainer {
-                            id: c.id.clone(),
-                            name: c.name.clone(),
-                            service: c.service.clone(),
-                            ran: c.is_running(),
-                            compose_v1: super::consistency::is_compose_v1(c),
-                        })
+                        .map(super::consistency::removed)
                         .collect(),
                 },
             )?,
