@@ -206,7 +206,7 @@ pub async fn stop_saying(
     stop(session, engine, project, containers).await
 }
 
-/// Stops `containers` (given in start order) in reverse order, after writing them to the journal and
+/// Stops `containers` (given in start order) in reverse order, after writing them to the intent record and
 /// registering them with the session, so that every way out of the command starts them again.
 pub async fn stop(
     session: &Session<'_>,
@@ -217,9 +217,9 @@ pub async fn stop(
     if containers.is_empty() {
         return Ok(());
     }
-    let mut journal: Vec<StoppedContainer> = Vec::new();
+    let mut stopping: Vec<StoppedContainer> = Vec::new();
     for c in containers {
-        journal.push(StoppedContainer {
+        stopping.push(StoppedContainer {
             id: c.id.clone(),
             name: c.name.clone(),
             service: c.service.clone(),
@@ -232,7 +232,7 @@ pub async fn stop(
         .step_begin(
             project,
             Step::Stop {
-                containers: journal,
+                containers: stopping,
             },
         )
         .context("cannot record which containers are stopped; nothing was stopped")?;
@@ -265,7 +265,7 @@ pub fn is_compose_v1(c: &ContainerInfo) -> bool {
         .is_some_and(|v| v.starts_with("1."))
 }
 
-/// Starts `containers` again in order; each one that runs is forgotten by the session and the journal.
+/// Starts `containers` again in order; each one that runs is forgotten by the session and the intent record.
 /// Tries them all; the first failure is returned (the session tries again as the command ends).
 pub async fn start_again(
     session: &Session<'_>,

@@ -3,7 +3,7 @@
 //!
 //! Order, so that nothing is lost: plan and check (an absolute PATH on the engine's host that is not a
 //! system directory nor inside Docker's storage, empty unless `--force`, `--yes` for an external volume),
-//! confirm; stop the containers that use the volume (journalled, so a killed run starts them again); take
+//! confirm; stop the containers that use the volume (in the intent record, so a killed run is finished or undone by the next command); take
 //! a normal backup tagged `pre-migrate`; copy the tree into PATH through helper containers (fast or
 //! universal path) keeping owners, modes, links, times and file capabilities; compare the content digest
 //! of the source with PATH read back; only then write docker persist's Compose override file and have

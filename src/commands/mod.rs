@@ -274,7 +274,7 @@ impl Session<'_> {
     }
 
     /// Starts a container this command stopped, says so, and forgets it: nothing is left to start at the
-    /// end, and the journal no longer names it.
+    /// end, and the intent record no longer names it.
     pub async fn start_again(
         &self,
         engine: &Engine,

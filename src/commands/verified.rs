@@ -187,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn records_live_beside_the_journal_in_the_state_dir() {
+    fn records_live_beside_the_intent_records_in_the_state_dir() {
         let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
         assert_eq!(
             default_dir(env),
