@@ -387,7 +387,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             session.forget_restart(&c.id);
         }
         session.note_on_interrupt(format!(
-            "`{}` may be only partly restored and its services are left stopped; run the restore again",
+            "`{}` may be only partly restored and its services are left stopped; the next docker persist command puts back what it held (or says which file to restore)",
             t.record.key
         ));
         let step =
