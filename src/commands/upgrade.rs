@@ -726,10 +726,21 @@ impl Upgrade<'_> {
                 restarts: std::sync::Mutex::new(Vec::new()),
                 notes: std::sync::Mutex::new(Vec::new()),
                 host,
-                journal: std::sync::Mutex::new(None),
+                command: self.session.command,
+                // The restore's steps go into this command's own intent record (one per process).
+                intent: std::sync::Mutex::new(
+                    self.session.intent.lock().ok().and_then(|mut g| g.take()),
+                ),
+                unresolved: std::sync::Mutex::new(Vec::new()),
                 post_hooks: std::sync::Mutex::new(Vec::new()),
             };
             let restored = Box::pin(super::restore::run(&inner, &restore)).await;
+            // The record goes back to this command, which closes it when it ends.
+            if let (Ok(mut inner_intent), Ok(mut outer_intent)) =
+                (inner.intent.lock(), self.session.intent.lock())
+            {
+                *outer_intent = inner_intent.take();
+            }
             // What it stopped and did not start (nothing, normally) is started as any command's would be.
             inner
                 .cleanup(restored.as_ref().is_ok_and(|s| *s == ExitStatus::Success))

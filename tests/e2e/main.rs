@@ -8,6 +8,7 @@
 mod support;
 
 mod backup;
+mod crash;
 mod destinations;
 mod dumps;
 mod fastpath;
