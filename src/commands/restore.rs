@@ -227,7 +227,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                         key: &t.record.key,
                         name: &t.name,
                         replaced_data: t.has_data,
-                        content_digest: t.record.content_digest.to_string(),
+                        content_digest: t.record.digest_text(),
                     })
                     .collect(),
                 dumps: dumps.iter().map(restore_dump::DumpTarget::json).collect(),
@@ -725,7 +725,7 @@ async fn restore_one(
     if let Some((run, socket)) = fastpath::launch(
         fast,
         printer,
-        Op::Unpack(t.record.content_digest.version()),
+        Op::Unpack(t.record.digest_version()),
         &mount,
         t.record.tar_prefix.as_deref(),
     )
@@ -783,7 +783,7 @@ async fn restore_one(
             .map_err(std::io::Error::other);
         let reader = crate::pipe::reader_of(stream);
         // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
-        let options = DigestOptions::default().with_version(t.record.content_digest.version());
+        let options = DigestOptions::default().with_version(t.record.digest_version());
         let summary = tokio::task::spawn_blocking(move || digest_tar(reader, &options)).await??;
         anyhow::Ok(summary)
     }
@@ -796,11 +796,11 @@ async fn restore_one(
 
 /// The digest of what a restore wrote, or an error naming `writer` when it is not the backup's.
 fn checked_digest(t: &Target, found: ContentDigest, writer: &str) -> anyhow::Result<ContentDigest> {
-    if found != t.record.content_digest {
+    if Some(found) != t.record.content_digest {
         bail!(
             "the restored content of `{}` differs from the backup (digest {found} instead of {}): {writer} did not write it exactly",
             t.name,
-            t.record.content_digest
+            t.record.digest_text()
         );
     }
     Ok(found)
