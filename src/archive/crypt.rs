@@ -643,7 +643,10 @@ impl Unlocked {
         let decryptor = age::Decryptor::new(stored).map_err(|e| describe(&e))?;
         decryptor
             .decrypt(self.identities.iter().map(Identity::as_age))
-            .map(DecryptingReader)
+            .map(|inner| DecryptingReader {
+                inner,
+                failed: false,
+            })
             .map_err(|e| describe(&e))
     }
 }
@@ -669,11 +672,34 @@ impl<W: Write> Write for EncryptingWriter<W> {
 
 /// The plaintext of one age file. A changed or cut-short file fails a read (`InvalidData`), never
 /// passes silently: every 64 KiB chunk is authenticated, and so is the end.
-pub(crate) struct DecryptingReader<R: Read>(age::stream::StreamReader<R>);
+pub(crate) struct DecryptingReader<R: Read> {
+    inner: age::stream::StreamReader<R>,
+    failed: bool,
+}
+
+impl<R: Read> DecryptingReader<R> {
+    /// Whether a read failed (the data did not decrypt, or the stored bytes could not be read).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+}
 
 impl<R: Read> Read for DecryptingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            self.failed = true;
+            if e.kind() == io::ErrorKind::InvalidData {
+                io::Error::new(
+                    e.kind(),
+                    format!("the encrypted data was changed or cut short ({e})"),
+                )
+            } else {
+                e
+            }
+        })
     }
 }
 

@@ -1057,7 +1057,24 @@ impl Read for VolumeStream {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(0);
         };
-        let n = decoder.read(buf)?;
+        let n = match decoder.read(buf) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() != io::ErrorKind::Interrupted
+                    && decoder.get_ref().get_ref().decrypt_failed()
+                    && self.hash.take_failure().is_none() =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    ArchiveError::Decrypt {
+                        path: self.path.clone(),
+                        member: self.member.clone(),
+                        reason: format!("it does not decrypt: {e}"),
+                    },
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             self.ended = true;
             self.check_end()
@@ -1145,6 +1162,11 @@ enum MemberReader {
 impl MemberReader {
     fn is_sealed(&self) -> bool {
         matches!(self, MemberReader::Sealed(_))
+    }
+
+    /// Whether decryption failed.
+    fn decrypt_failed(&self) -> bool {
+        matches!(self, MemberReader::Sealed(r) if r.failed())
     }
 }
 
