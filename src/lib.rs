@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod context;
+pub mod encryption;
 pub mod engine;
 pub mod fastpath;
 pub mod inventory;
@@ -53,6 +54,7 @@ pub async fn run(
             Command::Down(args) => commands::guard::down(&session, args).await,
             Command::Clean(args) => commands::clean::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
+            Command::Key(cli::KeyCommand::Init(args)) => commands::key::init(printer, args),
         }
     };
     let outcome = tokio::select! {
@@ -111,6 +113,40 @@ pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
                 _ => Vec::new(),
             };
             return (ExitStatus::Failure, hint);
+        }
+        if let Some(e) = cause.downcast_ref::<archive::ArchiveError>() {
+            let hint = match e {
+                archive::ArchiveError::Locked {
+                    source: archive::UnlockError::NoKeys { .. },
+                    ..
+                } => vec![
+                    "pass its identity with `--identity FILE` (or `DOCKER_PERSIST_IDENTITY`), or its passphrase with `--passphrase-file FILE`"
+                        .to_string(),
+                ],
+                archive::ArchiveError::Locked {
+                    source: archive::UnlockError::NoMatchingIdentity { .. },
+                    ..
+                } => vec![
+                    "`ssh-keygen -lf KEY.pub` prints an ssh key's fingerprint; an age key's is SHA256 of its `age1…` text (docs/format.md)"
+                        .to_string(),
+                ],
+                _ => Vec::new(),
+            };
+            if !hint.is_empty() {
+                return (ExitStatus::Failure, hint);
+            }
+        }
+        if cause
+            .downcast_ref::<encryption::InsecureIdentity>()
+            .is_some()
+        {
+            return (
+                ExitStatus::Failure,
+                vec![
+                    "`chmod 600` the file, or pass `--insecure-identity` to use it anyway"
+                        .to_string(),
+                ],
+            );
         }
         if let Some(e) = cause.downcast_ref::<ComposeError>() {
             let hint = match e {

@@ -255,6 +255,7 @@ pub struct EncryptionInfo {
 }
 
 /// A passphrase, read from a file (its first line).
+#[derive(Clone)]
 pub struct Passphrase(SecretString);
 
 impl fmt::Debug for Passphrase {

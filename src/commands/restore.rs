@@ -101,9 +101,10 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         Some(p) => p,
         None => choose_backup(printer, &dir, &project.name, args.yes)?,
     };
+    let keys = crate::encryption::load_keys(&args.keys)?;
     let backup = {
         let p = path.clone();
-        Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
+        Arc::new(tokio::task::spawn_blocking(move || Backup::open_with(&p, &keys)).await??)
     };
     let (dump_records, tree_wanted) =
         restore_dump::select(&backup.manifest().dumps, &wanted, &args.tiers);
