@@ -85,6 +85,45 @@ pub fn require_encryption(
     explicit.unwrap_or(!local && recipients_configured)
 }
 
+/// How a configured destination (`x-persist: {destinations: {NAME: {encrypt: …, require_encryption: …}}}`)
+/// wants its backups: its own `encrypt:` (it wins over the project's) and whether it refuses plain ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationEncryption {
+    /// The destination's `encrypt:`, else the project's; `None` when neither names recipients.
+    pub config: Option<EncryptConfig>,
+    /// [`require_encryption`] for this destination.
+    pub require: bool,
+}
+
+/// Reads a destination entry's `encrypt:` and `require_encryption:` (`raw` is the entry as written; `local`
+/// whether the destination is a directory on this machine; `project` the project's `encrypt:`).
+pub fn for_destination(
+    name: &str,
+    raw: &serde_json::Value,
+    local: bool,
+    project: Option<&EncryptConfig>,
+) -> Result<DestinationEncryption, UsageError> {
+    let location = format!("destination `{name}`");
+    let own = EncryptConfig::from_persist(raw, &location)?;
+    let explicit = match raw.get("require_encryption") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(UsageError {
+                message: format!(
+                    "invalid `require_encryption` in {location}: expected true or false, not `{other}`"
+                ),
+                hint: None,
+            });
+        }
+    };
+    let config = own.or_else(|| project.cloned()).filter(|c| !c.is_empty());
+    Ok(DestinationEncryption {
+        require: require_encryption(explicit, local, config.is_some()),
+        config,
+    })
+}
+
 /// Applies [`require_encryption`]'s answer to one backup: a plain backup to a destination that requires
 /// encryption is refused (exit 3) unless `--no-encrypt` asked for it, which is then said in the returned
 /// warning.
@@ -271,6 +310,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(warning.contains("--no-encrypt"), "{warning}");
+    }
+
+    #[test]
+    fn a_destination_s_own_encrypt_wins_and_remote_ones_require_it_once_keys_exist() {
+        let project = EncryptConfig {
+            recipients: vec!["age1project".into()],
+        };
+        let remote = serde_json::json!({"url": "s3://b/p"});
+        let d = for_destination("offsite", &remote, false, Some(&project)).unwrap();
+        assert!(d.require);
+        assert_eq!(d.config.unwrap().recipients, ["age1project"]);
+        let d = for_destination("offsite", &remote, false, None).unwrap();
+        assert!(!d.require && d.config.is_none());
+        let own = serde_json::json!({"url": "/mnt/usb", "encrypt": {"recipients": ["age1own"]}});
+        let d = for_destination("usb", &own, true, Some(&project)).unwrap();
+        assert!(!d.require);
+        assert_eq!(d.config.unwrap().recipients, ["age1own"]);
+        let forced = serde_json::json!({"url": "/mnt/usb", "require_encryption": true});
+        assert!(for_destination("usb", &forced, true, None).unwrap().require);
+        let bad = serde_json::json!({"require_encryption": "yes"});
+        assert!(for_destination("x", &bad, true, None).is_err());
     }
 
     #[test]
