@@ -103,6 +103,8 @@ struct BackupJson<'a> {
     volumes: &'a [VolumeRecord],
     /// Volumes backed up as logical dumps (`consistency: dump`).
     dumps: &'a [crate::archive::DumpRecord],
+    /// What each destination (`--to`, or those marked `default: true`) did with the file.
+    destinations: Vec<super::push::SentJson>,
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
@@ -130,6 +132,47 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
     let encryption =
         crate::encryption::plan(&inventory.project, &args.encrypt, |w| printer.warn(w))?;
+    // Where the file goes besides the local directory: resolved first, so a bad name stops before any
+    // service is stopped.
+    let remote = {
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        if args.to.is_empty() {
+            known.defaults()
+        } else {
+            super::push::resolve_all(&known, &args.to)?
+        }
+    };
+    let remote: Vec<_> = remote
+        .into_iter()
+        .filter(|d| d.dir() != Some(dir.as_path()))
+        .collect();
+    // A destination that requires encryption refuses a plain backup before anything is stopped.
+    {
+        let project_config = crate::encryption::EncryptConfig::of_project(&inventory.project)?;
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        for d in &remote {
+            let raw = known
+                .configured()
+                .iter()
+                .find(|c| c.name == d.name())
+                .map(|c| c.raw.clone())
+                .unwrap_or_default();
+            let rule = crate::encryption::for_destination(
+                d.name(),
+                &raw,
+                d.is_local(),
+                project_config.as_ref(),
+            )?;
+            if let Some(w) = crate::encryption::check_plain_allowed(
+                d.name(),
+                rule.require,
+                encryption.is_some(),
+                args.encrypt.no_encrypt,
+            )? {
+                printer.warn(w);
+            }
+        }
+    }
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup_with(
@@ -152,6 +195,8 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     )
     .await?;
 
+    // The services are running again: the copies to the destinations take as long as they take.
+    let sent = super::push::send(printer, &remote, &finished.path).await;
     if printer.json_mode() {
         printer.json(&BackupJson {
             schema_version: 1,
@@ -159,6 +204,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             bytes: finished.bytes,
             volumes: &records,
             dumps: &finished.manifest.dumps,
+            destinations: super::push::sent_json(&sent),
         })?;
     } else {
         printer.status(format!(
@@ -172,6 +218,9 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
                 .unwrap_or_default()
         ));
         printer.data(format!("{}\n", finished.path.display()));
+    }
+    if super::push::failed_note(printer, &sent, &finished.path) {
+        return Ok(ExitStatus::Failure);
     }
     Ok(ExitStatus::Success)
 }

@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use super::backups::{backup_dir, listing};
+use super::backups::{backup_dir, from_destination, listing, locate_backup, open_backup};
 use super::restore::restore_into_scratch;
 use super::{ExitStatus, Session, UsageError};
-use crate::archive::{Backup, Problem};
+use crate::archive::Problem;
 use crate::cli::VerifyArgs;
 use crate::report::human_size;
 
@@ -38,20 +38,35 @@ struct ProblemJson<'a> {
 
 pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
+    let from = match &args.from {
+        Some(_) => {
+            let project = session.load_project()?;
+            from_destination(&args.dir, &project, &args.from)?
+        }
+        None => None,
+    };
     let path = match &args.backup {
-        Some(p) => p.clone(),
+        Some(p) => locate_backup(from.as_ref(), p),
         None => {
             let project = session.load_project()?;
             let dir = backup_dir(&args.dir, &project.directory);
-            let newest = listing(&dir, &project.name)?.backups.into_iter().next();
+            let (newest, place) = match &from {
+                Some(d) => (
+                    d.list(&project.name).await?.backups.into_iter().next(),
+                    d.url().to_string(),
+                ),
+                None => (
+                    listing(&dir, &project.name)?.backups.into_iter().next(),
+                    dir.display().to_string(),
+                ),
+            };
             match newest {
                 Some(b) => b.path,
                 None => {
                     return Err(UsageError {
                         message: format!(
                             "project `{}` has no backups in `{}`",
-                            project.name,
-                            dir.display()
+                            project.name, place
                         ),
                         hint: Some("`docker persist backup` takes one".to_string()),
                     }
@@ -62,16 +77,15 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
     };
     printer.status(format!("Verifying `{}`", path.display()));
     let keys = crate::encryption::load_keys(&args.keys)?;
-    let p = path.clone();
+    let mut opened = open_backup(from.as_ref(), &path).await?;
     let (manifest, report, opened) = tokio::task::spawn_blocking(move || {
-        let mut b = Backup::open(&p)?;
         // The manifest as listings read it, with or without the key, identifies the file.
-        let listed = b.manifest().clone();
+        let listed = opened.manifest().clone();
         if !keys.is_empty() {
-            b.unlock(&keys)?;
+            opened.unlock(&keys)?;
         }
-        let report = b.verify()?;
-        Ok::<_, crate::archive::ArchiveError>((listed, report, b))
+        let report = opened.verify()?;
+        Ok::<_, crate::archive::ArchiveError>((listed, report, opened))
     })
     .await??;
     if let Some(info) = &opened.manifest().encryption {

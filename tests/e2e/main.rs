@@ -9,6 +9,7 @@ mod support;
 
 mod backup;
 mod crypt;
+mod destinations;
 mod dumps;
 mod fastpath;
 mod guard;
