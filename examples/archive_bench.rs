@@ -10,6 +10,9 @@
 //! cargo run --release --example archive_bench -- stream 1 /tmp/out 0       # 1 GiB generated on the fly
 //! ```
 //!
+//! Encrypted (`docs/benchmarks.md`, "Encryption"): `PERSIST_BENCH_AGE_RECIPIENT=age1…` makes `write`
+//! encrypt to that key, and `PERSIST_BENCH_AGE_IDENTITY=FILE` makes `verify` decrypt with that identity.
+//!
 //! The reference tree follows DESIGN.md ("Performance targets"): 8 files of 64 MiB, each half random bytes
 //! and half word-like text, plus 40,000 text files of 1–3 KiB, all under `data/` as the engine's tar of a
 //! volume mounted at `/data` has them.
@@ -20,7 +23,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use docker_persist::archive::{
-    Backup, BackupName, BackupWriter, EngineInfo, VolumeSpec, WriterOptions,
+    Backup, BackupName, BackupWriter, EngineInfo, Identity, Keys, Recipient, Sealer, VolumeSpec,
+    WriterOptions,
 };
 use docker_persist::compose::Tier;
 use docker_persist::compose::classify::DataKind;
@@ -281,6 +285,9 @@ fn write(inner: &Path, dir: &Path, workers: u32, level: i32) -> Result<()> {
     let options = WriterOptions { level, workers };
     let start = Instant::now();
     let mut w = BackupWriter::create(dir, &backup_name(workers)?, EngineInfo::default(), options)?;
+    if let Ok(recipient) = std::env::var("PERSIST_BENCH_AGE_RECIPIENT") {
+        w.encrypt(Sealer::new(vec![Recipient::parse(&recipient)?], None)?)?;
+    }
     let record = w.add_volume(spec(), input)?;
     let done = w.finish()?;
     let secs = start.elapsed().as_secs_f64();
@@ -300,7 +307,13 @@ fn write(inner: &Path, dir: &Path, workers: u32, level: i32) -> Result<()> {
 
 fn verify(path: &Path) -> Result<()> {
     let start = Instant::now();
-    let backup = Backup::open(path)?;
+    let mut backup = Backup::open(path)?;
+    if let Ok(identity) = std::env::var("PERSIST_BENCH_AGE_IDENTITY") {
+        backup.unlock(&Keys {
+            identities: Identity::read_file(Path::new(&identity))?,
+            passphrase: None,
+        })?;
+    }
     let report = backup.verify()?;
     let secs = start.elapsed().as_secs_f64();
     let bytes: u64 = backup

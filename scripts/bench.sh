@@ -4,7 +4,7 @@
 # stated in, and a verdict for each target. Results and how to read them: docs/benchmarks.md.
 #
 # Usage:
-#   scripts/bench.sh [-n RUNS] [--no-build] [--settle SECS] [--results FILE] [--keep]
+#   scripts/bench.sh [-n RUNS] [--no-build] [--settle SECS] [--results FILE] [--keep] [--only METHODS]
 #   scripts/bench.sh --clean
 #
 #   -n, --runs N      measured rounds (default 3); one warm-up round runs first and is not counted
@@ -15,6 +15,8 @@
 #   --results FILE    also write every sample as TSV (phase, method, round, seconds, load, max RSS, bytes,
 #                     CPU seconds)
 #   --keep            keep the work directory (backup files of the last round, logs) for a look afterwards
+#   --only METHODS    run only these methods (comma-separated, e.g. `ours-universal,ours-universal-age`), to
+#                     measure one comparison in less time; the reports leave out what did not run
 #   --clean           remove everything the benchmark made, the cached reference volume and the GNU
 #                     tar/zstd image included, and exit
 #
@@ -41,6 +43,9 @@
 #            ours-direct    the docker-persist executable … backup, under /usr/bin/time -v (peak RSS, CPU
 #                           time); on the universal path, where our process does the work
 #            ours-l1        the same with --level 1     (how much of our time is compression)
+#            ours-universal-age, ours-fast-age (or ours-age)   the same as ours-universal / ours-fast, encrypted
+#                           with age to a key made by `key init` for the run (`--encrypt-to`); their
+#                           restores decrypt with it (`--identity`). Target: ≤ 1.10 × the plain time
 #   restore  each into a fresh volume: (a') busybox tar xzf, (b') zstd -dc | docker cp -, (c') zstd -dc |
 #            GNU tar -x in a container, ours or ours-universal and ours-fast (docker persist restore … --as
 #            NEW --yes --no-safety-backup, each from its own backup of the round) and ours-direct (the
@@ -84,6 +89,7 @@ build=1
 keep=0
 settle_secs=3
 results=""
+only=""
 work=""
 RUN_ID="$$-$(date +%s)"
 
@@ -357,6 +363,7 @@ rm_container() {
 path_args_of() {
     case "$1" in
     ours-universal | ours-fast) printf '%s\n' --path "${1#ours-}" ;;
+    ours-universal-age | ours-fast-age) m=${1#ours-} && printf '%s\n' --path "${m%-age}" ;;
     ours-direct | ours-l1) ((fast_path)) && printf '%s\n' --path universal ;;
     esac
     return 0
@@ -397,9 +404,10 @@ backup_method() {
             "$GNU_IMAGE" sh -c 'tar -C /data -cf - . | zstd -T0 -3 -q > /out/c.tar.zst'
         stop_timer backup c "$round" "" "$(file_size "$out/c.tar.zst")"
         ;;
-    ours | ours-universal | ours-fast | ours-direct | ours-l1)
+    ours | ours-universal | ours-fast | ours-direct | ours-l1 | ours-age | ours-universal-age | ours-fast-age)
         mapfile -t args < <(path_args_of "$m")
         [[ "$m" == ours-l1 ]] && args+=(--level 1)
+        [[ "$m" == *-age ]] && args+=(--encrypt-to "$age_public")
         local runner=persist_plugin
         [[ "$m" == ours-direct || "$m" == ours-l1 ]] && runner=persist_direct
         start_timer
@@ -424,7 +432,7 @@ restore_method() {
     case "$m" in
     a) input=$out/a.tar.gz ;;
     b | c) input=$out/$m.tar.zst ;;
-    ours | ours-universal | ours-fast) input=$out/$m.path ;;
+    ours | ours-universal | ours-fast | ours-age | ours-universal-age | ours-fast-age) input=$out/$m.path ;;
     ours-direct) input=$out/$ours_u.path ;;
     *) die "unknown restore method $m" ;;
     esac
@@ -460,6 +468,7 @@ restore_method() {
         ;;
     ours*)
         mapfile -t args < <(path_args_of "$m")
+        [[ "$m" == *-age ]] && args+=(--identity "$age_identity")
         local runner=persist_plugin
         [[ "$m" == ours-direct ]] && runner=persist_direct
         start_timer
@@ -582,6 +591,9 @@ describe() { # (the text goes into a Markdown table: pipes escaped)
     ours-fast) printf 'docker persist … --path fast (plugin; packs/unpacks in a helper container)' ;;
     ours-direct) printf 'docker-persist executable directly, universal path, under /usr/bin/time -v' ;;
     ours-l1) printf 'the same, --level 1' ;;
+    ours-age) printf 'docker persist, encrypted with age (--encrypt-to / --identity)' ;;
+    ours-universal-age) printf 'docker persist … --path universal, encrypted with age' ;;
+    ours-fast-age) printf 'docker persist … --path fast, encrypted with age' ;;
     esac
 }
 
@@ -591,7 +603,8 @@ report() {
     printf '|---|---|---|---:|---:|---:|---:|---:|\n'
     local phase m med
     for phase in backup restore; do
-        for m in a b0 b0e b c ours ours-universal ours-fast ours-direct ours-l1; do
+        for m in a b0 b0e b c ours ours-universal ours-fast ours-direct ours-l1 ours-age ours-universal-age \
+            ours-fast-age; do
             med=$(median_of "$phase" "$m")
             [[ "$med" == - ]] && continue
             printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$phase" "$m" "$(describe "$m")" "$(secs "$med")" \
@@ -621,6 +634,12 @@ report() {
         ratio_row "backup: (a) / $f" backup a "$f"
         ratio_row "restore: (a') / $f" restore a "$f"
     fi
+    ratio_row "backup: $u-age / $u (the cost of encryption)" backup "$u-age" "$u"
+    ratio_row "restore: $u-age / $u" restore "$u-age" "$u"
+    if ((fast_path)); then
+        ratio_row "backup: $f-age / $f" backup "$f-age" "$f"
+        ratio_row "restore: $f-age / $f" restore "$f-age" "$f"
+    fi
 
     local no_fast=""
     ((fast_path)) || no_fast="the fast path is not available in this build"
@@ -629,6 +648,10 @@ report() {
     verdict_row "universal path: restore ≤ 1.10 × (b')" restore "$u" b 1.10
     verdict_row "fast path: backup ≤ 1.10 × (c)" backup "$f" c 1.10 "$no_fast"
     verdict_row "fast path: restore ≤ 1.00 × (c')" restore "$f" c 1.00 "$no_fast"
+    verdict_row "encrypted, universal path: backup ≤ 1.10 × plain" backup "$u-age" "$u" 1.10
+    verdict_row "encrypted, universal path: restore ≤ 1.10 × plain" restore "$u-age" "$u" 1.10
+    verdict_row "encrypted, fast path: backup ≤ 1.10 × plain" backup "$f-age" "$f" 1.10 "$no_fast"
+    verdict_row "encrypted, fast path: restore ≤ 1.10 × plain" restore "$f-age" "$f" 1.10 "$no_fast"
     local rss_max
     rss_max=$(printf '%s' "$samples" | awk -F'\t' '$6 != "-" && $6 > m { m = $6 } END { print m ? m : "-" }')
     if [[ "$rss_max" == - ]]; then
@@ -666,6 +689,11 @@ while (($#)); do
     --keep)
         keep=1
         shift
+        ;;
+    --only)
+        [[ $# -ge 2 ]] || die "--only needs a comma-separated list of methods"
+        only=",$2,"
+        shift 2
         ;;
     --clean)
         pin_endpoint
@@ -776,8 +804,23 @@ log "reference: $ref_fingerprint"
 mismatches=""
 declare -A failed=() # "PHASE METHOD" of ours that failed, no longer measured
 
-backup_methods=(a b0 b0e b c "${ours_methods[@]}" ours-direct ours-l1)
-restore_methods=(a b c "${ours_methods[@]}" ours-direct)
+# The encrypted variants, to a key of this run's own (made by the build under test).
+age_identity="$work/age-identity.txt"
+"$bin" key init "$age_identity" >"$work/age-public.txt" 2>"$work/key-init.log" ||
+    die "\`$bin key init\` failed: $(cat "$work/key-init.log")"
+age_public=$(cat "$work/age-public.txt")
+age_methods=()
+for m in "${ours_methods[@]}"; do age_methods+=("$m-age"); done
+
+backup_methods=(a b0 b0e b c "${ours_methods[@]}" "${age_methods[@]}" ours-direct ours-l1)
+restore_methods=(a b c "${ours_methods[@]}" "${age_methods[@]}" ours-direct)
+if [[ -n "$only" ]]; then
+    keep_only() { local m; for m in "$@"; do [[ "$only" == *",$m,"* ]] && printf '%s\n' "$m"; done; return 0; }
+    mapfile -t backup_methods < <(keep_only "${backup_methods[@]}")
+    mapfile -t restore_methods < <(keep_only "${restore_methods[@]}")
+    ((${#backup_methods[@]})) || die "--only $only names none of the methods"
+    log "only: ${backup_methods[*]}"
+fi
 ext_loads=()
 for ((round = 0; round <= runs; round++)); do
     mkdir -p "$work/out/$round"

@@ -298,6 +298,9 @@ docker persist push app-20261122T101500Z.tar --to s3://bucket/app?region=eu-west
     /// PostgreSQL services whose data directory holds another major version than the new image are
     /// moved by dump and load into a new volume; the old volume stays until `--finish`.
     Upgrade(UpgradeArgs),
+    /// Manage the age keys that encrypt backups (`key init`)
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -410,6 +413,10 @@ pub struct UpgradeArgs {
     /// How data moves: `fast` or `universal` (see `backup --help`). Default: fast where it works
     #[arg(long = "path", value_name = "PATH", value_enum)]
     pub data_path: Option<DataPath>,
+
+    /// Keys for the rollback's restore of an encrypted `pre-upgrade` backup
+    #[command(flatten)]
+    pub keys: IdentityArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -599,6 +606,63 @@ pub struct MigrateArgs {
     pub data_path: Option<DataPath>,
 }
 
+/// The keys that read encrypted backups (`restore`, `verify`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct IdentityArgs {
+    /// An identity file that decrypts encrypted backups: an age identity (`key init`, `age-keygen`) or an
+    /// unencrypted ssh private key (ed25519, RSA). Repeatable
+    #[arg(
+        long = "identity",
+        value_name = "FILE",
+        env = "DOCKER_PERSIST_IDENTITY"
+    )]
+    pub identities: Vec<PathBuf>,
+
+    /// A file whose first line is the passphrase of passphrase-encrypted backups
+    #[arg(long, value_name = "FILE", env = "DOCKER_PERSIST_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Use an identity file that group or others can read (refused otherwise, as ssh does)
+    #[arg(long)]
+    pub insecure_identity: bool,
+}
+
+/// How a backup is encrypted (`backup`), beyond `x-persist: {encrypt: …}`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EncryptArgs {
+    /// Encrypt to this recipient too: an age public key (`age1…`), an ssh public key (`ssh-ed25519 …`,
+    /// `ssh-rsa …`) or `file:PATH` (one per line). Repeatable
+    #[arg(
+        long = "encrypt-to",
+        value_name = "RECIPIENT",
+        conflicts_with = "no_encrypt"
+    )]
+    pub encrypt_to: Vec<String>,
+
+    /// Encrypt with the passphrase in this file's first line (scrypt); can be combined with recipients
+    #[arg(long, value_name = "FILE", env = "DOCKER_PERSIST_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Write a plain backup although `x-persist: {encrypt: …}` names recipients (said in a warning)
+    #[arg(long)]
+    pub no_encrypt: bool,
+}
+
+/// `key …` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new age identity (mode 0600) and its public key (`PATH.pub`), and print the public key
+    Init(KeyInitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeyInitArgs {
+    /// Where to write the identity (default: `$XDG_CONFIG_HOME/docker-persist/identity.txt`, else
+    /// `~/.config/docker-persist/identity.txt`); never overwritten
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RestoreArgs {
     /// A backup file (`….tar`), then the volumes to restore from it (default: the newest backup, every
@@ -644,6 +708,9 @@ pub struct RestoreArgs {
     /// archive API; works with any engine). Default: fast where it works, else universal
     #[arg(long = "path", value_name = "PATH", value_enum)]
     pub data_path: Option<DataPath>,
+
+    #[command(flatten)]
+    pub keys: IdentityArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -695,6 +762,9 @@ pub struct BackupArgs {
     /// volume, else of the project, else auto
     #[arg(long, value_name = "MODE", value_enum)]
     pub consistency: Option<ConsistencyChoice>,
+
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 /// The consistency modes `--consistency` accepts.
@@ -782,6 +852,9 @@ pub struct VerifyArgs {
     /// archive API; works with any engine). Default: fast where it works, else universal
     #[arg(long = "path", value_name = "PATH", value_enum)]
     pub data_path: Option<DataPath>,
+
+    #[command(flatten)]
+    pub keys: IdentityArgs,
 }
 
 #[derive(Debug, Clone, Args)]

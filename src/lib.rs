@@ -10,6 +10,7 @@ pub mod commands;
 pub mod compose;
 pub mod context;
 pub mod destination;
+pub mod encryption;
 pub mod engine;
 pub mod fastpath;
 pub mod intent;
@@ -59,6 +60,7 @@ pub async fn run(
             Command::Destinations(args) => commands::destinations::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
             Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
+            Command::Key(cli::KeyCommand::Init(args)) => commands::key::init(printer, args),
         }
     };
     // `upgrade` answers an interruption itself: once the new version runs, Ctrl-C rolls it back.
@@ -104,6 +106,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Upgrade(u) if u.finish => "upgrade --finish",
         Command::Upgrade(u) if u.rollback => "upgrade --rollback",
         Command::Upgrade(_) => "upgrade",
+        Command::Key(_) => "key",
     }
 }
 
@@ -149,6 +152,40 @@ pub fn classify_error(err: &anyhow::Error) -> (ExitStatus, Vec<String>) {
                 _ => Vec::new(),
             };
             return (ExitStatus::Failure, hint);
+        }
+        if let Some(e) = cause.downcast_ref::<archive::ArchiveError>() {
+            let hint = match e {
+                archive::ArchiveError::Locked {
+                    source: archive::UnlockError::NoKeys { .. },
+                    ..
+                } => vec![
+                    "pass its identity with `--identity FILE` (or `DOCKER_PERSIST_IDENTITY`), or its passphrase with `--passphrase-file FILE`"
+                        .to_string(),
+                ],
+                archive::ArchiveError::Locked {
+                    source: archive::UnlockError::NoMatchingIdentity { .. },
+                    ..
+                } => vec![
+                    "`ssh-keygen -lf KEY.pub` prints an ssh key's fingerprint; an age key's is SHA256 of its `age1…` text (docs/format.md)"
+                        .to_string(),
+                ],
+                _ => Vec::new(),
+            };
+            if !hint.is_empty() {
+                return (ExitStatus::Failure, hint);
+            }
+        }
+        if cause
+            .downcast_ref::<encryption::InsecureIdentity>()
+            .is_some()
+        {
+            return (
+                ExitStatus::Failure,
+                vec![
+                    "`chmod 600` the file, or pass `--insecure-identity` to use it anyway"
+                        .to_string(),
+                ],
+            );
         }
         if let Some(e) = cause.downcast_ref::<ComposeError>() {
             let hint = match e {

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::ArchiveError;
+use super::crypt::{AGE_SUFFIX, EncryptionInfo};
 use super::digest::ContentDigest;
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
@@ -65,6 +66,9 @@ pub struct Manifest {
     /// The project-wide hooks (top-level `x-persist: {hooks: …}`) run around the whole backup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRecord>,
+    /// Present when the members are encrypted (see [`super::crypt`] and [`split_sealed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
 }
 
 impl Manifest {
@@ -151,7 +155,9 @@ pub struct DumpRecord {
     pub stored_bytes: u64,
     /// SHA-256 of the member as stored, lowercase hex.
     pub sha256: String,
-    /// SHA-256 of the dump as the tool wrote it (the decompressed member), lowercase hex.
+    /// SHA-256 of the dump as the tool wrote it (the decompressed member), lowercase hex; empty in an
+    /// encrypted backup read without its identity (it is sealed).
+    #[serde(default)]
     pub content_sha256: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRecord>,
@@ -265,7 +271,24 @@ pub struct VolumeRecord {
     pub stored_bytes: u64,
     /// SHA-256 of the member as stored, lowercase hex.
     pub sha256: String,
-    pub content_digest: ContentDigest,
+    /// The tree's content digest; `None` only in an encrypted backup read without its identity (the digest
+    /// is one of the sealed fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<ContentDigest>,
+}
+
+impl VolumeRecord {
+    /// The version of its content digest (`tree-v2` when the digest is sealed and not read).
+    pub fn digest_version(&self) -> super::digest::DigestVersion {
+        self.content_digest
+            .map_or(super::digest::DigestVersion::V2, |d| d.version())
+    }
+
+    /// Its content digest as text; `sealed` when it is sealed and not read.
+    pub fn digest_text(&self) -> String {
+        self.content_digest
+            .map_or_else(|| "sealed".to_string(), |d| d.to_string())
+    }
 }
 
 /// The parts of a backup file name: `<project>-<YYYYMMDDTHHMMSSZ>[-<tag>].tar`.
@@ -506,6 +529,92 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// The fields of a volume record that an encrypted backup keeps in its sealed part: what can hold a secret
+/// (driver options carry CIFS/NFS passwords, labels and hook commands and output anything) and the digests
+/// of the plain content, which would let someone confirm a guess of it.
+pub const SEALED_VOLUME_FIELDS: [&str; 4] = ["driver_opts", "labels", "hooks", "content_digest"];
+/// The same for a dump record (the image too: a private registry's name can say more than wanted).
+pub const SEALED_DUMP_FIELDS: [&str; 5] =
+    ["driver_opts", "labels", "hooks", "content_sha256", "image"];
+/// The same for the manifest itself.
+pub const SEALED_TOP_FIELDS: [&str; 1] = ["hooks"];
+
+/// Splits a full manifest into its readable JSON (without the sealed fields) and the sealed part:
+/// `{"hooks": …, "volumes": {key: {field: …}}, "dumps": {key: {field: …}}}`. [`merge_sealed`] undoes it.
+pub fn split_sealed(
+    manifest: &Manifest,
+) -> serde_json::Result<(serde_json::Value, serde_json::Value)> {
+    use serde_json::{Map, Value};
+    let mut readable = serde_json::to_value(manifest)?;
+    let mut sealed = Map::new();
+    let take = |obj: &mut Map<String, Value>, fields: &[&str]| -> Map<String, Value> {
+        fields
+            .iter()
+            .filter_map(|f| obj.remove(*f).map(|v| ((*f).to_string(), v)))
+            .collect()
+    };
+    if let Value::Object(top) = &mut readable {
+        let own = take(top, &SEALED_TOP_FIELDS);
+        sealed.extend(own);
+        for (list, fields) in [
+            ("volumes", &SEALED_VOLUME_FIELDS[..]),
+            ("dumps", &SEALED_DUMP_FIELDS[..]),
+        ] {
+            let mut by_key = Map::new();
+            if let Some(Value::Array(items)) = top.get_mut(list) {
+                for item in items {
+                    if let Value::Object(obj) = item {
+                        let key = obj
+                            .get("key")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        by_key.insert(key, Value::Object(take(obj, fields)));
+                    }
+                }
+            }
+            sealed.insert(list.to_string(), Value::Object(by_key));
+        }
+    }
+    Ok((readable, Value::Object(sealed)))
+}
+
+/// Puts the sealed fields back into a readable manifest's JSON (see [`split_sealed`]).
+pub fn merge_sealed(readable: &mut serde_json::Value, sealed: serde_json::Value) {
+    use serde_json::Value;
+    let (Value::Object(top), Value::Object(mut sealed)) = (readable, sealed) else {
+        return;
+    };
+    for list in ["volumes", "dumps"] {
+        let Some(Value::Object(by_key)) = sealed.remove(list) else {
+            continue;
+        };
+        if let Some(Value::Array(items)) = top.get_mut(list) {
+            for item in items {
+                let Value::Object(obj) = item else { continue };
+                let key = obj
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Some(Value::Object(fields)) = by_key.get(&key) {
+                    for (k, v) in fields {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (k, v) in sealed {
+        top.insert(k, v);
+    }
+}
+
+/// The member name of `plain` (a plain backup's member name) in an encrypted backup: `<plain>.age`.
+pub fn encrypted_member(plain: &str) -> String {
+    format!("{plain}{AGE_SUFFIX}")
+}
+
 /// A Compose file's member name, `compose/<file name>`; the name must be one plain path component.
 pub fn compose_member(file_name: &str) -> Option<String> {
     let ok = !file_name.is_empty()
@@ -562,10 +671,11 @@ mod tests {
                 uncompressed_bytes: 3072,
                 stored_bytes: 200,
                 sha256: "00".repeat(32),
-                content_digest: ContentDigest::from_bytes(DigestVersion::V2, [7; 32]),
+                content_digest: Some(ContentDigest::from_bytes(DigestVersion::V2, [7; 32])),
             }],
             dumps: vec![],
             hooks: vec![],
+            encryption: None,
         }
     }
 

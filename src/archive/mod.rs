@@ -10,9 +10,11 @@
 //! - [`digest`]: the order-independent content digest of a tree, computed from a tar stream as it passes;
 //! - [`writer`]: writing a backup file (`.partial`, fsync, rename);
 //! - [`reader`]: opening, verifying and listing backup files, and reading a volume back;
+//! - [`crypt`]: age encryption of members and of the manifest's secret fields (the only `age` user);
 //! - [`tree`]: a volume's tree on disk packed to, unpacked from and digested like the engine's tar (the fast
 //!   path, run inside a helper container).
 
+pub mod crypt;
 pub mod digest;
 pub mod format;
 pub mod reader;
@@ -24,6 +26,10 @@ pub mod writer;
 
 use std::path::PathBuf;
 
+pub use crypt::{
+    CryptError, EncryptionInfo, Identity, Keys, Passphrase, Recipient, RecipientInfo, Sealer,
+    UnlockError,
+};
 pub use digest::{
     ContentDigest, DigestError, DigestOptions, DigestVersion, TreeHasher, TreeSummary,
 };
@@ -156,6 +162,20 @@ pub enum ArchiveError {
     Verify {
         path: PathBuf,
         problems: Vec<Problem>,
+    },
+
+    #[error("cannot read `{}`: {source}", path.display())]
+    Locked {
+        path: PathBuf,
+        #[source]
+        source: UnlockError,
+    },
+
+    #[error("member `{member}` of `{}`: {reason}", path.display())]
+    Decrypt {
+        path: PathBuf,
+        member: String,
+        reason: String,
     },
 
     #[error("failed to list backups in `{}`", path.display())]

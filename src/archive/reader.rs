@@ -8,6 +8,12 @@
 //! same [`Backup`] first (a restore must know the member is sound before it destroys anything), and it checks
 //! again on the way: the stored bytes' SHA-256 and size are compared at the end of the stream and zstd checks
 //! its frame checksum, so a file changed after its verification fails the stream instead of passing silently.
+//!
+//! An encrypted backup ([`super::crypt`]) opens without its identity: the readable manifest lists it, and
+//! [`Backup::verify`] checks the structure, sizes, SHA-256 of the stored bytes and age headers, and says
+//! that it could not check more ([`VerifyReport::locked`]). [`Backup::unlock`] with an identity (or the
+//! passphrase) reads the sealed manifest fields, and from then on members are decrypted as they are read
+//! (`age`, then zstd), the same checks as for a plain backup.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -19,10 +25,11 @@ use jiff::Timestamp;
 use sha2::{Digest as _, Sha256};
 
 use super::ArchiveError;
+use super::crypt::{self, AGE_SUFFIX, DecryptingReader, Keys, UnlockError, Unlocked};
 use super::digest::{DigestError, DigestOptions, TreeSummary, digest_tar};
 use super::format::{
     BackupName, DUMPS_DIR, DumpRecord, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX,
-    VOLUMES_DIR, compose_member, key_for_member,
+    VOLUMES_DIR, compose_member, encrypted_member, key_for_member, merge_sealed,
 };
 use super::source::{FileSource, RangeSource, ReadSeek};
 
@@ -54,6 +61,10 @@ pub struct Backup {
     structure: Vec<Problem>,
     /// Keys of the volumes verified sound through this handle.
     verified: Mutex<BTreeSet<String>>,
+    /// The manifest's JSON as stored (for an encrypted backup, without its sealed fields).
+    readable: serde_json::Value,
+    /// The identities that opened an encrypted backup.
+    unlocked: Option<Arc<Unlocked>>,
 }
 
 impl Backup {
@@ -155,7 +166,7 @@ impl Backup {
                 member: MANIFEST_MEMBER.to_string(),
                 source,
             })?;
-        let manifest = parse_manifest(&path, &json)?;
+        let (manifest, readable) = parse_manifest(&path, &json)?;
 
         if manifest_index != members.len() - 1 {
             structure.push(Problem::new(
@@ -187,7 +198,51 @@ impl Backup {
             file_len,
             structure,
             verified: Mutex::new(BTreeSet::new()),
+            readable,
+            unlocked: None,
         })
+    }
+
+    /// Opens a backup and, when it is encrypted, unlocks it with `keys` (an error when they do not fit or
+    /// there are none). A plain backup opens as with [`Backup::open`], whatever the keys.
+    pub fn open_with(path: impl AsRef<Path>, keys: &Keys) -> Result<Backup, ArchiveError> {
+        let mut backup = Backup::open(path)?;
+        backup.unlock(keys)?;
+        Ok(backup)
+    }
+
+    /// Reads the sealed manifest fields of an encrypted backup with `keys`, and keeps the identities for
+    /// reading its members. Nothing to do for a plain backup, or one already unlocked.
+    pub fn unlock(&mut self, keys: &Keys) -> Result<(), ArchiveError> {
+        let Some(info) = self.manifest.encryption.clone() else {
+            return Ok(());
+        };
+        if self.unlocked.is_some() {
+            return Ok(());
+        }
+        let locked = |source| ArchiveError::Locked {
+            path: self.path.clone(),
+            source,
+        };
+        let (unlocked, sealed) = Unlocked::open(&info, keys).map_err(locked)?;
+        let sealed: serde_json::Value = serde_json::from_slice(&sealed)
+            .map_err(|e| locked(UnlockError::Damaged(format!("it is not JSON: {e}"))))?;
+        let mut full = self.readable.clone();
+        merge_sealed(&mut full, sealed);
+        self.manifest = serde_json::from_value(full)
+            .map_err(|e| locked(UnlockError::Damaged(format!("not a valid manifest: {e}"))))?;
+        self.unlocked = Some(Arc::new(unlocked));
+        Ok(())
+    }
+
+    /// Whether the members are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.manifest.encryption.is_some()
+    }
+
+    /// Encrypted and not unlocked: only the readable manifest and the stored bytes can be checked.
+    pub fn is_locked(&self) -> bool {
+        self.is_encrypted() && self.unlocked.is_none()
     }
 
     pub fn path(&self) -> &Path {
@@ -212,17 +267,28 @@ impl Backup {
         self.members.iter().rev().find(|m| m.name == name)
     }
 
-    /// The bytes of `compose/<file_name>`.
+    /// The member name of Compose file `file_name` in this file.
+    fn compose_member_name(&self, file_name: &str) -> Option<String> {
+        let plain = compose_member(file_name)?;
+        Some(if self.is_encrypted() {
+            encrypted_member(&plain)
+        } else {
+            plain
+        })
+    }
+
+    /// The bytes of `compose/<file_name>` (decrypted, for an encrypted backup that was unlocked).
     pub fn compose_file(&self, file_name: &str) -> Result<Vec<u8>, ArchiveError> {
-        let name = compose_member(file_name).unwrap_or_default();
+        let name = self.compose_member_name(file_name).unwrap_or_default();
         let m = self
             .member(&name)
             .ok_or_else(|| ArchiveError::MissingMember {
                 path: self.path.clone(),
                 member: name.clone(),
             })?;
+        let (mut reader, _) = self.member_reader(m)?;
         let mut out = Vec::new();
-        self.raw_member(m)?
+        reader
             .read_to_end(&mut out)
             .map_err(|source| ArchiveError::ReadMember {
                 path: self.path.clone(),
@@ -242,8 +308,15 @@ impl Backup {
         let mut problems = Vec::new();
 
         for name in &self.manifest.compose_files {
-            match compose_member(name) {
-                Some(member) if self.member(&member).is_some() => {}
+            match self.compose_member_name(name) {
+                Some(member) if self.member(&member).is_some() => {
+                    if self.is_encrypted()
+                        && let Some(index) = self.member(&member)
+                        && let Some(reason) = self.check_encrypted_whole(index)?
+                    {
+                        problems.push(Problem::new(Some(&member), ProblemKind::Decrypt, &reason));
+                    }
+                }
                 Some(member) => problems.push(Problem::new(
                     Some(&member),
                     ProblemKind::MissingMember,
@@ -306,6 +379,7 @@ impl Backup {
             path: self.path.clone(),
             volumes: Vec::new(),
             problems: self.structure.clone(),
+            locked: self.is_locked(),
         };
         for key in keys {
             let mut problems = Vec::new();
@@ -319,7 +393,7 @@ impl Backup {
                     });
                 }
             };
-            if problems.is_empty() && self.structure.is_empty() {
+            if problems.is_empty() && self.structure.is_empty() && !self.is_locked() {
                 self.mark_verified(key);
             }
             report.problems.extend(problems);
@@ -369,9 +443,11 @@ impl Backup {
         Some(index)
     }
 
-    /// Gives `consume` the zstd-decoded member, then hashes whatever it left unread so that the SHA-256
-    /// covers the whole member, and records a SHA-256 that differs from `sha256`. Returns what `consume`
-    /// returned and whether zstd failed; a failure to read the file itself is an error, not a problem.
+    /// Gives `consume` the decrypted (when encrypted) and zstd-decoded member, then reads whatever it left
+    /// so that the SHA-256 covers the whole member, and records a SHA-256 that differs from `sha256`.
+    /// Returns what `consume` returned and whether zstd failed; `None` when the member did not decrypt
+    /// (recorded as a problem: what it decoded to means nothing then). A failure to read the file itself
+    /// is an error, not a problem.
     fn read_checked<T>(
         &self,
         member: &str,
@@ -379,23 +455,43 @@ impl Backup {
         sha256: &str,
         problem: &mut Report<'_>,
         consume: impl FnOnce(&mut dyn Read) -> T,
-    ) -> Result<(T, bool), ArchiveError> {
-        let raw = self.raw_member(index)?;
-        let hashing = HashingReader::new(raw);
-        let io_failed = hashing.failed.clone();
+    ) -> Result<Option<(T, bool)>, ArchiveError> {
+        let (reader, hash) = match self.member_reader(index) {
+            Ok(opened) => opened,
+            Err(ArchiveError::Decrypt { reason, .. }) => {
+                problem(ProblemKind::Decrypt, &reason, None, None);
+                self.compare_stored_sha(index, sha256, problem)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
             READ_BUFFER,
-            hashing,
+            Latch::new(reader),
         ))
         .map_err(|source| self.read_err(member, source))?;
         let mut decoder = Latch::new(decoder);
         let consumed = consume(&mut decoder);
-        if let Some(source) = io_failed.lock().ok().and_then(|mut slot| slot.take()) {
+        if let Some(source) = hash.take_failure() {
             return Err(self.read_err(member, source));
         }
-        let mut hashing = decoder.inner.finish().into_inner();
-        io::copy(&mut hashing, &mut io::sink()).map_err(|source| self.read_err(member, source))?;
-        let (found, read) = hashing.finish();
+        let mut stored = decoder.inner.finish().into_inner();
+        let drained = io::copy(&mut stored, &mut io::sink());
+        if let Some(source) = hash.take_failure() {
+            return Err(self.read_err(member, source));
+        }
+        if stored.inner.is_sealed() && (stored.failed || drained.is_err()) {
+            problem(
+                ProblemKind::Decrypt,
+                "it does not decrypt: the encrypted data was changed or cut short",
+                None,
+                None,
+            );
+            self.compare_stored_sha(index, sha256, problem)?;
+            return Ok(None);
+        }
+        drained.map_err(|source| self.read_err(member, source))?;
+        let (found, read) = hash.finish();
         debug_assert_eq!(read, index.size);
         if found != sha256 {
             problem(
@@ -405,7 +501,74 @@ impl Backup {
                 Some(found),
             );
         }
-        Ok((consumed, decoder.failed))
+        Ok(Some((consumed, decoder.failed)))
+    }
+
+    /// Hashes the stored bytes of a member in a pass of their own and records a SHA-256 that differs from
+    /// `sha256`: what can be checked of a member that cannot be decoded.
+    fn compare_stored_sha(
+        &self,
+        index: &MemberIndex,
+        sha256: &str,
+        problem: &mut Report<'_>,
+    ) -> Result<(), ArchiveError> {
+        let mut raw = self.raw_member(index)?;
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let n = raw
+                .read(&mut buf)
+                .map_err(|source| self.read_err(&index.name, source))?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        let found = hex::encode(sha.finalize());
+        if found != sha256 {
+            problem(
+                ProblemKind::Sha256Mismatch,
+                "SHA-256 of the stored bytes differs from the manifest",
+                Some(sha256.to_string()),
+                Some(found),
+            );
+        }
+        Ok(())
+    }
+
+    /// What can be checked of an encrypted member without its identity: its SHA-256 and that its age
+    /// header parses.
+    fn check_locked(
+        &self,
+        index: &MemberIndex,
+        sha256: &str,
+        problem: &mut Report<'_>,
+    ) -> Result<(), ArchiveError> {
+        if let Err(reason) = crypt::check_header(self.raw_member(index)?) {
+            problem(ProblemKind::Decrypt, &reason, None, None);
+        }
+        self.compare_stored_sha(index, sha256, problem)
+    }
+
+    /// Decrypts a whole small member (a Compose file) to check it; the reason when it does not decrypt.
+    /// Without the identity, only its age header is checked.
+    fn check_encrypted_whole(&self, index: &MemberIndex) -> Result<Option<String>, ArchiveError> {
+        if self.is_locked() {
+            return Ok(crypt::check_header(self.raw_member(index)?).err());
+        }
+        match self.member_reader(index) {
+            Ok((mut reader, hash)) => {
+                let read = io::copy(&mut reader, &mut io::sink());
+                if let Some(source) = hash.take_failure() {
+                    return Err(self.read_err(&index.name, source));
+                }
+                Ok(read.err().map(|_| {
+                    "it does not decrypt: the encrypted data was changed or cut short".to_string()
+                }))
+            }
+            Err(ArchiveError::Decrypt { reason, .. }) => Ok(Some(reason)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks a dump member: present, its size and SHA-256, its zstd frames and checksums, and the size and
@@ -446,7 +609,12 @@ impl Backup {
         let Some(index) = self.located(member, record.stored_bytes, &mut problem) else {
             return Ok(check);
         };
-        let (decoded, _) = self.read_checked(member, index, &record.sha256, &mut problem, |r| {
+        if self.is_locked() {
+            self.check_locked(index, &record.sha256, &mut problem)?;
+            check.ok = problems.is_empty();
+            return Ok(check);
+        }
+        let decoded = self.read_checked(member, index, &record.sha256, &mut problem, |r| {
             let mut content = Sha256::new();
             let mut bytes = 0u64;
             let mut buf = vec![0u8; READ_BUFFER];
@@ -462,6 +630,9 @@ impl Backup {
                 }
             }
         })?;
+        let Some((decoded, _)) = decoded else {
+            return Ok(check);
+        };
         let (content, bytes) = match decoded {
             Ok(read) => read,
             Err(e) => {
@@ -535,30 +706,57 @@ impl Backup {
                 found,
             });
         };
-        if key_for_member(member).as_deref() != Some(record.key.as_str()) {
+        let plain_member = if self.is_encrypted() {
+            member.strip_suffix(AGE_SUFFIX)
+        } else {
+            Some(member)
+        };
+        if plain_member.and_then(key_for_member).as_deref() != Some(record.key.as_str()) {
+            let expected = super::format::member_for_key(&record.key);
             problem(
                 ProblemKind::Manifest,
                 "is not the member name of its volume key",
-                Some(super::format::member_for_key(&record.key)),
+                Some(if self.is_encrypted() {
+                    encrypted_member(&expected)
+                } else {
+                    expected
+                }),
                 Some(member.to_string()),
             );
         }
         let Some(index) = self.located(member, record.stored_bytes, &mut problem) else {
             return Ok(check);
         };
+        if self.is_locked() {
+            self.check_locked(index, &record.sha256, &mut problem)?;
+            check.ok = problems.is_empty();
+            return Ok(check);
+        }
+        let Some(expected_digest) = record.content_digest else {
+            problem(
+                ProblemKind::Manifest,
+                "has no content digest in the manifest",
+                None,
+                None,
+            );
+            return Ok(check);
+        };
         let options = match DigestOptions::new(record.tar_prefix.as_deref()) {
             // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
-            Ok(o) => o.with_version(record.content_digest.version()),
+            Ok(o) => o.with_version(expected_digest.version()),
             Err(e) => {
                 problem(ProblemKind::Manifest, &e.to_string(), None, None);
                 return Ok(check);
             }
         };
 
-        let (digested, zstd_failed) =
+        let Some((digested, zstd_failed)) =
             self.read_checked(member, index, &record.sha256, &mut problem, |r| {
                 digest_tar(r, &options)
-            })?;
+            })?
+        else {
+            return Ok(check);
+        };
         let summary = match digested {
             Ok(summary) => summary,
             Err(e) => {
@@ -600,7 +798,7 @@ impl Backup {
         compare(
             "content digest differs from the manifest",
             ProblemKind::DigestMismatch,
-            record.content_digest.to_string(),
+            expected_digest.to_string(),
             summary.digest.to_string(),
         );
         check.ok = problems.is_empty();
@@ -652,20 +850,56 @@ impl Backup {
                 path: self.path.clone(),
                 member: member.to_string(),
             })?;
-        let raw = self.raw_member(index)?;
-        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-            READ_BUFFER,
-            HashingReader::new(raw),
-        ))
-        .map_err(|source| self.read_err(member, source))?;
+        let (reader, hash) = self.member_reader(index)?;
+        let decoder =
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(READ_BUFFER, reader))
+                .map_err(|source| self.read_err(member, source))?;
         Ok(VolumeStream {
             decoder: Some(decoder),
+            hash,
             path: self.path.clone(),
             member: member.to_string(),
             expected_sha256: sha256.to_string(),
             expected_size: stored_bytes,
             ended: false,
         })
+    }
+
+    /// The member's bytes as a plain backup would store them — decrypted when the backup is encrypted —
+    /// with the SHA-256 and count of the stored bytes taken as they are read. An encrypted member of a
+    /// locked backup, or one whose age header does not open, is an error.
+    fn member_reader(
+        &self,
+        index: &MemberIndex,
+    ) -> Result<(MemberReader, HashHandle), ArchiveError> {
+        let (hashing, hash) = HashingReader::new(self.raw_member(index)?);
+        if !self.is_encrypted() {
+            return Ok((MemberReader::Plain(hashing), hash));
+        }
+        let Some(unlocked) = &self.unlocked else {
+            return Err(ArchiveError::Locked {
+                path: self.path.clone(),
+                source: UnlockError::NoKeys {
+                    recipients: self
+                        .manifest
+                        .encryption
+                        .as_ref()
+                        .map(|e| e.recipients.clone())
+                        .unwrap_or_default(),
+                },
+            });
+        };
+        match unlocked.decrypt(hashing) {
+            Ok(reader) => Ok((MemberReader::Sealed(reader), hash)),
+            Err(reason) => Err(match hash.take_failure() {
+                Some(source) => self.read_err(&index.name, source),
+                None => ArchiveError::Decrypt {
+                    path: self.path.clone(),
+                    member: index.name.clone(),
+                    reason,
+                },
+            }),
+        }
     }
 
     fn raw_member(&self, index: &MemberIndex) -> Result<Box<dyn Read + Send>, ArchiveError> {
@@ -686,7 +920,7 @@ impl Backup {
     }
 }
 
-fn parse_manifest(path: &Path, json: &[u8]) -> Result<Manifest, ArchiveError> {
+fn parse_manifest(path: &Path, json: &[u8]) -> Result<(Manifest, serde_json::Value), ArchiveError> {
     let not_a_backup = |reason: String| ArchiveError::NotABackup {
         path: path.to_path_buf(),
         reason,
@@ -707,8 +941,9 @@ fn parse_manifest(path: &Path, json: &[u8]) -> Result<Manifest, ArchiveError> {
             });
         }
     }
-    serde_json::from_value(value)
-        .map_err(|e| not_a_backup(format!("`{MANIFEST_MEMBER}` is not a valid manifest: {e}")))
+    let manifest = serde_json::from_value(value.clone())
+        .map_err(|e| not_a_backup(format!("`{MANIFEST_MEMBER}` is not a valid manifest: {e}")))?;
+    Ok((manifest, value))
 }
 
 /// Reads only the manifest of a backup, from the tail of `source`: the last member of a backup is
@@ -745,7 +980,7 @@ pub fn read_tail_manifest(path: &Path, source: &dyn RangeSource) -> Result<Manif
             ));
         }
         if let Some(json) = find_tail_manifest(&tail) {
-            return parse_manifest(path, json);
+            return parse_manifest(path, json).map(|(manifest, _)| manifest);
         }
         if start == 0 || want >= MAX_MANIFEST {
             return Err(not_a_backup(format!(
@@ -843,7 +1078,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// The decoded tar of one volume; see [`Backup::volume_stream`].
 pub struct VolumeStream {
-    decoder: Option<zstd::stream::read::Decoder<'static, BufReader<HashingReader>>>,
+    decoder: Option<zstd::stream::read::Decoder<'static, BufReader<MemberReader>>>,
+    hash: HashHandle,
     path: PathBuf,
     member: String,
     expected_sha256: String,
@@ -883,13 +1119,31 @@ impl VolumeStream {
         let Some(decoder) = self.decoder.take() else {
             return Ok(());
         };
-        let mut hashing = decoder.finish().into_inner();
-        io::copy(&mut hashing, &mut io::sink()).map_err(|source| ArchiveError::ReadMember {
-            path: self.path.clone(),
-            member: self.member.clone(),
-            source,
-        })?;
-        let (sha256, size) = hashing.finish();
+        let mut stored = decoder.finish().into_inner();
+        let drained = io::copy(&mut stored, &mut io::sink());
+        if let Some(source) = self.hash.take_failure() {
+            return Err(ArchiveError::ReadMember {
+                path: self.path.clone(),
+                member: self.member.clone(),
+                source,
+            });
+        }
+        if let Err(e) = drained {
+            return Err(if stored.is_sealed() {
+                ArchiveError::Decrypt {
+                    path: self.path.clone(),
+                    member: self.member.clone(),
+                    reason: format!("it does not decrypt: {e}"),
+                }
+            } else {
+                ArchiveError::ReadMember {
+                    path: self.path.clone(),
+                    member: self.member.clone(),
+                    source: e,
+                }
+            });
+        }
+        let (sha256, size) = self.hash.finish();
         if size != self.expected_size {
             return Err(ArchiveError::Changed {
                 path: self.path.clone(),
@@ -919,7 +1173,24 @@ impl Read for VolumeStream {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(0);
         };
-        let n = decoder.read(buf)?;
+        let n = match decoder.read(buf) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() != io::ErrorKind::Interrupted
+                    && decoder.get_ref().get_ref().decrypt_failed()
+                    && self.hash.take_failure().is_none() =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    ArchiveError::Decrypt {
+                        path: self.path.clone(),
+                        member: self.member.clone(),
+                        reason: format!("it does not decrypt: {e}"),
+                    },
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             self.ended = true;
             self.check_end()
@@ -929,27 +1200,50 @@ impl Read for VolumeStream {
     }
 }
 
-/// Hashes and counts the raw member bytes as the decoder pulls them, and keeps an I/O error aside so it is
-/// not mistaken for damaged data.
-struct HashingReader {
-    inner: Box<dyn Read + Send>,
+/// What [`HashingReader`] has seen: the SHA-256 and count of the stored bytes, and an I/O error kept aside
+/// so it is not mistaken for damaged data. Shared, because age's reader does not give its inner reader
+/// back.
+#[derive(Default)]
+struct HashState {
     sha: Sha256,
     bytes: u64,
-    failed: Arc<Mutex<Option<io::Error>>>,
+    failed: Option<io::Error>,
+}
+
+/// The reading side's handle on a [`HashingReader`]'s state.
+#[derive(Clone, Default)]
+struct HashHandle(Arc<Mutex<HashState>>);
+
+impl HashHandle {
+    fn take_failure(&self) -> Option<io::Error> {
+        self.0.lock().ok().and_then(|mut s| s.failed.take())
+    }
+
+    /// The SHA-256 (hex) and count of the bytes read so far.
+    fn finish(&self) -> (String, u64) {
+        match self.0.lock() {
+            Ok(s) => (hex::encode(s.sha.clone().finalize()), s.bytes),
+            Err(_) => (String::new(), 0),
+        }
+    }
+}
+
+/// Hashes and counts the raw member bytes as the decoder pulls them.
+struct HashingReader {
+    inner: Box<dyn Read + Send>,
+    state: HashHandle,
 }
 
 impl HashingReader {
-    fn new(inner: Box<dyn Read + Send>) -> Self {
-        HashingReader {
-            inner,
-            sha: Sha256::new(),
-            bytes: 0,
-            failed: Arc::default(),
-        }
-    }
-
-    fn finish(self) -> (String, u64) {
-        (hex::encode(self.sha.finalize()), self.bytes)
+    fn new(inner: Box<dyn Read + Send>) -> (Self, HashHandle) {
+        let state = HashHandle::default();
+        (
+            HashingReader {
+                inner,
+                state: state.clone(),
+            },
+            state,
+        )
     }
 }
 
@@ -957,18 +1251,46 @@ impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
-                self.sha.update(&buf[..n]);
-                self.bytes += n as u64;
+                if let Ok(mut s) = self.state.0.lock() {
+                    s.sha.update(&buf[..n]);
+                    s.bytes += n as u64;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
             Err(e) => {
                 let substitute = io::Error::new(e.kind(), e.to_string());
-                if let Ok(mut slot) = self.failed.lock() {
-                    *slot = Some(e);
+                if let Ok(mut s) = self.state.0.lock() {
+                    s.failed = Some(e);
                 }
                 Err(substitute)
             }
+        }
+    }
+}
+
+/// A member's bytes as a plain backup stores them: read as they are, or decrypted.
+enum MemberReader {
+    Plain(HashingReader),
+    Sealed(DecryptingReader<HashingReader>),
+}
+
+impl MemberReader {
+    fn is_sealed(&self) -> bool {
+        matches!(self, MemberReader::Sealed(_))
+    }
+
+    /// Whether decryption failed.
+    fn decrypt_failed(&self) -> bool {
+        matches!(self, MemberReader::Sealed(r) if r.failed())
+    }
+}
+
+impl Read for MemberReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            MemberReader::Plain(r) => r.read(buf),
+            MemberReader::Sealed(r) => r.read(buf),
         }
     }
 }
@@ -1019,6 +1341,8 @@ pub enum ProblemKind {
     InnerTar,
     /// An inner entry would land outside the volume (absolute path, `..`, hardlink outside).
     UnsafeEntry,
+    /// An encrypted member does not decrypt: changed, cut short, or encrypted to other keys.
+    Decrypt,
     CountMismatch,
     DigestMismatch,
 }
@@ -1077,6 +1401,9 @@ pub struct VerifyReport {
     pub path: PathBuf,
     pub volumes: Vec<VolumeCheck>,
     pub problems: Vec<Problem>,
+    /// The backup is encrypted and was checked without its identity: structure, sizes, the SHA-256 of the
+    /// stored bytes and the age headers were checked, not what the members decrypt to.
+    pub locked: bool,
 }
 
 impl VerifyReport {
@@ -1267,7 +1594,10 @@ mod tests {
         let mut tar = Vec::new();
         stream.read_to_end(&mut tar).unwrap();
         let summary = digest_tar(&tar[..], &DigestOptions::default()).unwrap();
-        assert_eq!(summary.digest, backup.manifest().volumes[0].content_digest);
+        assert_eq!(
+            Some(summary.digest),
+            backup.manifest().volumes[0].content_digest
+        );
         assert_eq!(
             backup.compose_file("compose.yaml").unwrap(),
             b"services: {}\n"

@@ -17,6 +17,9 @@
 //!   does not grow with the volume (zstd's own window and, with workers, its job buffers, are fixed too).
 //! - A volume whose stream fails midway is cut off again (the file is truncated back to where its member
 //!   began), so the writer stays usable for the other volumes; the caller decides whether to go on.
+//! - Encrypted backups ([`BackupWriter::encrypt`]): each member's bytes go through age on their way to
+//!   the file, after zstd (`zstd | age`), so the SHA-256 covers the bytes as stored; the manifest is written
+//!   readable, with the fields that can hold secrets encrypted into its `encryption.sealed`.
 //! - `finish` refuses to replace an existing backup of the same name: it hard-links the `.partial` to the final
 //!   name (which fails if that exists) and falls back to a checked rename on file systems without hard links.
 
@@ -28,10 +31,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::ArchiveError;
+use super::crypt::{EncryptingWriter, Sealer};
 use super::digest::{DigestError, DigestOptions, digest_tar_into};
 use super::format::{
     BackupName, DumpRecord, EngineInfo, FORMAT, HookRecord, MANIFEST_MEMBER, Manifest,
-    PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, member_for_key,
+    PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, encrypted_member,
+    member_for_key, split_sealed,
 };
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
@@ -183,6 +188,8 @@ pub struct BackupWriter {
     target: PathBuf,
     manifest: Manifest,
     options: WriterOptions,
+    /// Set when the members are encrypted.
+    sealer: Option<std::sync::Arc<Sealer>>,
     members: BTreeSet<String>,
     /// Bytes written so far; where the next member starts.
     pos: u64,
@@ -238,6 +245,7 @@ impl BackupWriter {
             volumes: Vec::new(),
             dumps: Vec::new(),
             hooks: Vec::new(),
+            encryption: None,
         };
         Ok(BackupWriter {
             out: Some(BufWriter::with_capacity(OUT_BUFFER, file)),
@@ -246,12 +254,41 @@ impl BackupWriter {
             target,
             manifest,
             options,
+            sealer: None,
             members: BTreeSet::new(),
             pos: 0,
             volumes_started: false,
             poisoned: false,
             done: false,
         })
+    }
+
+    /// Encrypts every member from now on to `sealer`'s recipients (see [`super::crypt`]); before the
+    /// first member only.
+    pub fn encrypt(&mut self, sealer: Sealer) -> Result<(), ArchiveError> {
+        if !self.members.is_empty() {
+            return Err(ArchiveError::InvalidMember {
+                path: self.partial.clone(),
+                member: String::new(),
+                reason: "encryption must be chosen before the first member",
+            });
+        }
+        self.sealer = Some(std::sync::Arc::new(sealer));
+        Ok(())
+    }
+
+    /// Whether the members are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// A plain member name as this file names it (`<name>.age` when encrypted).
+    fn stored_name(&self, plain: String) -> String {
+        if self.sealer.is_some() {
+            encrypted_member(&plain)
+        } else {
+            plain
+        }
     }
 
     /// The file being written.
@@ -277,6 +314,7 @@ impl BackupWriter {
             reason,
         };
         let member = compose_member(file_name).ok_or_else(|| invalid("not a plain file name"))?;
+        let member = self.stored_name(member);
         if self.volumes_started {
             return Err(invalid("Compose files must come before volumes"));
         }
@@ -286,6 +324,17 @@ impl BackupWriter {
             ));
         }
         let mtime = self.mtime();
+        let encrypted = self
+            .sealer
+            .as_ref()
+            .map(|s| s.encrypt(contents))
+            .transpose()
+            .map_err(|source| ArchiveError::Write {
+                path: self.partial.clone(),
+                member: member.clone(),
+                source,
+            })?;
+        let contents = encrypted.as_deref().unwrap_or(contents);
         let result = self.write_small_member(&member, contents, mtime);
         self.after_write(result, &member)?;
         self.members.insert(member);
@@ -301,7 +350,7 @@ impl BackupWriter {
         data: R,
     ) -> Result<VolumeRecord, ArchiveError> {
         self.check_usable()?;
-        let member = member_for_key(&spec.key);
+        let member = self.stored_name(member_for_key(&spec.key));
         let invalid = |reason| ArchiveError::InvalidMember {
             path: self.partial.clone(),
             member: member.clone(),
@@ -358,7 +407,7 @@ impl BackupWriter {
             uncompressed_bytes: summary.tar_bytes,
             stored_bytes: stored,
             sha256,
-            content_digest: summary.digest,
+            content_digest: Some(summary.digest),
         };
         self.members.insert(member);
         self.manifest.volumes.push(record.clone());
@@ -375,7 +424,7 @@ impl BackupWriter {
         mut data: R,
     ) -> Result<DumpRecord, ArchiveError> {
         self.check_usable()?;
-        let member = dump_member(&dump.service, &dump.ext);
+        let member = self.stored_name(dump_member(&dump.service, &dump.ext));
         if self.members.contains(&member) || self.manifest.dumps.iter().any(|d| d.key == spec.key) {
             return Err(ArchiveError::InvalidMember {
                 path: self.partial.clone(),
@@ -389,24 +438,7 @@ impl BackupWriter {
             let sink_err = |e| (true, e);
             let mtime = self.mtime();
             let header_pos = self.start_member(&member, mtime).map_err(sink_err)?;
-            let options = self.options;
-            let out = self.out().map_err(sink_err)?;
-            let sink = HashingWriter {
-                out,
-                sha: Sha256::new(),
-                bytes: 0,
-            };
-            let mut encoder =
-                zstd::stream::write::Encoder::new(sink, options.level).map_err(sink_err)?;
-            encoder.include_checksum(true).map_err(sink_err)?;
-            if options.workers > 0 {
-                encoder.multithread(options.workers).map_err(sink_err)?;
-                if MT_SMALL_JOB_LEVELS.contains(&options.level) {
-                    encoder
-                        .set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))
-                        .map_err(sink_err)?;
-                }
-            }
+            let mut encoder = self.member_encoder().map_err(sink_err)?;
             let mut content = Sha256::new();
             let mut bytes = 0u64;
             let mut buf = vec![0u8; 256 * 1024];
@@ -421,7 +453,10 @@ impl BackupWriter {
                 bytes += n as u64;
                 encoder.write_all(&buf[..n]).map_err(sink_err)?;
             }
-            let sink = encoder.finish().map_err(sink_err)?;
+            let sink = encoder
+                .finish()
+                .and_then(MemberSink::finish)
+                .map_err(sink_err)?;
             let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
             self.pos += stored;
             self.end_member(header_pos, &member, stored, mtime)
@@ -495,8 +530,21 @@ impl BackupWriter {
             let path = path.to_path_buf();
             move |source| ArchiveError::Finish { path, source }
         };
-        let mut json = serde_json::to_vec_pretty(&self.manifest)
-            .map_err(|e| finish_err(&self.partial)(io::Error::other(e)))?;
+        let json = match &self.sealer {
+            None => serde_json::to_vec_pretty(&self.manifest),
+            Some(sealer) => split_sealed(&self.manifest).and_then(|(mut readable, sealed)| {
+                let sealed = serde_json::to_vec(&sealed)?;
+                let info = sealer
+                    .info_for(&sealed)
+                    .map_err(serde::ser::Error::custom)?;
+                self.manifest.encryption = Some(info.clone());
+                if let serde_json::Value::Object(top) = &mut readable {
+                    top.insert("encryption".to_string(), serde_json::to_value(info)?);
+                }
+                serde_json::to_vec_pretty(&readable)
+            }),
+        };
+        let mut json = json.map_err(|e| finish_err(&self.partial)(io::Error::other(e)))?;
         json.push(b'\n');
         let mtime = self.mtime();
         let result = self.write_small_member(MANIFEST_MEMBER, &json, mtime);
@@ -610,33 +658,44 @@ impl BackupWriter {
         let header_pos = self
             .start_member(member, mtime)
             .map_err(DigestError::Sink)?;
-        let options = self.options;
-        let out = self.out().map_err(DigestError::Sink)?;
-        let sink = HashingWriter {
-            out,
-            sha: Sha256::new(),
-            bytes: 0,
-        };
-        let mut encoder =
-            zstd::stream::write::Encoder::new(sink, options.level).map_err(DigestError::Sink)?;
-        encoder.include_checksum(true).map_err(DigestError::Sink)?;
-        if options.workers > 0 {
-            encoder
-                .multithread(options.workers)
-                .map_err(DigestError::Sink)?;
-            if MT_SMALL_JOB_LEVELS.contains(&options.level) {
-                encoder
-                    .set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))
-                    .map_err(DigestError::Sink)?;
-            }
-        }
+        let mut encoder = self.member_encoder().map_err(DigestError::Sink)?;
         let summary = digest_tar_into(data, &mut encoder, digest_options)?;
-        let sink = encoder.finish().map_err(DigestError::Sink)?;
+        let sink = encoder
+            .finish()
+            .and_then(MemberSink::finish)
+            .map_err(DigestError::Sink)?;
         let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
         self.pos += stored;
         self.end_member(header_pos, member, stored, mtime)
             .map_err(DigestError::Sink)?;
         Ok((summary, stored, sha))
+    }
+
+    /// The zstd encoder of a streamed member, writing through age (when encrypted) and the SHA-256 of the
+    /// stored bytes into the file.
+    fn member_encoder(
+        &mut self,
+    ) -> io::Result<zstd::stream::write::Encoder<'static, MemberSink<'_>>> {
+        let options = self.options;
+        let sealer = self.sealer.clone();
+        let hashing = HashingWriter {
+            out: self.out()?,
+            sha: Sha256::new(),
+            bytes: 0,
+        };
+        let sink = match sealer {
+            Some(sealer) => MemberSink::Sealed(sealer.wrap(hashing)?),
+            None => MemberSink::Plain(hashing),
+        };
+        let mut encoder = zstd::stream::write::Encoder::new(sink, options.level)?;
+        encoder.include_checksum(true)?;
+        if options.workers > 0 {
+            encoder.multithread(options.workers)?;
+            if MT_SMALL_JOB_LEVELS.contains(&options.level) {
+                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))?;
+            }
+        }
+        Ok(encoder)
     }
 
     /// Cuts the file back to `start` after a failed member; poisons the writer if even that fails.
@@ -786,6 +845,38 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Where a member's zstd output goes: straight to the hashing writer, or through age first.
+enum MemberSink<'a> {
+    Plain(HashingWriter<'a>),
+    Sealed(EncryptingWriter<HashingWriter<'a>>),
+}
+
+impl<'a> MemberSink<'a> {
+    /// Ends the age stream, if any, and returns the hashing writer with the stored bytes' count and hash.
+    fn finish(self) -> io::Result<HashingWriter<'a>> {
+        match self {
+            MemberSink::Plain(w) => Ok(w),
+            MemberSink::Sealed(w) => w.finish(),
+        }
+    }
+}
+
+impl Write for MemberSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MemberSink::Plain(w) => w.write(buf),
+            MemberSink::Sealed(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MemberSink::Plain(w) => w.flush(),
+            MemberSink::Sealed(w) => w.flush(),
+        }
+    }
 }
 
 /// Hashes and counts what passes through on the way to the file.

@@ -24,6 +24,7 @@ use crate::cancel::CancellableReader;
 use crate::cli::BackupArgs;
 use crate::compose::classify::DataKind;
 use crate::compose::{Consistency, Project, Tier};
+use crate::encryption::EncryptPlan;
 use crate::engine::Engine;
 use crate::engine::helper::HelperMount;
 use crate::fastpath::{self, FastPath, Op};
@@ -129,6 +130,8 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         });
     }
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
+    let encryption =
+        crate::encryption::plan(&inventory.project, &args.encrypt, |w| printer.warn(w))?;
     // Where the file goes besides the local directory: resolved first, so a bad name stops before any
     // service is stopped.
     let remote = {
@@ -143,9 +146,36 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         .into_iter()
         .filter(|d| d.dir() != Some(dir.as_path()))
         .collect();
+    // A destination that requires encryption refuses a plain backup before anything is stopped.
+    {
+        let project_config = crate::encryption::EncryptConfig::of_project(&inventory.project)?;
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        for d in &remote {
+            let raw = known
+                .configured()
+                .iter()
+                .find(|c| c.name == d.name())
+                .map(|c| c.raw.clone())
+                .unwrap_or_default();
+            let rule = crate::encryption::for_destination(
+                d.name(),
+                &raw,
+                d.is_local(),
+                project_config.as_ref(),
+            )?;
+            if let Some(w) = crate::encryption::check_plain_allowed(
+                d.name(),
+                rule.require,
+                encryption.is_some(),
+                args.encrypt.no_encrypt,
+            )? {
+                printer.warn(w);
+            }
+        }
+    }
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
-    let (finished, records) = write_backup(
+    let (finished, records) = write_backup_with(
         session,
         &engine,
         &inventory.project,
@@ -161,6 +191,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             consistency: args.consistency.map(Consistency::from),
             hooks: true,
         },
+        encryption.as_ref(),
     )
     .await?;
 
@@ -177,10 +208,14 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         })?;
     } else {
         printer.status(format!(
-            "Backed up {} to `{}` ({})",
+            "Backed up {} to `{}` ({}{})",
             plural(records.len() + finished.manifest.dumps.len(), "volume"),
             finished.path.display(),
-            human_size(finished.bytes)
+            human_size(finished.bytes),
+            encryption
+                .as_ref()
+                .map(|e| format!(", encrypted to {}", e.describe()))
+                .unwrap_or_default()
         ));
         printer.data(format!("{}\n", finished.path.display()));
     }
@@ -225,16 +260,32 @@ fn consistency_modes(
         .collect()
 }
 
-/// Writes one backup file of `items` into `dest.dir` and returns it with the volume records. Each item is
-/// read in its consistency mode: for `stop`, its running containers are stopped just before it is read
-/// and started again right after, whatever happened; for `dump`, the recipe's tool runs in the service.
-/// Hooks run around each item and around the whole backup; post hooks run whatever happened.
+/// Writes one backup file of `items` into `dest.dir`, encrypted to the project's `x-persist: {encrypt: …}`
+/// recipients when it names some (the safety backups of `restore`, `migrate` and `down`); see
+/// [`write_backup_with`].
 pub async fn write_backup(
     session: &Session<'_>,
     engine: &Engine,
     project: &Project,
     items: &[&DataItem],
     dest: &Destination<'_>,
+) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
+    let encryption = crate::encryption::project_plan(project)?;
+    write_backup_with(session, engine, project, items, dest, encryption.as_ref()).await
+}
+
+/// Writes one backup file of `items` into `dest.dir` (encrypted when `encryption` is given) and returns it
+/// with the volume records. Each item is
+/// read in its consistency mode: for `stop`, its running containers are stopped just before it is read
+/// and started again right after, whatever happened; for `dump`, the recipe's tool runs in the service.
+/// Hooks run around each item and around the whole backup; post hooks run whatever happened.
+pub async fn write_backup_with(
+    session: &Session<'_>,
+    engine: &Engine,
+    project: &Project,
+    items: &[&DataItem],
+    dest: &Destination<'_>,
+    encryption: Option<&EncryptPlan>,
 ) -> anyhow::Result<(FinishedBackup, Vec<VolumeRecord>)> {
     let printer = session.printer;
     let modes = consistency_modes(items, project, dest.consistency)?;
@@ -264,7 +315,7 @@ pub async fn write_backup(
     .await;
     let written = match pre_error {
         Some(e) => Err(e.context("a project-wide pre hook failed; nothing was backed up")),
-        None => write_items(session, engine, project, items, &modes, dest).await,
+        None => write_items(session, engine, project, items, &modes, dest, encryption).await,
     };
     // Post hooks always run; with the backup's own result first in line.
     let mut post = Vec::new();
@@ -319,6 +370,7 @@ async fn write_items(
     items: &[&DataItem],
     modes: &[(Resolved, Option<DumpChoice>)],
     dest: &Destination<'_>,
+    encryption: Option<&EncryptPlan>,
 ) -> anyhow::Result<(BackupWriter, Vec<VolumeRecord>)> {
     let printer = session.printer;
     let Destination {
@@ -353,6 +405,14 @@ async fn write_items(
             other => break other?,
         }
     };
+    if let Some(plan) = encryption {
+        // Passphrase mode runs scrypt (≈1 s of CPU): off the async threads.
+        let plan = plan.clone();
+        let sealer = tokio::task::spawn_blocking(move || plan.sealer())
+            .await
+            .context("the encryption setup stopped unexpectedly")??;
+        writer.encrypt(sealer)?;
+    }
     add_compose_files(&mut writer, &project.files)?;
     let mut records = Vec::new();
     for (item, (mode, choice)) in items.iter().zip(modes) {

@@ -30,6 +30,9 @@ struct BackupJson<'a> {
     volumes: Vec<&'a str>,
     /// `true`: a verification found it intact; `false`: damaged; `null`: not verified yet (or changed since).
     verified: Option<bool>,
+    /// The fingerprints of the recipients of an encrypted backup; absent for a plain one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypted_to: Option<Vec<&'a str>>,
 }
 
 /// The backup directory of a command (the destination `local`): `--dir`, else `backups` in the project
@@ -142,6 +145,12 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
                     bytes: b.bytes,
                     volumes: b.manifest.keys().collect(),
                     verified: recorded(&b.path, &b.manifest).map(|v| v == Verified::Ok),
+                    encrypted_to: b.manifest.encryption.as_ref().map(|e| {
+                        e.recipients
+                            .iter()
+                            .map(|r| r.fingerprint.as_str())
+                            .collect()
+                    }),
                 })
                 .collect(),
         })?;

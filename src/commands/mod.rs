@@ -11,6 +11,7 @@ pub mod dump;
 pub mod guard;
 pub mod hooks;
 pub mod inspect;
+pub mod key;
 pub mod ls;
 pub mod migrate;
 pub mod push;

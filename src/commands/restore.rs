@@ -117,7 +117,11 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         )?,
     };
     // From a destination the file is read by ranges as the restore goes, never copied first.
-    let backup = Arc::new(super::backups::open_backup(from.as_ref(), &path).await?);
+    let keys = crate::encryption::load_keys(&args.keys)?;
+    let mut opened = super::backups::open_backup(from.as_ref(), &path).await?;
+    let backup = Arc::new(
+        tokio::task::spawn_blocking(move || opened.unlock(&keys).map(|()| opened)).await??,
+    );
     let (dump_records, tree_wanted) =
         restore_dump::select(&backup.manifest().dumps, &wanted, &args.tiers);
     let records = if !wanted.is_empty() && tree_wanted.is_empty() {
@@ -240,7 +244,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                         key: &t.record.key,
                         name: &t.name,
                         replaced_data: t.has_data,
-                        content_digest: t.record.content_digest.to_string(),
+                        content_digest: t.record.digest_text(),
                     })
                     .collect(),
                 dumps: dumps.iter().map(restore_dump::DumpTarget::json).collect(),
@@ -809,7 +813,7 @@ async fn restore_one(
     if let Some((run, socket)) = fastpath::launch(
         fast,
         printer,
-        Op::Unpack(t.record.content_digest.version()),
+        Op::Unpack(t.record.digest_version()),
         &mount,
         t.record.tar_prefix.as_deref(),
     )
@@ -867,7 +871,7 @@ async fn restore_one(
             .map_err(std::io::Error::other);
         let reader = crate::pipe::reader_of(stream);
         // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
-        let options = DigestOptions::default().with_version(t.record.content_digest.version());
+        let options = DigestOptions::default().with_version(t.record.digest_version());
         let summary = tokio::task::spawn_blocking(move || digest_tar(reader, &options)).await??;
         anyhow::Ok(summary)
     }
@@ -880,11 +884,11 @@ async fn restore_one(
 
 /// The digest of what a restore wrote, or an error naming `writer` when it is not the backup's.
 fn checked_digest(t: &Target, found: ContentDigest, writer: &str) -> anyhow::Result<ContentDigest> {
-    if found != t.record.content_digest {
+    if Some(found) != t.record.content_digest {
         bail!(
             "the restored content of `{}` differs from the backup (digest {found} instead of {}): {writer} did not write it exactly",
             t.name,
-            t.record.content_digest
+            t.record.digest_text()
         );
     }
     Ok(found)

@@ -709,6 +709,7 @@ impl Upgrade<'_> {
                 data_path: self.args.data_path,
                 // The `pre-upgrade` file is local: it was just written.
                 from: None,
+                keys: self.args.keys.clone(),
             };
             // `restore` says what it does on stderr; this command's own JSON is the output.
             let quiet = printer.without_json();

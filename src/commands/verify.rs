@@ -15,6 +15,9 @@ struct VerifyJson<'a> {
     schema_version: u32,
     path: &'a std::path::Path,
     ok: bool,
+    /// Encrypted and checked without the identity: only the stored bytes' checksums and structure.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    checked_without_identity: bool,
     volumes: Vec<VolumeJson<'a>>,
     problems: Vec<ProblemJson<'a>>,
 }
@@ -73,12 +76,39 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         }
     };
     printer.status(format!("Verifying `{}`", path.display()));
-    let opened = open_backup(from.as_ref(), &path).await?;
-    let (manifest, report) = tokio::task::spawn_blocking(move || {
+    let keys = crate::encryption::load_keys(&args.keys)?;
+    let mut opened = open_backup(from.as_ref(), &path).await?;
+    let (manifest, report, opened) = tokio::task::spawn_blocking(move || {
+        // The manifest as listings read it, with or without the key, identifies the file.
+        let listed = opened.manifest().clone();
+        if !keys.is_empty() {
+            opened.unlock(&keys)?;
+        }
         let report = opened.verify()?;
-        Ok::<_, crate::archive::ArchiveError>((opened.manifest().clone(), report))
+        Ok::<_, crate::archive::ArchiveError>((listed, report, opened))
     })
     .await??;
+    if let Some(info) = &opened.manifest().encryption {
+        printer.status(format!(
+            "Encrypted to {}",
+            info.recipients
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if report.locked {
+        printer.warn(
+            "checked without the identity: the structure, sizes, SHA-256 of the stored bytes and age headers; not checked: decryption, zstd frames, inner tars, entry counts, content digests and the sealed manifest fields (pass `--identity FILE` or `--passphrase-file FILE` to check everything)",
+        );
+        if args.restore_test {
+            anyhow::bail!(
+                "`--restore-test` needs to decrypt `{}`: pass `--identity FILE` (or `DOCKER_PERSIST_IDENTITY`) or `--passphrase-file FILE`",
+                path.display()
+            );
+        }
+    }
     // Recorded for `backups` and `check`; a failed record only means verifying again later.
     if let Err(e) = super::verified::record(&path, &manifest, report.is_ok()) {
         printer.verbose(format!("cannot record the verification: {e}"));
@@ -88,6 +118,7 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
             schema_version: 1,
             path: &path,
             ok: report.is_ok(),
+            checked_without_identity: report.locked,
             volumes: report
                 .volumes
                 .iter()
@@ -121,14 +152,8 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
     if report.is_ok() && args.restore_test {
         let engine = session.connect().await?;
         engine.remove_leftover_helpers().await?;
-        let backup = std::sync::Arc::new({
-            let b = open_backup(from.as_ref(), &path).await?;
-            tokio::task::spawn_blocking(move || {
-                b.verify()?;
-                Ok::<_, crate::archive::ArchiveError>(b)
-            })
-            .await??
-        });
+        // Verified above through this handle: its volumes can be read back.
+        let backup = std::sync::Arc::new(opened);
         let records = backup.manifest().volumes.clone();
         let fast = crate::fastpath::select(&engine, printer, args.data_path).await?;
         let mut failed = Vec::new();
@@ -162,7 +187,14 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
             );
         }
     }
-    if report.is_ok() {
+    if report.is_ok() && report.locked {
+        printer.status(format!(
+            "`{}` is intact as far as it can be checked without the identity: {} volume(s), every stored checksum matches",
+            path.display(),
+            report.volumes.len()
+        ));
+        Ok(ExitStatus::Success)
+    } else if report.is_ok() {
         printer.status(format!(
             "`{}` is intact: {} volume(s), every checksum and digest matches",
             path.display(),

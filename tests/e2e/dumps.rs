@@ -69,7 +69,7 @@ esac
 
 /// A database with a dump volume, a Redis with one, and an app with hooks around its volume and around the
 /// whole backup. The Redis stand-in logs the SHA-256 of its RDB file each time it starts.
-const PROJECT: &str = r#"
+pub(crate) const PROJECT: &str = r#"
 x-persist:
   hooks:
     pre: [{service: app, command: "echo project-pre >> /tmp/hooks.log"}]
@@ -132,7 +132,7 @@ fn script(env: &TestEnv, name: &str, text: &str) {
 }
 
 /// Writes the project, the stand-in tools and the fixtures; starts it. Returns (SQL fixture, RDB fixture).
-fn start(env: &TestEnv, compose: &str) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn start(env: &TestEnv, compose: &str) -> (Vec<u8>, Vec<u8>) {
     env.write_project(&compose.replace("{{PATH}}", PATH), None);
     script(env, "pg_dumpall", PG_DUMPALL);
     script(env, "psql", PSQL);

@@ -334,8 +334,8 @@ fn with_tree_v1_digests(file: &Path) -> PathBuf {
         .unwrap();
     let mut manifest: Manifest = serde_json::from_slice(json).unwrap();
     for v in &mut manifest.volumes {
-        assert_eq!(v.content_digest.version(), DigestVersion::V2);
-        v.content_digest = v1_of(&v.member, v.tar_prefix.as_deref());
+        assert_eq!(v.digest_version(), DigestVersion::V2);
+        v.content_digest = Some(v1_of(&v.member, v.tar_prefix.as_deref()));
     }
     let json = serde_json::to_vec_pretty(&manifest).unwrap();
 

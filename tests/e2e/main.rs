@@ -9,6 +9,7 @@ mod support;
 
 mod backup;
 mod crash;
+mod crypt;
 mod destinations;
 mod dumps;
 mod fastpath;
