@@ -86,21 +86,26 @@ impl Journal {
                 other => other,
             };
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        create_private_dir(dir)?;
         let json = serde_json::to_vec_pretty(&self.entry).map_err(std::io::Error::other)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".journal-")
-            .tempfile_in(dir)?;
-        tmp.write_all(&json)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+        write_private_atomic(&self.path, &json)
     }
 }
 
-/// `$XDG_STATE_HOME/docker-persist/stopped`, else `~/.local/state/docker-persist/stopped`.
-pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a part: a temporary
+/// file in the same directory (created 0700 if missing), synced, then renamed over `path`.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `$XDG_STATE_HOME/docker-persist`, else `~/.local/state/docker-persist`: where the journal, the verified
+/// records and the run records live.
+pub fn state_root(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let state = env("XDG_STATE_HOME")
         .filter(|s| Path::new(s).is_absolute())
         .map(PathBuf::from)
@@ -109,7 +114,12 @@ pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
                 .filter(|h| !h.is_empty())
                 .map(|h| Path::new(&h).join(".local").join("state"))
         })?;
-    Some(state.join("docker-persist").join("stopped"))
+    Some(state.join("docker-persist"))
+}
+
+/// `$XDG_STATE_HOME/docker-persist/stopped`, else `~/.local/state/docker-persist/stopped`.
+pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    Some(state_root(env)?.join("stopped"))
 }
 
 /// Journal files in `dir` that are for this machine and `host`, and whose process is gone (by `alive`).
@@ -181,7 +191,7 @@ fn file_name(machine: &str, pid: u32) -> String {
     format!("{machine}-{pid}.json")
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -4,6 +4,7 @@
 //! `main.rs` parses arguments and calls [`run`]; everything else lives in the modules below.
 
 pub mod archive;
+pub mod calendar;
 pub mod cancel;
 pub mod cli;
 pub mod commands;
@@ -13,9 +14,12 @@ pub mod engine;
 pub mod fastpath;
 pub mod inventory;
 pub mod journal;
+pub mod notify;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
+pub mod runs;
+pub mod schedule;
 
 use cli::{Cli, Command, DockerGlobals};
 use commands::{ExitStatus, Session};
@@ -38,6 +42,7 @@ pub async fn run(
         host: std::sync::OnceLock::new(),
         journal: std::sync::Mutex::new(None),
         post_hooks: std::sync::Mutex::new(Vec::new()),
+        run: std::sync::Mutex::new(recorded_run(&cli.command)),
     };
     let command = async {
         match &cli.command {
@@ -53,6 +58,9 @@ pub async fn run(
             Command::Down(args) => commands::guard::down(&session, args).await,
             Command::Clean(args) => commands::clean::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
+            Command::Status(args) => commands::status::run(&session, args).await,
+            Command::Schedule(cmd) => commands::schedule::run(&session, cmd).await,
+            Command::Notify(cmd) => commands::notify_test::run(&session, cmd).await,
         }
     };
     let outcome = tokio::select! {
@@ -66,7 +74,19 @@ pub async fn run(
     session
         .cleanup(matches!(outcome, Ok(ExitStatus::Success)))
         .await;
+    commands::runlog::finish(&session, &outcome).await;
     outcome
+}
+
+/// The run record a command keeps, if it keeps one: those that make, restore or check backups.
+fn recorded_run(command: &Command) -> Option<commands::runlog::RunContext> {
+    use commands::runlog::RunContext;
+    match command {
+        Command::Backup(args) => Some(RunContext::new("backup", Some(args.notify.clone()))),
+        Command::Restore(args) if !args.dry_run => Some(RunContext::new("restore", None)),
+        Command::Verify(_) => Some(RunContext::new("verify", None)),
+        _ => None,
+    }
 }
 
 /// Maps an error to its exit status and the hints that help with it.

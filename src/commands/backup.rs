@@ -107,6 +107,7 @@ struct BackupJson<'a> {
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
     let project = session.load_project()?;
+    super::runlog::begin_backup(session, &project, args.lock_timeout).await?;
     let engine = session.connect().await?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
@@ -147,6 +148,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         },
     )
     .await?;
+    session.record_backup(&finished, &records, &dir);
 
     if printer.json_mode() {
         printer.json(&BackupJson {

@@ -232,6 +232,7 @@ pub async fn stop(
         session.restart_on_interrupt(c.id.clone(), c.name.clone());
     }
     for c in containers.iter().rev() {
+        session.record(|r| r.stopping(&c.id, &c.name, c.service.as_deref()));
         engine.stop_container(&c.id, &c.name).await?;
     }
     Ok(())

@@ -12,9 +12,13 @@ pub mod hooks;
 pub mod inspect;
 pub mod ls;
 pub mod migrate;
+pub mod notify_test;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
+pub mod runlog;
+pub mod schedule;
+pub mod status;
 pub mod verified;
 pub mod verify;
 
@@ -79,6 +83,8 @@ pub struct Session<'a> {
     pub journal: std::sync::Mutex<Option<Journal>>,
     /// Post hooks not run yet: run by [`Session::cleanup`] when the command ends early.
     pub post_hooks: std::sync::Mutex<Vec<hooks::PendingPost>>,
+    /// The run record of a command that keeps one (backup, restore, verify; see [`runlog`]).
+    pub run: std::sync::Mutex<Option<runlog::RunContext>>,
 }
 
 impl Session<'_> {
@@ -91,6 +97,7 @@ impl Session<'_> {
         opts.project_directory = self.project_args.project_directory.clone();
         opts.env_files = self.project_args.env_files.clone();
         let project = compose::load::load_project(&opts)?;
+        self.note_project(&project);
         for w in &project.warnings {
             self.printer.warn(w);
         }
@@ -225,6 +232,7 @@ impl Session<'_> {
         name: &str,
     ) -> Result<(), crate::engine::EngineError> {
         engine.start_container(id, name).await?;
+        self.record(|r| r.started(id));
         self.forget_restart(id);
         self.journal_started(id);
         self.printer.status(format!("Started `{name}` again"));

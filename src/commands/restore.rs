@@ -101,6 +101,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         Some(p) => p,
         None => choose_backup(printer, &dir, &project.name, args.yes)?,
     };
+    session.record(|r| r.backup = Some(path.clone()));
     let backup = {
         let p = path.clone();
         Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)

@@ -58,6 +58,7 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         }
     };
     printer.status(format!("Verifying `{}`", path.display()));
+    session.record(|r| r.backup = Some(path.clone()));
     let p = path.clone();
     let (manifest, report) = tokio::task::spawn_blocking(move || {
         let b = Backup::open(&p)?;
@@ -65,6 +66,7 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         Ok::<_, crate::archive::ArchiveError>((b.manifest().clone(), report))
     })
     .await??;
+    session.note_project_name(&manifest.project);
     // Recorded for `backups` and `check`; a failed record only means verifying again later.
     if let Err(e) = super::verified::record(&path, &manifest, report.is_ok()) {
         printer.verbose(format!("cannot record the verification: {e}"));

@@ -14,6 +14,7 @@ mod guard;
 mod harness;
 mod inventory;
 mod migrate;
+mod notify;
 mod plugin;
 mod postgres;
 mod restore;
