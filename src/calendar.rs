@@ -67,7 +67,7 @@ impl Calendar {
     pub fn every(every: std::time::Duration) -> Result<Calendar, CalendarError> {
         let secs = every.as_secs();
         let minutes = secs / 60;
-        if secs % 60 != 0 || minutes == 0 {
+        if !secs.is_multiple_of(60) || minutes == 0 {
             return Err(CalendarError(
                 "`--every` needs whole minutes (15m, 2h, 1d)".to_string(),
             ));
@@ -78,7 +78,10 @@ impl Calendar {
             } else {
                 format!("*/{minutes} * * * *")
             }
-        } else if minutes % 60 == 0 && minutes < 24 * 60 && (24 * 60) % minutes == 0 {
+        } else if minutes.is_multiple_of(60)
+            && minutes < 24 * 60
+            && (24u64 * 60).is_multiple_of(minutes)
+        {
             let hours = minutes / 60;
             if hours == 1 {
                 "0 * * * *".to_string()
@@ -172,23 +175,28 @@ impl Calendar {
                 .contains(&((d.weekday().to_monday_zero_offset()) as u8))
     }
 
-    /// The next `n` run times strictly after `after`, in its time zone. Searches up to eight years ahead
-    /// (a 29 February on a Monday comes back within that).
+    /// The next `n` run times strictly after `after`, in its time zone. Searches up to 30 years ahead
+    /// (five 29 Februaries come within that).
     pub fn next_runs(&self, after: &Zoned, n: usize) -> Vec<Zoned> {
         let tz = after.time_zone().clone();
         let mut out = Vec::with_capacity(n);
         let mut day = after.date();
-        let last = day.saturating_add(jiff::Span::new().years(8));
+        let last = day.saturating_add(jiff::Span::new().years(30));
         while out.len() < n && day <= last {
             if self.day_matches(day) {
                 for &h in &self.hours {
                     for &m in &self.minutes {
                         let civil =
                             DateTime::from_parts(day, jiff::civil::time(h as i8, m as i8, 0, 0));
-                        let Ok(z) = civil.to_zoned(tz.clone()) else {
+                        // As systemd does: a time a DST change skips does not happen; a time it
+                        // repeats happens once, the first time.
+                        let ambiguous = tz.to_ambiguous_zoned(civil);
+                        if matches!(ambiguous.offset(), jiff::tz::AmbiguousOffset::Gap { .. }) {
+                            continue;
+                        }
+                        let Ok(z) = ambiguous.earlier() else {
                             continue;
                         };
-                        // A time skipped by a DST change maps forward; keep it once, in order.
                         if z > *after && out.last().is_none_or(|l: &Zoned| z > *l) {
                             out.push(z);
                             if out.len() == n {

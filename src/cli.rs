@@ -349,7 +349,7 @@ docker persist schedule set --every 6h --notify https://hc-ping.com/UUID\n  \
 docker persist schedule set --cron '30 2 * * mon-fri' --verify -- --all\n  \
 docker persist schedule set --daily 03:15 --cron-file /etc/cron.d/docker-persist-app"
     )]
-    Set(ScheduleSetArgs),
+    Set(Box<ScheduleSetArgs>),
 
     /// Show the installed schedule and its next five runs
     Show,
@@ -390,9 +390,6 @@ pub struct ScheduleSetArgs {
     #[arg(long)]
     pub verify: bool,
 
-    #[command(flatten)]
-    pub notify: NotifyArgs,
-
     /// Install a user timer (`systemctl --user`) even as root
     #[arg(long)]
     pub user: bool,
@@ -417,6 +414,9 @@ pub struct ScheduleSetArgs {
     /// Arguments for the scheduled `docker persist backup` (after `--`)
     #[arg(value_name = "BACKUP ARGS", last = true)]
     pub backup_args: Vec<String>,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 #[derive(Debug, Clone, Args)]

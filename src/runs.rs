@@ -221,7 +221,7 @@ pub fn list(dir: &Path, project: &str) -> Vec<RunRecord> {
         .filter_map(|p| serde_json::from_slice(&fs_err::read(&p).ok()?).ok())
         .filter(|r: &RunRecord| r.project == project)
         .collect();
-    records.sort_by(|a, b| b.started.cmp(&a.started));
+    records.sort_by_key(|r| std::cmp::Reverse(r.started));
     records
 }
 

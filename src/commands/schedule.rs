@@ -72,12 +72,12 @@ fn absolute(path: &Path) -> PathBuf {
     }
 }
 
+/// An argv, and the environment it runs with.
+type Launch = (Vec<String>, Vec<(String, String)>);
+
 /// The argv prefix every scheduled command shares: the launcher, Docker's endpoint flags, `persist`, and
-/// the Compose options that select this project.
-fn base_argv(
-    session: &Session<'_>,
-    project: &crate::compose::Project,
-) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
+/// the Compose options that select this project; with the environment the run needs.
+fn base_argv(session: &Session<'_>, project: &crate::compose::Project) -> anyhow::Result<Launch> {
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let endpoint = crate::context::resolve(session.globals, &env)?;
     let (launcher, is_docker) = launcher()?;
