@@ -106,15 +106,19 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `$XDG_STATE_HOME/docker-persist`, else `~/.local/state/docker-persist`: where the journal, the verified
 /// records and the run records live.
 pub fn state_root(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let state = env("XDG_STATE_HOME")
+    Some(xdg_dir(env, "XDG_STATE_HOME", ".local/state")?.join("docker-persist"))
+}
+
+/// An XDG base directory: `$VAR` when it is absolute, else `$HOME/<fallback>`.
+pub fn xdg_dir(env: impl Fn(&str) -> Option<String>, var: &str, fallback: &str) -> Option<PathBuf> {
+    env(var)
         .filter(|s| Path::new(s).is_absolute())
         .map(PathBuf::from)
         .or_else(|| {
             env("HOME")
                 .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".local").join("state"))
-        })?;
-    Some(state.join("docker-persist"))
+                .map(|h| Path::new(&h).join(fallback))
+        })
 }
 
 /// `$XDG_STATE_HOME/docker-persist/stopped`, else `~/.local/state/docker-persist/stopped`.

@@ -148,8 +148,9 @@ pub fn runs_dir() -> Option<PathBuf> {
     default_dir(|k| std::env::var(k).ok())
 }
 
-/// A project name as a file name: Compose names are `[a-z0-9_-]` already; anything else becomes `_`.
-fn safe_name(project: &str) -> String {
+/// A project name as a file or unit name: Compose names are `[a-z0-9_-]` already; anything else becomes
+/// `_`.
+pub fn safe_name(project: &str) -> String {
     let s: String = project
         .chars()
         .map(|c| {
@@ -422,7 +423,13 @@ pub fn format_duration(d: Duration) -> String {
         return format!("{}ms", d.as_millis());
     }
     let mut out = String::new();
-    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+    // Days only for whole days: `26h` reads better than `1d2h`.
+    let units: &[(&str, u64)] = if secs.is_multiple_of(86_400) {
+        &[("d", 86_400)]
+    } else {
+        &[("h", 3_600), ("m", 60), ("s", 1)]
+    };
+    for &(unit, n) in units {
         if secs >= n {
             out.push_str(&format!("{}{unit}", secs / n));
             secs %= n;
@@ -544,7 +551,8 @@ mod tests {
         assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
-        assert_eq!(format_duration(Duration::from_secs(26 * 3600)), "1d2h");
+        assert_eq!(format_duration(Duration::from_secs(26 * 3600)), "26h");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86400)), "7d");
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
     }
 

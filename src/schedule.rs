@@ -102,17 +102,7 @@ pub fn forget(dir: &Path, project: &str) -> std::io::Result<()> {
 /// `docker-persist-<project>`: the name of the units (Compose project names are `[a-z0-9_-]`; anything
 /// else is escaped as `_`).
 pub fn unit_stem(project: &str) -> String {
-    let name: String = project
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("docker-persist-{name}")
+    format!("docker-persist-{}", crate::runs::safe_name(project))
 }
 
 /// Where unit files go: `/etc/systemd/system` for a system timer, `$XDG_CONFIG_HOME/systemd/user` (else
@@ -120,17 +110,11 @@ pub fn unit_stem(project: &str) -> String {
 pub fn unit_dir(backend: Backend, env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     match backend {
         Backend::SystemdSystem => Some(PathBuf::from("/etc/systemd/system")),
-        Backend::SystemdUser => {
-            let config = env("XDG_CONFIG_HOME")
-                .filter(|s| Path::new(s).is_absolute())
-                .map(PathBuf::from)
-                .or_else(|| {
-                    env("HOME")
-                        .filter(|h| !h.is_empty())
-                        .map(|h| Path::new(&h).join(".config"))
-                })?;
-            Some(config.join("systemd").join("user"))
-        }
+        Backend::SystemdUser => Some(
+            journal::xdg_dir(env, "XDG_CONFIG_HOME", ".config")?
+                .join("systemd")
+                .join("user"),
+        ),
         _ => None,
     }
 }

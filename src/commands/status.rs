@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::backups::{backup_dir, listing};
 use super::schedule::local_time;
 use super::verified::{Verified, recorded_with_time};
 use super::{ExitStatus, Session};
@@ -165,42 +164,54 @@ fn is_safety_copy(b: &BackupSummary) -> bool {
     b.tag().is_some_and(|t| SAFETY_TAGS.contains(&t))
 }
 
-/// The places that hold the project's backups, each with its newest backup (the local directory; each
-/// destination a project names joins it here).
-fn destinations(
+/// Every destination of the project (`local` and `x-persist.destinations`), each with its newest backup,
+/// listed all at once; with `local`'s own backups, which hold the verification records. A destination
+/// that cannot be listed says why and holds nothing.
+async fn destinations(
     now: jiff::Timestamp,
-    dir: &Path,
-    project: &str,
-) -> (Vec<DestinationState>, Vec<BackupSummary>) {
-    match listing(dir, project) {
-        Ok(l) => {
-            let own: Vec<BackupSummary> = l
-                .backups
-                .into_iter()
-                .filter(|b| !is_safety_copy(b))
-                .collect();
-            (
-                vec![DestinationState {
-                    name: "local".into(),
-                    location: dir.display().to_string(),
+    dir: &Option<PathBuf>,
+    project: &crate::compose::Project,
+) -> anyhow::Result<(Vec<DestinationState>, Vec<BackupSummary>)> {
+    let all = super::backups::destinations(dir, project)?;
+    let mut places = vec![all.local()];
+    places.extend(
+        all.configured()
+            .iter()
+            .map(|c| crate::destination::Destination::new(&c.name, c.url.clone())),
+    );
+    let listed = futures_util::future::join_all(places.iter().map(|d| d.list(&project.name))).await;
+    let mut states = Vec::new();
+    let mut local = Vec::new();
+    for (d, listing) in places.iter().zip(listed) {
+        let location = d.url().to_string();
+        match listing {
+            Ok(l) => {
+                let own: Vec<BackupSummary> = l
+                    .backups
+                    .into_iter()
+                    .filter(|b| !is_safety_copy(b))
+                    .collect();
+                states.push(DestinationState {
+                    name: d.name().to_string(),
+                    location,
                     newest: own.first().map(|b| backup_json(now, b)),
                     count: own.len(),
                     error: None,
-                }],
-                own,
-            )
-        }
-        Err(e) => (
-            vec![DestinationState {
-                name: "local".into(),
-                location: dir.display().to_string(),
+                });
+                if d.is_local() {
+                    local = own;
+                }
+            }
+            Err(e) => states.push(DestinationState {
+                name: d.name().to_string(),
+                location,
                 newest: None,
                 count: 0,
-                error: Some(format!("{e:#}")),
-            }],
-            Vec::new(),
-        ),
+                error: Some(e.to_string()),
+            }),
+        }
     }
+    Ok((states, local))
 }
 
 /// The max age: the flag, else the schedule's longest gap plus the slack, else 26 h.
@@ -218,8 +229,7 @@ pub async fn run(session: &Session<'_>, args: &StatusArgs) -> anyhow::Result<Exi
     let printer = session.printer;
     let project = session.load_project()?;
     let now = jiff::Timestamp::now();
-    let dir = backup_dir(&args.dir, &project.directory);
-    let (dests, backups) = destinations(now, &dir, &project.name);
+    let (dests, backups) = destinations(now, &args.dir, &project).await?;
     let records: Vec<RunRecord> = runs::runs_dir()
         .map(|d| runs::list(&d, &project.name))
         .unwrap_or_default();
@@ -242,6 +252,7 @@ pub async fn run(session: &Session<'_>, args: &StatusArgs) -> anyhow::Result<Exi
         .and_then(Installed::calendar)
         .and_then(|c| c.next_runs(&jiff::Zoned::now(), 1).into_iter().next());
     let max_age = max_age(args.max_age, installed.as_ref());
+    // Fresh when any destination holds a fresh backup: the local copy may be pruned sooner.
     let newest = dests
         .iter()
         .filter_map(|d| d.newest.clone())

@@ -23,7 +23,7 @@ use crate::support::{
 const PGDATA: &str = "/var/lib/postgresql/data";
 
 /// One database service with one named volume.
-const DB_PROJECT: &str = r#"
+pub(crate) const DB_PROJECT: &str = r#"
 services:
   db:
     image: postgres:16

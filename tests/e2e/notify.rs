@@ -11,17 +11,8 @@ use crate::backup::{bulk_project, start_and_signal};
 use crate::support::TestEnv;
 use crate::support::http::{HttpRecorder, Received};
 
-const PROJECT: &str = r#"
-services:
-  db:
-    image: postgres:16
-    volumes:
-      - dbdata:/var/lib/postgresql/data
-volumes:
-  dbdata:
-    labels:
-      persist.test.run: "{{RUN}}"
-"#;
+/// One database service with one named volume.
+use crate::backup::DB_PROJECT as PROJECT;
 
 /// Brings up [`PROJECT`] with a little data and a secret in `.env`.
 fn project(env: &TestEnv) {
@@ -381,4 +372,89 @@ fn schedule_with_a_cron_file_is_shown_counted_by_status_and_removed() {
     env.persist(["schedule", "remove"]).assert_success();
     assert!(!cron.exists());
     assert!(env.persist(["schedule", "show", "--json"]).json()["schedule"].is_null());
+}
+
+#[test]
+fn status_reports_the_newest_backup_of_every_destination() {
+    let env = TestEnv::new();
+    env.write_project(
+        &format!("{PROJECT}x-persist:\n  destinations:\n    usb: {{url: ./usb}}\n"),
+        None,
+    );
+    env.compose_v2(["up", "-d"]).assert_success();
+    env.persist(["backup"]).assert_success();
+    let local = env.project_dir.join("backups");
+    let file = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tar"))
+        .unwrap();
+    let usb = env.project_dir.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::copy(&file, usb.join(file.file_name().unwrap())).unwrap();
+    let s = env.persist(["status", "--json"]).json();
+    let names: Vec<&str> = s["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["local", "usb"], "{s:#}");
+    assert_eq!(s["destinations"][1]["count"], 1, "{s:#}");
+    let newest = PathBuf::from(s["destinations"][1]["newest"]["path"].as_str().unwrap());
+    assert_eq!(
+        newest.canonicalize().unwrap(),
+        usb.join(file.file_name().unwrap()).canonicalize().unwrap()
+    );
+    // The local copy pruned: the copy on the other destination still counts.
+    std::fs::remove_file(&file).unwrap();
+    let ran = env.persist(["status"]);
+    ran.assert_code(0);
+    ran.assert_stdout_contains("Destination local:");
+    ran.assert_stdout_contains("no backups");
+    ran.assert_stdout_contains("Destination usb:");
+}
+
+#[test]
+fn a_second_backup_of_the_project_waits_for_the_first() {
+    let env = TestEnv::new();
+    let _ = bulk_project(&env);
+    let dir = env.project_dir.join("backups");
+    let mut first = crate::backup::Running::start(&env, "first", &["backup", "dbdata"]);
+    // Once the first streams, it holds the lock.
+    let start = std::time::Instant::now();
+    while !crate::backup::dir_names(&dir)
+        .iter()
+        .any(|n| n.ends_with(".tar.partial"))
+    {
+        assert!(first.is_running(), "{}", first.output());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            first.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One that may not wait long gives up, with exit 1, and changes nothing.
+    let impatient = env.persist(["backup", "small", "--lock-timeout", "1s"]);
+    impatient.assert_code(1);
+    impatient.assert_stderr_contains("another backup of project");
+    impatient.assert_stderr_contains("still runs after waiting 1s");
+    // One that waits runs once the first is done.
+    let second = env.persist(["backup", "small"]);
+    second.assert_success();
+    second.assert_stderr_contains("Waiting for another backup of");
+    let status = first.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", first.output());
+    let records = run_records(&env);
+    let results: Vec<&str> = records
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["success", "failure", "success"], "{records:#?}");
+    // The second ended after the first: they did not overlap.
+    assert!(
+        records[0]["ended"].as_str().unwrap() > records[2]["ended"].as_str().unwrap(),
+        "{records:#?}"
+    );
 }
