@@ -284,8 +284,8 @@ docker persist clean dbdata                         critical: fresh backup, proj
     /// Show whether the project's backups are fresh: last backup, last run, verification, schedule
     ///
     /// Exit 0 when the newest backup is younger than `--max-age` and the last backup run worked, 1 when
-    /// it is older (or there is none), 2 when the last backup run failed: usable as a container
-    /// HEALTHCHECK or a monitoring probe.
+    /// it is older (or there is none), 2 when the last backup run failed or a verification found the
+    /// newest backup damaged: usable as a container HEALTHCHECK or a monitoring probe.
     #[command(
         after_help = "Default --max-age: with a schedule installed, its longest gap between two runs plus 2 \
 hours (26h for a daily schedule); without one, 26h.\n\n\

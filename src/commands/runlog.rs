@@ -104,6 +104,18 @@ impl Session<'_> {
         }
     }
 
+    /// A destination the backup file was sent to (`backup --to`), and whether it got it.
+    pub fn record_destination(&self, name: &str, location: &str, result: Result<(), String>) {
+        self.record(|r| {
+            r.destinations.push(DestinationRun {
+                name: name.to_string(),
+                location: location.to_string(),
+                ok: result.is_ok(),
+                error: result.err(),
+            })
+        });
+    }
+
     /// The backup file written, its volumes and sizes, and the local directory that holds it.
     pub(crate) fn record_backup(
         &self,

@@ -2,7 +2,8 @@
 //! state (the backup files' manifests, the run records, the verified records, the installed schedule),
 //! never the engine, so that it answers quickly and works as a container HEALTHCHECK.
 //!
-//! Exit 2 when the last backup run failed (or was interrupted), else 1 when the newest backup is older
+//! Exit 2 when the last backup run failed (or was interrupted) or a verification found the newest backup
+//! damaged, else 1 when the newest backup is older
 //! than `--max-age` or there is none, else 0. Default `--max-age`: with a schedule, its longest gap
 //! between two runs plus [`SLACK`] (26 h for a daily schedule); without one, 26 h.
 
@@ -52,13 +53,15 @@ impl State {
     }
 }
 
-/// The verdict from the facts: a failed last run first, then the newest backup's age.
+/// The verdict from the facts: a failed last run (or a newest backup a verification found damaged) first,
+/// then the newest backup's age.
 pub fn verdict(
     last_run: Option<RunResult>,
+    newest_damaged: bool,
     newest_age: Option<Duration>,
     max_age: Duration,
 ) -> State {
-    if matches!(last_run, Some(RunResult::Failure | RunResult::Interrupted)) {
+    if newest_damaged || matches!(last_run, Some(RunResult::Failure | RunResult::Interrupted)) {
         return State::Failed;
     }
     match newest_age {
@@ -257,8 +260,16 @@ pub async fn run(session: &Session<'_>, args: &StatusArgs) -> anyhow::Result<Exi
         .iter()
         .filter_map(|d| d.newest.clone())
         .max_by_key(|b| b.created);
+    let newest_damaged = backups.first().is_some_and(|b| {
+        newest.as_ref().is_some_and(|n| n.path == b.path)
+            && matches!(
+                recorded_with_time(&b.path, &b.manifest),
+                Some((Verified::Failed, _))
+            )
+    });
     let state = verdict(
         last_run.map(|r| r.result),
+        newest_damaged,
         newest.as_ref().map(|b| age(now, b.created)),
         max_age,
     );
@@ -398,6 +409,9 @@ pub async fn run(session: &Session<'_>, args: &StatusArgs) -> anyhow::Result<Exi
             ),
             None => "STALE: there is no backup".into(),
         },
+        State::Failed if newest_damaged => {
+            "FAILED: a verification found the newest backup damaged".into()
+        }
         State::Failed => "FAILED: the last backup run did not succeed".into(),
     };
     rows.push(("Status".into(), verdict_text));
@@ -427,24 +441,28 @@ mod tests {
         let day = Duration::from_secs(86_400);
         let max = DEFAULT_MAX_AGE;
         assert_eq!(
-            verdict(Some(RunResult::Success), Some(day), max),
+            verdict(Some(RunResult::Success), false, Some(day), max),
             State::Fresh
         );
         assert_eq!(
-            verdict(Some(RunResult::Warning), Some(day), max),
+            verdict(Some(RunResult::Warning), false, Some(day), max),
             State::Fresh
         );
         assert_eq!(
-            verdict(Some(RunResult::Success), Some(2 * day), max),
+            verdict(Some(RunResult::Success), false, Some(2 * day), max),
             State::Stale
         );
-        assert_eq!(verdict(None, None, max), State::Stale);
+        assert_eq!(verdict(None, false, None, max), State::Stale);
         assert_eq!(
-            verdict(Some(RunResult::Failure), Some(Duration::ZERO), max),
+            verdict(Some(RunResult::Success), true, Some(day), max),
             State::Failed
         );
         assert_eq!(
-            verdict(Some(RunResult::Interrupted), None, max),
+            verdict(Some(RunResult::Failure), false, Some(Duration::ZERO), max),
+            State::Failed
+        );
+        assert_eq!(
+            verdict(Some(RunResult::Interrupted), false, None, max),
             State::Failed
         );
     }

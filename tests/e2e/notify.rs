@@ -458,3 +458,31 @@ fn a_second_backup_of_the_project_waits_for_the_first() {
         "{records:#?}"
     );
 }
+
+#[test]
+fn status_fails_when_a_verification_found_the_newest_backup_damaged() {
+    let env = TestEnv::new();
+    project(&env);
+    env.persist(["backup"]).assert_success();
+    env.persist(["status"]).assert_code(0);
+    let file = std::fs::read_dir(env.project_dir.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tar"))
+        .unwrap();
+    // One byte flipped inside the volume's member (after its 512-byte tar header); the manifest at the
+    // end is intact, so the file is still listed as a backup.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let name = b"volumes/dbdata.tar.zst";
+    let header = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the volume's member");
+    bytes[header + 512 + 16] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    env.persist(["verify", file.to_str().unwrap()])
+        .assert_code(1);
+    let ran = env.persist(["status"]);
+    ran.assert_code(2);
+    ran.assert_stdout_contains("a verification found the newest backup damaged");
+}
