@@ -1,11 +1,11 @@
-//! `status`: whether the project's backups are fresh, for people and for probes. It reads only local
-//! state (the backup files' manifests, the run records, the verified records, the installed schedule),
-//! never the engine, so that it answers quickly and works as a container HEALTHCHECK.
+//! `status`: whether the project's backups are fresh, for people and for probes. It reads the
+//! destinations' listings (manifests only), the run records, the verified records and the installed
+//! schedule, never the engine, so that it answers quickly and works as a container HEALTHCHECK.
 //!
 //! Exit 2 when the last backup run failed (or was interrupted) or a verification found the newest backup
-//! damaged, else 1 when the newest backup is older
-//! than `--max-age` or there is none, else 0. Default `--max-age`: with a schedule, its longest gap
-//! between two runs plus [`SLACK`] (26 h for a daily schedule); without one, 26 h.
+//! damaged, else 1 when the newest backup is older than `--max-age` or there is none, else 0. Default
+//! `--max-age`: with a schedule, its longest gap between two runs plus [`SLACK`] (26 h for a daily
+//! schedule); without one, 26 h.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
