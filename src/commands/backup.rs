@@ -102,6 +102,8 @@ struct BackupJson<'a> {
     volumes: &'a [VolumeRecord],
     /// Volumes backed up as logical dumps (`consistency: dump`).
     dumps: &'a [crate::archive::DumpRecord],
+    /// What each destination (`--to`, or those marked `default: true`) did with the file.
+    destinations: Vec<super::push::SentJson>,
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
@@ -128,6 +130,20 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         });
     }
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
+    // Where the file goes besides the local directory: resolved first, so a bad name stops before any
+    // service is stopped.
+    let remote = {
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        if args.to.is_empty() {
+            known.defaults()
+        } else {
+            super::push::resolve_all(&known, &args.to)?
+        }
+    };
+    let remote: Vec<_> = remote
+        .into_iter()
+        .filter(|d| d.dir() != Some(dir.as_path()))
+        .collect();
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup(
@@ -150,6 +166,15 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     .await?;
     session.record_backup(&finished, &records, &dir);
 
+    // The services are running again: the copies to the destinations take as long as they take.
+    let sent = super::push::send(printer, &remote, &finished.path).await;
+    for (d, result) in &sent {
+        session.record_destination(
+            d.name(),
+            &d.url().to_string(),
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+    }
     if printer.json_mode() {
         printer.json(&BackupJson {
             schema_version: 1,
@@ -157,6 +182,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             bytes: finished.bytes,
             volumes: &records,
             dumps: &finished.manifest.dumps,
+            destinations: super::push::sent_json(&sent),
         })?;
     } else {
         printer.status(format!(
@@ -166,6 +192,9 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             human_size(finished.bytes)
         ));
         printer.data(format!("{}\n", finished.path.display()));
+    }
+    if super::push::failed_note(printer, &sent, &finished.path) {
+        return Ok(ExitStatus::Failure);
     }
     Ok(ExitStatus::Success)
 }

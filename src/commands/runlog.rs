@@ -287,6 +287,25 @@ pub async fn finish(session: &Session<'_>, outcome: &anyhow::Result<ExitStatus>)
             (RunResult::Failure, Some(format!("{e:#}")), status.code())
         }
     };
+    // A command that failed without an error (a destination that did not get the file) says why.
+    let error = error.or_else(|| {
+        let run = session.run.lock().ok()?;
+        let failed: Vec<String> = run
+            .as_ref()?
+            .recorder
+            .destinations
+            .iter()
+            .filter(|d| !d.ok)
+            .map(|d| {
+                format!(
+                    "`{}` did not get the backup: {}",
+                    d.name,
+                    d.error.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect();
+        (result == RunResult::Failure && !failed.is_empty()).then(|| failed.join("; "))
+    });
     let mut warnings = printer.warnings();
     if result == RunResult::Success && !warnings.is_empty() {
         result = RunResult::Warning;
