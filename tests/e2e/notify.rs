@@ -382,7 +382,16 @@ fn status_reports_the_newest_backup_of_every_destination() {
         None,
     );
     env.compose_v2(["up", "-d"]).assert_success();
-    env.persist(["backup"]).assert_success();
+    env.persist(["backup", "--to", "usb"]).assert_success();
+    // The run record names both places the file reached.
+    let r = &run_records(&env)[0];
+    let reached: Vec<(&str, bool)> = r["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap(), d["ok"] == true))
+        .collect();
+    assert_eq!(reached, [("local", true), ("usb", true)], "{r:#}");
     let local = env.project_dir.join("backups");
     let file = std::fs::read_dir(&local)
         .unwrap()
@@ -390,8 +399,6 @@ fn status_reports_the_newest_backup_of_every_destination() {
         .find(|p| p.extension().is_some_and(|e| e == "tar"))
         .unwrap();
     let usb = env.project_dir.join("usb");
-    std::fs::create_dir_all(&usb).unwrap();
-    std::fs::copy(&file, usb.join(file.file_name().unwrap())).unwrap();
     let s = env.persist(["status", "--json"]).json();
     let names: Vec<&str> = s["destinations"]
         .as_array()
