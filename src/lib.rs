@@ -64,16 +64,23 @@ pub async fn run(
             Command::Status(args) => commands::status::run(&session, args).await,
             Command::Schedule(cmd) => commands::schedule::run(&session, cmd).await,
             Command::Notify(cmd) => commands::notify_test::run(&session, cmd).await,
+            Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
         }
     };
-    let outcome = tokio::select! {
-        result = command => result,
-        () = plugin::interrupted() => {
-            cancel::cancel();
-            printer.warn("interrupted; cleaning up");
-            // Uploads cut short are aborted (no parts left to bill), unfinished remote files removed.
-            destination::finish_cleanups(std::time::Duration::from_secs(20)).await;
-            Ok(ExitStatus::Interrupted)
+    // `upgrade` answers an interruption itself: once the new version runs, Ctrl-C rolls it back.
+    let handles_interrupts = matches!(cli.command, Command::Upgrade(_));
+    let outcome = if handles_interrupts {
+        command.await
+    } else {
+        tokio::select! {
+            result = command => result,
+            () = plugin::interrupted() => {
+                cancel::cancel();
+                printer.warn("interrupted; cleaning up");
+                // Uploads cut short are aborted (no parts left to bill), unfinished remote files removed.
+                destination::finish_cleanups(std::time::Duration::from_secs(20)).await;
+                Ok(ExitStatus::Interrupted)
+            }
         }
     };
     session

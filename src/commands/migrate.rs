@@ -357,7 +357,8 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         item.key,
         overrides.path.display()
     ));
-    if let Err(e) = write_override(&overrides.path, &migration::render(&all)) {
+    let (pins, _) = migration::recorded_pins(&inventory.project);
+    if let Err(e) = write_override(&overrides.path, &migration::render_all(&all, &pins)) {
         consistency::start_again(session, &engine, &running).await?;
         return Err(e.context(format!(
             "failed to write `{}`; the services use volume `{name}` as before",
@@ -541,14 +542,14 @@ fn checked_path(to: &str, item: &DataItem) -> anyhow::Result<PathBuf> {
 }
 
 /// Whether the project's files were found by Compose's own discovery, which loads the override file.
-fn automatic_override(session: &Session<'_>) -> bool {
+pub(crate) fn automatic_override(session: &Session<'_>) -> bool {
     session.project_args.files.is_empty()
         && std::env::var_os("COMPOSE_FILE").is_none_or(|v| v.is_empty())
 }
 
 /// The current content of our override file (`None`: there is none), or a refusal when an override file
 /// exists that docker persist did not write (its comments and formatting would be lost).
-fn check_override_is_ours(
+pub(crate) fn check_override_is_ours(
     overrides: &OverrideFile,
     all: &[Migration],
 ) -> anyhow::Result<Option<String>> {
@@ -902,7 +903,7 @@ fn checked(
 }
 
 /// Writes a file whole (a temporary file renamed over it), so that Compose never reads half of it.
-fn write_override(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_override(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("persist-tmp");
     fs_err::write(&tmp, text)?;
     fs_err::rename(&tmp, path)?;
@@ -910,7 +911,7 @@ fn write_override(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Puts the override file back as it was: `None` removes it.
-fn restore_override(path: &Path, previous: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn restore_override(path: &Path, previous: Option<&str>) -> anyhow::Result<()> {
     match previous {
         Some(text) => write_override(path, text),
         None => match fs_err::remove_file(path) {
@@ -1222,11 +1223,14 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         .filter(|r| r.key != m.key)
         .cloned()
         .collect();
-    if rest.is_empty() {
+    // The images `upgrade` pinned stay.
+    let (pins, _) = migration::recorded_pins(&inventory.project);
+    let keep_file = !rest.is_empty() || !pins.is_empty();
+    if !keep_file {
         restore_override(&overrides.path, None)?;
         printer.status(format!("Removed `{}`", overrides.path.display()));
     } else {
-        write_override(&overrides.path, &migration::render(&rest))?;
+        write_override(&overrides.path, &migration::render_all(&rest, &pins))?;
         printer.status(format!(
             "Removed the migration of `{}` from `{}`",
             m.key,
@@ -1238,9 +1242,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         .filter_map(|c| c.service.as_deref())
         .collect();
     let mut project = inventory.project.clone();
-    project
-        .files
-        .retain(|f| f != &overrides.path || !rest.is_empty());
+    project.files.retain(|f| f != &overrides.path || keep_file);
     recreate(
         session,
         &engine,

@@ -21,6 +21,8 @@ pub mod rules;
 pub mod runlog;
 pub mod schedule;
 pub mod status;
+pub mod upgrade;
+pub mod upgrade_pg;
 pub mod verified;
 pub mod verify;
 

@@ -19,3 +19,5 @@ mod notify;
 mod plugin;
 mod postgres;
 mod restore;
+mod upgrade;
+mod upgrade_pg;
