@@ -301,6 +301,168 @@ docker persist push app-20261122T101500Z.tar --to s3://bucket/app?region=eu-west
     /// Manage the age keys that encrypt backups (`key init`)
     #[command(subcommand)]
     Key(KeyCommand),
+
+    /// Show whether the project's backups are fresh: last backup, last run, verification, schedule
+    ///
+    /// Exit 0 when the newest backup is younger than `--max-age` and the last backup run worked, 1 when
+    /// it is older (or there is none), 2 when the last backup run failed or a verification found the
+    /// newest backup damaged: usable as a container HEALTHCHECK or a monitoring probe.
+    #[command(
+        after_help = "Default --max-age: with a schedule installed, its longest gap between two runs plus 2 \
+hours (26h for a daily schedule); without one, 26h.\n\n\
+Examples:\n  docker persist status                   the state, as a table\n  \
+docker persist status --max-age 2h      stale after two hours\n  \
+docker persist status --json            for monitoring"
+    )]
+    Status(StatusArgs),
+
+    /// Run backups on a schedule: a systemd timer, or a crontab line where systemd is missing
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+
+    /// Send a test notification to the project's notification targets
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// How old the newest backup may be before it is stale (26h, 90m, 7d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub max_age: Option<std::time::Duration>,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Where backup runs report to (see README, "Notifications").
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Notification options")]
+pub struct NotifyArgs {
+    /// Notify this URL (repeatable): a healthchecks-style ping URL, `ntfy://host/topic`,
+    /// `webhook+https://…`; added to `x-persist: {notify: …}`
+    #[arg(long = "notify", value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Which results reach ntfy, webhooks and `--notify-command` (ping URLs hear of every run).
+    /// Default: `x-persist: {notify: {on: …}}`, else failure
+    #[arg(long, value_name = "WHEN", value_enum)]
+    pub notify_on: Option<crate::notify::NotifyOn>,
+
+    /// Run this shell command after the run, with the result in `DOCKER_PERSIST_*` variables
+    #[arg(long, value_name = "CMD")]
+    pub notify_command: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Install (or replace) the project's backup schedule
+    ///
+    /// As root a system timer, otherwise (or with `--user`) a user timer; without systemd the crontab
+    /// line is printed, or written with `--cron-file`. The scheduled command is `docker persist backup`
+    /// with this project's `-f`, `-p`, `--project-directory`, `--env-file` and Docker context, run in the
+    /// project directory.
+    #[command(
+        after_help = "Arguments after `--` go to the scheduled `docker persist backup` as they are.\n\n\
+Examples:\n  docker persist schedule set --daily 03:15\n  \
+docker persist schedule set --every 6h --notify https://hc-ping.com/UUID\n  \
+docker persist schedule set --cron '30 2 * * mon-fri' --verify -- --all\n  \
+docker persist schedule set --daily 03:15 --cron-file /etc/cron.d/docker-persist-app"
+    )]
+    Set(Box<ScheduleSetArgs>),
+
+    /// Show the installed schedule and its next five runs
+    Show,
+
+    /// Remove the project's schedule (timer and service, or the cron file)
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("when").required(true).args(["daily", "hourly", "every", "cron"])))]
+pub struct ScheduleSetArgs {
+    /// Every day at this local time (HH:MM)
+    #[arg(long, value_name = "HH:MM")]
+    pub daily: Option<String>,
+
+    /// Every hour, on the hour
+    #[arg(long)]
+    pub hourly: bool,
+
+    /// At this interval, aligned on the clock: minutes that divide an hour, hours that divide a day
+    /// (15m, 2h, 6h, 1d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub every: Option<std::time::Duration>,
+
+    /// A five-field cron expression (`30 2 * * mon-fri`), or @hourly, @daily, @weekly, @monthly
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+
+    /// Send each backup to this destination too (repeatable; passed to `backup --to`)
+    #[arg(long = "to", value_name = "DESTINATION")]
+    pub to: Vec<String>,
+
+    /// Prune old backups after each backup (passed to `backup --prune`)
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Verify each new backup right after it is written (`docker persist verify`)
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Install a user timer (`systemctl --user`) even as root
+    #[arg(long)]
+    pub user: bool,
+
+    /// Write a cron file (`/etc/cron.d` format, with the user) instead of installing a systemd timer
+    #[arg(long, value_name = "PATH", conflicts_with = "systemd")]
+    pub cron_file: Option<PathBuf>,
+
+    /// Install a systemd timer even where systemd does not seem to run (`/run/systemd/system` missing)
+    #[arg(long)]
+    pub systemd: bool,
+
+    /// Start each run up to this much later, at random (systemd's RandomizedDelaySec; default: a tenth
+    /// of the schedule's shortest interval, at most 15m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub random_delay: Option<std::time::Duration>,
+
+    /// Print what would be installed, and install nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Arguments for the scheduled `docker persist backup` (after `--`)
+    #[arg(value_name = "BACKUP ARGS", last = true)]
+    pub backup_args: Vec<String>,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleRemoveArgs {
+    /// Print what would be removed, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test notification to every target (`x-persist: {notify: …}` and `--notify`), whatever
+    /// `--notify-on` says; exit 1 if one could not be delivered
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotifyTestArgs {
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// `26h`, `90m`, `1h30m`, `7d` (days too, unlike Compose's durations).
+fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    crate::runs::parse_duration(s)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -765,6 +927,12 @@ pub struct BackupArgs {
 
     #[command(flatten)]
     pub encrypt: EncryptArgs,
+    /// How long to wait for another backup of the project that still runs, before giving up
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_span)]
+    pub lock_timeout: std::time::Duration,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 /// The consistency modes `--consistency` accepts.

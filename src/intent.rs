@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::state::create_private_dir;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::migration::MigratedMount;
@@ -591,15 +592,6 @@ fn machine_name() -> String {
 
 fn file_name(machine: &str, pid: u32) -> String {
     format!("{machine}-{pid}.json")
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
 
 /// The crash tests' kill points: a debug build whose `DOCKER_PERSIST_KILL_AT` is `N` kills itself with

@@ -4,6 +4,7 @@
 //! `main.rs` parses arguments and calls [`run`]; everything else lives in the modules below.
 
 pub mod archive;
+pub mod calendar;
 pub mod cancel;
 pub mod cli;
 pub mod commands;
@@ -15,9 +16,13 @@ pub mod engine;
 pub mod fastpath;
 pub mod intent;
 pub mod inventory;
+pub mod notify;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
+pub mod runs;
+pub mod schedule;
+pub mod state;
 
 use cli::{Cli, Command, DockerGlobals};
 use commands::{ExitStatus, Session};
@@ -42,6 +47,7 @@ pub async fn run(
         intent: std::sync::Mutex::new(None),
         unresolved: std::sync::Mutex::new(Vec::new()),
         post_hooks: std::sync::Mutex::new(Vec::new()),
+        run: std::sync::Mutex::new(recorded_run(&cli.command)),
     };
     let command = async {
         match &cli.command {
@@ -59,6 +65,9 @@ pub async fn run(
             Command::Push(args) => commands::push::run(&session, args).await,
             Command::Destinations(args) => commands::destinations::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
+            Command::Status(args) => commands::status::run(&session, args).await,
+            Command::Schedule(cmd) => commands::schedule::run(&session, cmd).await,
+            Command::Notify(cmd) => commands::notify_test::run(&session, cmd).await,
             Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
             Command::Key(cli::KeyCommand::Init(args)) => commands::key::init(printer, args),
         }
@@ -82,6 +91,7 @@ pub async fn run(
     session
         .cleanup(matches!(outcome, Ok(ExitStatus::Success)))
         .await;
+    commands::runlog::finish(&session, &outcome).await;
     outcome
 }
 
@@ -107,6 +117,20 @@ fn command_name(command: &Command) -> &'static str {
         Command::Upgrade(u) if u.rollback => "upgrade --rollback",
         Command::Upgrade(_) => "upgrade",
         Command::Key(_) => "key",
+        Command::Status(_) => "status",
+        Command::Schedule(_) => "schedule",
+        Command::Notify(_) => "notify",
+    }
+}
+
+/// The run record a command keeps, if it keeps one: those that make, restore or check backups.
+fn recorded_run(command: &Command) -> Option<commands::runlog::RunContext> {
+    use commands::runlog::RunContext;
+    match command {
+        Command::Backup(args) => Some(RunContext::new("backup", Some(args.notify.clone()))),
+        Command::Restore(args) if !args.dry_run => Some(RunContext::new("restore", None)),
+        Command::Verify(_) => Some(RunContext::new("verify", None)),
+        _ => None,
     }
 }
 

@@ -59,6 +59,50 @@ fn down_help() {
 }
 
 #[test]
+fn backup_help() {
+    let (code, stdout, _) = run(&["backup", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn status_help() {
+    let (code, stdout, _) = run(&["status", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn schedule_help() {
+    let (code, stdout, _) = run(&["schedule", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn schedule_set_help() {
+    let (code, stdout, _) = run(&["schedule", "set", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn notify_test_help() {
+    let (code, stdout, _) = run(&["notify", "test", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn schedule_set_needs_exactly_one_calendar() {
+    let (code, _, stderr) = run(&["schedule", "set"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = run(&["schedule", "set", "--daily", "03:00", "--hourly"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
 fn clean_help() {
     let (code, stdout, _) = run(&["clean", "--help"]);
     assert_eq!(code, 0);

@@ -110,6 +110,7 @@ struct BackupJson<'a> {
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
     let project = session.load_project()?;
+    super::runlog::begin_backup(session, &project, args.lock_timeout).await?;
     let engine = session.connect().await?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
@@ -194,9 +195,17 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         encryption.as_ref(),
     )
     .await?;
+    session.record_backup(&finished, &records, &dir);
 
     // The services are running again: the copies to the destinations take as long as they take.
     let sent = super::push::send(printer, &remote, &finished.path).await;
+    for (d, result) in &sent {
+        session.record_destination(
+            d.name(),
+            &d.url().to_string(),
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+    }
     if printer.json_mode() {
         printer.json(&BackupJson {
             schema_version: 1,

@@ -241,6 +241,7 @@ pub async fn stop(
     }
     for c in containers.iter().rev() {
         session.journal_stop_sent(step, &c.id);
+        session.record(|r| r.stopping(&c.id, &c.name, c.service.as_deref()));
         engine.stop_container(&c.id, &c.name).await?;
     }
     session.step_mark(step, StepState::Done);

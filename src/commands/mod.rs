@@ -14,11 +14,15 @@ pub mod inspect;
 pub mod key;
 pub mod ls;
 pub mod migrate;
+pub mod notify_test;
 pub mod push;
 pub mod resolve;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
+pub mod runlog;
+pub mod schedule;
+pub mod status;
 pub mod upgrade;
 pub mod upgrade_pg;
 pub mod verified;
@@ -89,6 +93,8 @@ pub struct Session<'a> {
     pub unresolved: std::sync::Mutex<Vec<intent::Record>>,
     /// Post hooks not run yet: run by [`Session::cleanup`] when the command ends early.
     pub post_hooks: std::sync::Mutex<Vec<hooks::PendingPost>>,
+    /// The run record of a command that keeps one (backup, restore, verify; see [`runlog`]).
+    pub run: std::sync::Mutex<Option<runlog::RunContext>>,
 }
 
 impl Session<'_> {
@@ -101,6 +107,7 @@ impl Session<'_> {
         opts.project_directory = self.project_args.project_directory.clone();
         opts.env_files = self.project_args.env_files.clone();
         let project = compose::load::load_project(&opts)?;
+        self.note_project(&project);
         for w in &project.warnings {
             self.printer.warn(w);
         }
@@ -287,6 +294,7 @@ impl Session<'_> {
         name: &str,
     ) -> Result<(), crate::engine::EngineError> {
         engine.start_container(id, name).await?;
+        self.record(|r| r.started(id));
         self.forget_restart(id);
         self.journal_started(id);
         self.printer.status(format!("Started `{name}` again"));

@@ -116,6 +116,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             args.yes,
         )?,
     };
+    session.record(|r| r.backup = Some(path.clone()));
     // From a destination the file is read by ranges as the restore goes, never copied first.
     let keys = crate::encryption::load_keys(&args.keys)?;
     let mut opened = super::backups::open_backup(from.as_ref(), &path).await?;

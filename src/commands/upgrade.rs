@@ -734,6 +734,7 @@ impl Upgrade<'_> {
                 ),
                 unresolved: std::sync::Mutex::new(Vec::new()),
                 post_hooks: std::sync::Mutex::new(Vec::new()),
+                run: std::sync::Mutex::new(None),
             };
             let restored = Box::pin(super::restore::run(&inner, &restore)).await;
             // The record goes back to this command, which closes it when it ends.

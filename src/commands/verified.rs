@@ -105,6 +105,19 @@ pub fn recorded(path: &Path, manifest: &Manifest) -> Option<Verified> {
 }
 
 fn recorded_in(dir: &Path, path: &Path, manifest: &Manifest) -> Option<Verified> {
+    recorded_with_time_in(dir, path, manifest).map(|(v, _)| v)
+}
+
+/// The recorded outcome for this exact file and when the verification ran, if any.
+pub fn recorded_with_time(path: &Path, manifest: &Manifest) -> Option<(Verified, jiff::Timestamp)> {
+    recorded_with_time_in(&state_dir()?, path, manifest)
+}
+
+fn recorded_with_time_in(
+    dir: &Path,
+    path: &Path,
+    manifest: &Manifest,
+) -> Option<(Verified, jiff::Timestamp)> {
     let id = Identity::of(path, manifest)?;
     let text = fs_err::read(id.record_file(dir)).ok()?;
     let r: Record = serde_json::from_slice(&text).ok()?;
@@ -112,7 +125,8 @@ fn recorded_in(dir: &Path, path: &Path, manifest: &Manifest) -> Option<Verified>
         && r.bytes == id.bytes
         && r.modified_ns == id.modified_ns
         && r.manifest_sha256 == id.manifest_sha256;
-    same.then_some(if r.ok { Verified::Ok } else { Verified::Failed })
+    let at = r.verified_at.parse().ok()?;
+    same.then_some((if r.ok { Verified::Ok } else { Verified::Failed }, at))
 }
 
 /// Records the outcome of a verification of `path`. Failing to record is not an error: the next command

@@ -76,6 +76,7 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         }
     };
     printer.status(format!("Verifying `{}`", path.display()));
+    session.record(|r| r.backup = Some(path.clone()));
     let keys = crate::encryption::load_keys(&args.keys)?;
     let mut opened = open_backup(from.as_ref(), &path).await?;
     let (manifest, report, opened) = tokio::task::spawn_blocking(move || {
@@ -109,6 +110,7 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
             );
         }
     }
+    session.note_project_name(&manifest.project);
     // Recorded for `backups` and `check`; a failed record only means verifying again later.
     if let Err(e) = super::verified::record(&path, &manifest, report.is_ok()) {
         printer.verbose(format!("cannot record the verification: {e}"));

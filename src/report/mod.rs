@@ -22,6 +22,8 @@ pub struct Printer {
     verbose: bool,
     color_stdout: bool,
     color_stderr: bool,
+    /// Every warning printed, for the run record and notifications (see [`Printer::warnings`]).
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Printer {
@@ -38,6 +40,7 @@ impl Printer {
             verbose: output.verbose,
             color_stdout: decide(console::Term::stdout().is_term()),
             color_stderr: decide(console::Term::stderr().is_term()),
+            warnings: Default::default(),
         }
     }
 
@@ -84,8 +87,16 @@ impl Printer {
 
     /// `warning: …` on stderr; shown even with `--quiet`.
     pub fn warn(&self, message: impl AsRef<str>) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(message.as_ref().to_string());
+        }
         let label = self.err_style(Style::new().yellow().bold());
         eprintln!("{} {}", label.apply_to("warning:"), message.as_ref());
+    }
+
+    /// The warnings printed so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// `error: …` with its causes, then `hint: …` lines.

@@ -23,7 +23,7 @@ use crate::support::{
 const PGDATA: &str = "/var/lib/postgresql/data";
 
 /// One database service with one named volume.
-const DB_PROJECT: &str = r#"
+pub(crate) const DB_PROJECT: &str = r#"
 services:
   db:
     image: postgres:16
@@ -1681,7 +1681,7 @@ volumes:
 "#;
 
 /// Brings up [`BULK_PROJECT`]; returns the id of the `db` container and its state.
-fn bulk_project(env: &TestEnv) -> (String, String) {
+pub(crate) fn bulk_project(env: &TestEnv) -> (String, String) {
     env.write_project(BULK_PROJECT, None);
     env.compose_v2(["up", "-d"]).assert_success();
     exec(
@@ -1697,7 +1697,11 @@ fn bulk_project(env: &TestEnv) -> (String, String) {
 }
 
 /// Starts `backup dbdata ARGS`, waits until it streams, then sends `signal` half a second later.
-fn start_and_signal(env: &TestEnv, signal: &str, args: &[&str]) -> (Running, ExitStatus) {
+pub(crate) fn start_and_signal(
+    env: &TestEnv,
+    signal: &str,
+    args: &[&str],
+) -> (Running, ExitStatus) {
     let dir = env.project_dir.join("backups");
     let mut backup = Running::start(env, "backup", &[&["backup", "dbdata"], args].concat());
     backup.wait_until_streaming(env, &dir);

@@ -17,6 +17,7 @@ mod guard;
 mod harness;
 mod inventory;
 mod migrate;
+mod notify;
 mod plugin;
 mod postgres;
 mod restore;

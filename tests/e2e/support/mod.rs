@@ -21,6 +21,8 @@
 
 #![allow(dead_code)] // Helpers are used by some test modules and not others.
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::ffi::OsStr;
