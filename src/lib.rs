@@ -16,6 +16,7 @@ pub mod journal;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
+pub mod retention;
 
 use cli::{Cli, Command, DockerGlobals};
 use commands::{ExitStatus, Session};
