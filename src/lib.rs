@@ -54,6 +54,7 @@ pub async fn run(
             Command::Down(args) => commands::guard::down(&session, args).await,
             Command::Clean(args) => commands::clean::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
+            Command::Prune(args) => commands::prune::run(&session, args).await,
         }
     };
     let outcome = tokio::select! {

@@ -648,6 +648,82 @@ pub fn may_protect(candidates: &[Candidate]) -> Vec<Vec<String>> {
     out
 }
 
+/// A `retention:` mapping of the Compose file (`x-persist.retention`, or a destination's): the policy in
+/// the flags' own words (`keep-daily: 7`, `keep-yearly: unlimited`, `keep-within: 2d`, `keep-tag: [a, b]`;
+/// `keep_daily` works too), the time zone (`tz:`) and how long safety copies stay (`keep-safety-copies:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub policy: Policy,
+    pub tz: Option<String>,
+    pub safety_within: Option<Within>,
+}
+
+impl Config {
+    /// Parses a `retention:` value; the error says which key is wrong and why.
+    pub fn from_json(raw: &serde_json::Value) -> Result<Config, String> {
+        use serde_json::Value;
+        let Value::Object(map) = raw else {
+            return Err(format!("it must be a mapping, not `{raw}`"));
+        };
+        let text = |key: &str, v: &Value| -> Result<String, String> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                other => Err(format!("`{key}` must be a string, not `{other}`")),
+            }
+        };
+        let mut c = Config::default();
+        for (key, v) in map {
+            let normal = key.replace('_', "-");
+            let count = |v: &Value| -> Result<Count, String> {
+                text(key, v)?.parse().map_err(|e| format!("`{key}`: {e}"))
+            };
+            match normal.as_str() {
+                "keep-last" => c.policy.keep_last = count(v)?,
+                "keep-hourly" => c.policy.keep_hourly = count(v)?,
+                "keep-daily" => c.policy.keep_daily = count(v)?,
+                "keep-weekly" => c.policy.keep_weekly = count(v)?,
+                "keep-monthly" => c.policy.keep_monthly = count(v)?,
+                "keep-yearly" => c.policy.keep_yearly = count(v)?,
+                "keep-within" => {
+                    c.policy.keep_within =
+                        text(key, v)?.parse().map_err(|e| format!("`{key}`: {e}"))?;
+                }
+                "keep-tag" | "keep-tags" => {
+                    let tags = match v {
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|t| text(key, t))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        other => vec![text(key, other)?],
+                    };
+                    c.policy.keep_tags.extend(tags);
+                }
+                "tz" => c.tz = Some(text(key, v)?),
+                "keep-safety-copies" => {
+                    c.safety_within =
+                        Some(text(key, v)?.parse().map_err(|e| format!("`{key}`: {e}"))?);
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown key `{key}` (expected keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag, tz, keep-safety-copies)"
+                    ));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The time zone named `name` (an IANA name such as `Europe/Berlin`, or `UTC`), else the system's
+/// (`TZ`, then `/etc/localtime`).
+pub fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
+    match name {
+        Some(n) => TimeZone::get(n).map_err(|e| format!("unknown time zone `{n}`: {e}")),
+        None => Ok(TimeZone::system()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,7 +1066,7 @@ mod tests {
         let plan = decide_at(&p, "2026-02-01T00:00:00Z", &c);
         assert_eq!(plan.decisions[0].reasons, [Reason::FloorNewest]);
         assert!(plan.decisions[0].kept_only_by_floor());
-        assert_eq!(plan.decisions[1].keep, false);
+        assert!(!plan.decisions[1].keep);
         assert_eq!(plan.decisions[1].reasons, [Reason::NoRule]);
         assert!(plan.policy_keeps_none);
     }
@@ -1127,6 +1203,42 @@ mod tests {
                 vec!["db".into(), "media".into()]
             ]
         );
+    }
+
+    #[test]
+    fn a_retention_mapping_reads_like_the_flags() {
+        let c = Config::from_json(&serde_json::json!({
+            "keep-daily": 7, "keep_weekly": "4", "keep-yearly": "unlimited", "keep-within": "2d",
+            "keep-tag": ["release", "golden"], "tz": "Europe/Berlin", "keep-safety-copies": "30d"
+        }))
+        .unwrap();
+        assert_eq!(c.policy.keep_daily, Count::new(7));
+        assert_eq!(c.policy.keep_weekly, Count::new(4));
+        assert_eq!(c.policy.keep_yearly, Count::UNLIMITED);
+        assert_eq!(c.policy.keep_within.days, 2);
+        assert_eq!(c.policy.keep_tags, ["release", "golden"]);
+        assert_eq!(c.tz.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(c.safety_within.unwrap().days, 30);
+    }
+
+    #[test]
+    fn a_retention_mapping_with_a_typo_is_refused() {
+        let e = Config::from_json(&serde_json::json!({"keep-dialy": 7})).unwrap_err();
+        assert!(e.starts_with("unknown key `keep-dialy`"), "{e}");
+        let e = Config::from_json(&serde_json::json!({"keep-daily": "seven"})).unwrap_err();
+        assert!(e.contains("`seven` is not a count"), "{e}");
+        assert!(Config::from_json(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn time_zones_are_named_or_the_systems() {
+        assert!(time_zone(Some("Europe/Berlin")).is_ok());
+        assert!(
+            time_zone(Some("Mars/Olympus"))
+                .unwrap_err()
+                .contains("Mars/Olympus")
+        );
+        assert!(time_zone(None).is_ok());
     }
 
     #[test]

@@ -59,6 +59,13 @@ fn down_help() {
 }
 
 #[test]
+fn prune_help() {
+    let (code, stdout, _) = run(&["prune", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
 fn clean_help() {
     let (code, stdout, _) = run(&["clean", "--help"]);
     assert_eq!(code, 0);

@@ -102,6 +102,9 @@ struct BackupJson<'a> {
     volumes: &'a [VolumeRecord],
     /// Volumes backed up as logical dumps (`consistency: dump`).
     dumps: &'a [crate::archive::DumpRecord],
+    /// What `--prune` did, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<&'a super::prune::PruneJson>,
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
@@ -127,6 +130,10 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         });
     }
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
+    let prune = args
+        .prune
+        .then(|| super::prune::settings_for_backup(&inventory.project))
+        .transpose()?;
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup(
@@ -148,6 +155,21 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     )
     .await?;
 
+    if !printer.json_mode() {
+        printer.status(format!(
+            "Backed up {} to `{}` ({})",
+            plural(records.len() + finished.manifest.dumps.len(), "volume"),
+            finished.path.display(),
+            human_size(finished.bytes)
+        ));
+    }
+    // Only after a backup that succeeded: a failed one returned above, and prunes nothing.
+    let pruned = match &prune {
+        Some(settings) => {
+            Some(super::prune::after_backup(session, &engine, &inventory, &dir, settings).await?)
+        }
+        None => None,
+    };
     if printer.json_mode() {
         printer.json(&BackupJson {
             schema_version: 1,
@@ -155,14 +177,9 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             bytes: finished.bytes,
             volumes: &records,
             dumps: &finished.manifest.dumps,
+            prune: pruned.as_ref(),
         })?;
     } else {
-        printer.status(format!(
-            "Backed up {} to `{}` ({})",
-            plural(records.len() + finished.manifest.dumps.len(), "volume"),
-            finished.path.display(),
-            human_size(finished.bytes)
-        ));
         printer.data(format!("{}\n", finished.path.display()));
     }
     Ok(ExitStatus::Success)

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod ls;
 pub mod migrate;
+pub mod prune;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;

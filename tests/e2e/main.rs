@@ -16,4 +16,5 @@ mod inventory;
 mod migrate;
 mod plugin;
 mod postgres;
+mod prune;
 mod restore;
