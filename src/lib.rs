@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod context;
+pub mod destination;
 pub mod engine;
 pub mod fastpath;
 pub mod inventory;

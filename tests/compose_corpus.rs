@@ -1,4 +1,4 @@
-//! Every file of the Compose corpus (`$DOCKER_PERSIST_CORPUS`, else `../shared/compose-corpus`) must load,
+//! Every file of the Compose corpus (`$DOCKER_PERSIST_CORPUS`, else `tests/fixtures/compose-corpus`) must load,
 //! with the variables its project's `.env` would set (`tests/fixtures/compose/corpus-env.json`), and a few
 //! facts about each are checked. The negative cases of the corpus INDEX.md ("Expected behaviour notes") are
 //! checked too: a missing `${VAR:?message}` names the variable and the message, and a source left empty by
@@ -20,7 +20,7 @@ fn corpus_dir() -> PathBuf {
     let dir = std::env::var_os("DOCKER_PERSIST_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/compose-corpus")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose-corpus")
         });
     assert!(
         dir.is_dir(),

@@ -1,7 +1,8 @@
 //! The official Compose v2 is the oracle for the loader: for every corpus file it accepts and for the fixture
 //! projects under `tests/fixtures/compose/`, `docker compose config --format json` must see the same mounts
 //! per service — (type, source, target, read-only) — and the same engine name per top-level volume as
-//! `load_project`.
+//! `load_project`. The corpus is `tests/fixtures/compose-corpus` (its INDEX.md names each file's source and
+//! licence), or the directory `$DOCKER_PERSIST_CORPUS` names.
 //!
 //! Compose v2 is found through `DOCKER_PERSIST_COMPOSE_V2` (the path of the `docker-compose` v2 binary, set
 //! by `scripts/test.sh`), else `docker compose` on `PATH`. Without either the test fails: it never passes by
@@ -38,7 +39,7 @@ fn manifest_dir() -> PathBuf {
 fn corpus_dir() -> PathBuf {
     let dir = std::env::var_os("DOCKER_PERSIST_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("../shared/compose-corpus"));
+        .unwrap_or_else(|| manifest_dir().join("tests/fixtures/compose-corpus"));
     assert!(
         dir.is_dir(),
         "the Compose corpus is missing: `{}` is not a directory (set DOCKER_PERSIST_CORPUS to it)",

@@ -18,6 +18,7 @@ pub mod format;
 pub mod reader;
 pub mod rebase;
 pub mod rootfs;
+pub mod source;
 pub mod tree;
 pub mod writer;
 
@@ -32,9 +33,10 @@ pub use format::{
 };
 pub use reader::{
     Backup, BackupListing, BackupSummary, MemberIndex, Problem, ProblemKind, SkippedFile,
-    VerifyReport, VolumeCheck, VolumeStream, list_backups,
+    VerifyReport, VolumeCheck, VolumeStream, list_backups, read_tail_manifest,
 };
 pub use rebase::rebase_tar;
+pub use source::{FileSource, RangeSource};
 pub use tree::{TreeError, TreeStats, digest_tree, pack_tree, unpack_tree};
 pub use writer::{
     BackupWriter, DumpSpec, FinishedBackup, STALE_PARTIAL_AGE, VolumeSpec, WriterOptions,

@@ -24,6 +24,7 @@ use super::format::{
     BackupName, DUMPS_DIR, DumpRecord, FORMAT, MANIFEST_MEMBER, Manifest, PARTIAL_SUFFIX,
     VOLUMES_DIR, compose_member, key_for_member,
 };
+use super::source::{FileSource, RangeSource, ReadSeek};
 
 const BLOCK: u64 = 512;
 /// A manifest larger than this is not one of ours.
@@ -44,6 +45,7 @@ pub struct MemberIndex {
 /// An opened backup file.
 #[derive(Debug)]
 pub struct Backup {
+    source: Arc<dyn RangeSource>,
     path: PathBuf,
     manifest: Manifest,
     members: Vec<MemberIndex>,
@@ -55,9 +57,22 @@ pub struct Backup {
 }
 
 impl Backup {
-    /// Reads the outer tar's index and the manifest.
+    /// Reads the outer tar's index and the manifest of a local file.
     pub fn open(path: impl AsRef<Path>) -> Result<Backup, ArchiveError> {
         let path = path.as_ref().to_path_buf();
+        let source = FileSource::open(&path).map_err(|source| ArchiveError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Backup::open_source(path, Arc::new(source))
+    }
+
+    /// Reads the outer tar's index and the manifest from `source` (a local file, or a destination's object
+    /// read by ranges); `path` names it in messages (a path, or the destination's URL of the file).
+    pub fn open_source(
+        path: PathBuf,
+        source: Arc<dyn RangeSource>,
+    ) -> Result<Backup, ArchiveError> {
         let not_a_backup = |reason: String| ArchiveError::NotABackup {
             path: path.clone(),
             reason,
@@ -71,8 +86,8 @@ impl Backup {
             path: path.clone(),
             source,
         };
-        let mut file = fs_err::File::open(&path).map_err(open_err)?;
-        let file_len = file.metadata().map_err(open_err)?.len();
+        let mut file = source.cursor().map_err(open_err)?;
+        let file_len = source.len();
 
         let mut members = Vec::new();
         let mut structure = Vec::new();
@@ -163,7 +178,9 @@ impl Backup {
             structure.push(problem);
         }
 
+        drop(file);
         Ok(Backup {
+            source,
             path,
             manifest,
             members,
@@ -651,14 +668,13 @@ impl Backup {
         })
     }
 
-    fn raw_member(&self, index: &MemberIndex) -> Result<io::Take<fs_err::File>, ArchiveError> {
-        let mut file = fs_err::File::open(&self.path).map_err(|source| ArchiveError::Open {
-            path: self.path.clone(),
-            source,
-        })?;
-        file.seek(SeekFrom::Start(index.data_offset))
-            .map_err(|source| self.read_err(&index.name, source))?;
-        Ok(file.take(index.size))
+    fn raw_member(&self, index: &MemberIndex) -> Result<Box<dyn Read + Send>, ArchiveError> {
+        self.source
+            .read_range(index.data_offset, index.size)
+            .map_err(|source| ArchiveError::Open {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     fn read_err(&self, member: &str, source: io::Error) -> ArchiveError {
@@ -695,8 +711,108 @@ fn parse_manifest(path: &Path, json: &[u8]) -> Result<Manifest, ArchiveError> {
         .map_err(|e| not_a_backup(format!("`{MANIFEST_MEMBER}` is not a valid manifest: {e}")))
 }
 
+/// Reads only the manifest of a backup, from the tail of `source`: the last member of a backup is
+/// `manifest.json`, followed by the end-of-archive zero blocks. This costs one ranged read (a few for a very
+/// large manifest) instead of reading the file, which is what listing a remote destination needs. It checks
+/// the manifest's header (name, checksum, that its data ends the archive) and the manifest itself, but not the
+/// rest of the file: [`Backup::open_source`] and [`Backup::verify`] do that.
+pub fn read_tail_manifest(path: &Path, source: &dyn RangeSource) -> Result<Manifest, ArchiveError> {
+    let not_a_backup = |reason: String| ArchiveError::NotABackup {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len = source.len();
+    if len < 3 * BLOCK || !len.is_multiple_of(BLOCK) {
+        return Err(not_a_backup(format!(
+            "{len} bytes is not the size of a tar file"
+        )));
+    }
+    let mut want = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(want);
+        let mut tail = Vec::with_capacity((len - start) as usize);
+        source
+            .read_range(start, len - start)
+            .and_then(|mut r| r.read_to_end(&mut tail))
+            .map_err(|source| ArchiveError::ReadMember {
+                path: path.to_path_buf(),
+                member: MANIFEST_MEMBER.to_string(),
+                source,
+            })?;
+        if tail.len() as u64 != len - start {
+            return Err(not_a_backup(
+                "it is shorter than its listed size".to_string(),
+            ));
+        }
+        if let Some(json) = find_tail_manifest(&tail) {
+            return parse_manifest(path, json);
+        }
+        if start == 0 || want >= MAX_MANIFEST {
+            return Err(not_a_backup(format!(
+                "it does not end with `{MANIFEST_MEMBER}`"
+            )));
+        }
+        want *= 16;
+    }
+}
+
+/// The data of the `manifest.json` member that ends the archive in `tail` (block-aligned, the last bytes of
+/// the file).
+fn find_tail_manifest(tail: &[u8]) -> Option<&[u8]> {
+    let block = BLOCK as usize;
+    let blocks = tail.len() / block;
+    let is_zero = |i: usize| tail[i * block..(i + 1) * block].iter().all(|b| *b == 0);
+    // The end-of-archive: two zero blocks at least.
+    let mut last = blocks;
+    while last > 0 && is_zero(last - 1) {
+        last -= 1;
+    }
+    if blocks - last < 2 || last == 0 {
+        return None;
+    }
+    // `last` blocks hold data; the manifest's data ends in block `last - 1`. Walk back to its header.
+    for h in (0..last).rev() {
+        let header = &tail[h * block..(h + 1) * block];
+        if !header_checksum_ok(header)
+            || &header[..MANIFEST_MEMBER.len() + 1] != format!("{MANIFEST_MEMBER}\0").as_bytes()
+        {
+            continue;
+        }
+        let size = tar::Header::from_byte_slice(header).entry_size().ok()?;
+        let data = h * block + block;
+        let end = data.checked_add(usize::try_from(size).ok()?)?;
+        if end.div_ceil(block) == last && end <= tail.len() {
+            return Some(&tail[data..end]);
+        }
+    }
+    None
+}
+
+/// The ustar header checksum: the byte sum with the checksum field read as spaces.
+fn header_checksum_ok(header: &[u8]) -> bool {
+    let sum: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    let field = &header[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0 && **b != b' ')
+        .map(|b| *b as char)
+        .collect();
+    let text = text.trim();
+    !text.is_empty() && u64::from_str_radix(text, 8).ok() == Some(sum)
+}
+
 /// After the last member: at least two zero blocks, and nothing but zeros.
-fn check_end(file: &mut fs_err::File, end: u64, file_len: u64) -> Option<Problem> {
+fn check_end(file: &mut dyn ReadSeek, end: u64, file_len: u64) -> Option<Problem> {
     let structure = |what: &str| Some(Problem::new(None, ProblemKind::Structure, what));
     if file_len < end + 2 * BLOCK {
         return structure("the tar's end-of-archive blocks are missing");
@@ -816,14 +932,14 @@ impl Read for VolumeStream {
 /// Hashes and counts the raw member bytes as the decoder pulls them, and keeps an I/O error aside so it is
 /// not mistaken for damaged data.
 struct HashingReader {
-    inner: io::Take<fs_err::File>,
+    inner: Box<dyn Read + Send>,
     sha: Sha256,
     bytes: u64,
     failed: Arc<Mutex<Option<io::Error>>>,
 }
 
 impl HashingReader {
-    fn new(inner: io::Take<fs_err::File>) -> Self {
+    fn new(inner: Box<dyn Read + Send>) -> Self {
         HashingReader {
             inner,
             sha: Sha256::new(),
@@ -1177,6 +1293,22 @@ mod tests {
                 .backups
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn tail_manifest_is_the_manifest_open_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write_backup(tmp.path(), "app", "2026-11-22T10:15:00Z", Some("t"));
+        let src = FileSource::open(&path).unwrap();
+        let tail = read_tail_manifest(&path, &src).unwrap();
+        assert_eq!(&tail, Backup::open(&path).unwrap().manifest());
+        // A truncated copy is not a backup, nor is a file of zeros.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = tmp.path().join("cut.tar");
+        std::fs::write(&cut, &bytes[..bytes.len() - 1024]).unwrap();
+        assert!(read_tail_manifest(&cut, &FileSource::open(&cut).unwrap()).is_err());
+        std::fs::write(&cut, vec![0u8; 8192]).unwrap();
+        assert!(read_tail_manifest(&cut, &FileSource::open(&cut).unwrap()).is_err());
     }
 
     #[test]

@@ -658,7 +658,7 @@ impl Drop for BackupWriter {
 }
 
 /// Creates the backup directory (0700, with a `.gitignore` of `*`) unless it exists.
-fn ensure_dir(dir: &Path) -> Result<(), ArchiveError> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), ArchiveError> {
     let err = |source| ArchiveError::CreateDir {
         path: dir.to_path_buf(),
         source,
@@ -696,7 +696,7 @@ fn ensure_dir(dir: &Path) -> Result<(), ArchiveError> {
 }
 
 /// Gives the finished `.partial` its final name without ever replacing an existing file.
-fn publish(partial: &Path, target: &Path) -> Result<(), ArchiveError> {
+pub(crate) fn publish(partial: &Path, target: &Path) -> Result<(), ArchiveError> {
     let finish_err = |source| ArchiveError::Finish {
         path: target.to_path_buf(),
         source,

@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use super::verified::{Verified, recorded};
 use super::{ExitStatus, Session};
-use crate::archive::{BackupListing, list_backups};
+use crate::archive::BackupListing;
 use crate::cli::BackupsArgs;
+use crate::destination::Destinations;
+use crate::destination::local::DirDestination;
 use crate::report::{human_size, table};
 
 #[derive(Serialize)]
@@ -30,14 +32,28 @@ struct BackupJson<'a> {
     verified: Option<bool>,
 }
 
-/// The backup directory of a command: `--dir`, else `backups` in the project directory.
+/// The backup directory of a command (the destination `local`): `--dir`, else `backups` in the project
+/// directory.
 pub fn backup_dir(dir: &Option<PathBuf>, project_dir: &Path) -> PathBuf {
     dir.clone().unwrap_or_else(|| project_dir.join("backups"))
 }
 
-/// The project's backups in `dir`, newest first.
+/// The destinations of `project`: `local` (`--dir`, else `backups/`) and `x-persist.destinations`.
+pub fn destinations(
+    dir: &Option<PathBuf>,
+    project: &crate::compose::Project,
+) -> anyhow::Result<Destinations> {
+    Ok(Destinations::from_config(
+        &project.persist,
+        backup_dir(dir, &project.directory),
+        &project.directory,
+    )?)
+}
+
+/// The project's backups in the local directory `dir`, newest first (the destination `local`'s listing,
+/// read synchronously: a directory needs no network).
 pub fn listing(dir: &Path, project: &str) -> anyhow::Result<BackupListing> {
-    Ok(list_backups(dir, project)?)
+    Ok(DirDestination::new(dir.to_path_buf()).list(project)?)
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<ExitStatus> {
