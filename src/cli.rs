@@ -306,7 +306,8 @@ pub struct PruneArgs {
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
-    /// Where the backups are: `local` (the project's backup directory) or a directory
+    /// Where the backups are: `local` (the project's backup directory, the default), a destination of
+    /// `x-persist.destinations` (its `retention:` applies), or a directory or URL
     #[arg(long, value_name = "D")]
     pub from: Option<String>,
 

@@ -395,6 +395,61 @@ fn without_an_engine_the_floor_keeps_critical_data_down_to_its_newest_verified_b
 }
 
 #[test]
+fn a_destination_prunes_by_its_own_retention() {
+    let p = Project::new(&format!(
+        "name: {PROJECT}\nservices: {{}}\nx-persist:\n  retention: {{keep-daily: 30}}\n  destinations:\n    usb:\n      url: ./usb\n      retention: {{keep-last: 1}}\n"
+    ));
+    let local = dailies(&p, "2026-01-01", 3);
+    let usb = p.dir.path().join("usb");
+    for day in 1..=3 {
+        backup(
+            &usb,
+            PROJECT,
+            &format!("2026-01-0{day}T03:00:00Z"),
+            None,
+            Tier::Regenerable,
+        );
+    }
+    // The destination's policy, configured: no question.
+    let (code, out, err) = p.run(&["prune", "--from", "usb", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["policy_source"],
+        "the `retention:` of destination `usb`"
+    );
+    let mut left: Vec<String> = fs_err::read_dir(&usb)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    left.sort();
+    assert_eq!(left, [name_of("2026-01-03T03:00:00Z", None)]);
+    // The project's own directory is another destination, with the project's policy.
+    assert_eq!(p.files(), local);
+}
+
+#[test]
+fn a_destination_that_cannot_be_listed_changes_nothing() {
+    let p = Project::plain();
+    let all = dailies(&p, "2026-01-01", 3);
+    let not_a_dir = p.dir.path().join("file");
+    fs_err::write(&not_a_dir, b"x").unwrap();
+    let (code, _, err) = p.run(&[
+        "prune",
+        "--from",
+        not_a_dir.to_str().unwrap(),
+        "--keep-last",
+        "1",
+        "--yes",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed to list the backups"), "{err}");
+    assert_eq!(p.files(), all);
+    assert_eq!(fs_err::read(&not_a_dir).unwrap(), b"x");
+}
+
+#[test]
 fn pruning_a_thousand_backups_takes_seconds() {
     let p = Project::plain();
     let dir = p.backups();

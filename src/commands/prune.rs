@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use super::backups::{backup_dir, listing};
+use super::backups::destinations;
 use super::guard::{Protection, assess, needs_protection, removed_by_down_v};
 use super::restore::Refused;
 use super::verified::{Verified, recorded};
@@ -27,6 +27,7 @@ use super::{ExitStatus, Session, UsageError, plural};
 use crate::archive::{BackupListing, BackupSummary};
 use crate::cli::PruneArgs;
 use crate::compose::Project;
+use crate::destination::Destination;
 use crate::engine::Engine;
 use crate::inventory::{self, Inventory};
 use crate::report::{Printer, human_size, prompt, table};
@@ -130,61 +131,56 @@ pub fn settings(
     })
 }
 
-/// Where the backups are, and the two things prune does there: list and remove. The local directory
-/// today; the one place to teach other kinds of destination.
+/// Where the backups are ([`Destination`]), and what prune does there: list, tell verified files, remove.
 #[derive(Debug, Clone)]
 pub struct Store {
-    name: String,
-    dir: PathBuf,
+    dest: Destination,
 }
 
 impl Store {
-    /// The backup directory `dir`, called `name` in messages.
-    pub fn dir(name: &str, dir: PathBuf) -> Store {
-        Store {
-            name: name.to_string(),
-            dir,
-        }
+    pub fn new(dest: Destination) -> Store {
+        Store { dest }
     }
 
     pub fn describe(&self) -> String {
-        if self.name == self.dir.display().to_string() {
-            format!("`{}`", self.name)
-        } else {
-            format!("`{}` ({})", self.name, self.dir.display())
-        }
+        self.dest.describe()
+    }
+
+    /// The project's own backup directory, the one `check` looks at.
+    fn is_local(&self) -> bool {
+        self.dest.is_local()
     }
 
     async fn list(&self, project: &str) -> anyhow::Result<BackupListing> {
-        let (dir, project) = (self.dir.clone(), project.to_string());
-        tokio::task::spawn_blocking(move || listing(&dir, &project))
+        self.dest
+            .list(project)
             .await
-            .context("the listing stopped")?
             .with_context(|| format!("failed to list the backups in {}", self.describe()))
     }
 
     /// Removes one backup file; `false` when it was gone already.
     async fn remove(&self, backup: &BackupSummary) -> anyhow::Result<bool> {
-        match fs_err::remove_file(&backup.path) {
+        let name = backup
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a backup without a file name")?;
+        match self.dest.remove(name).await {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).context("failed to remove a backup"),
+            // A directory tells a file that is gone from one that cannot be removed.
+            Err(_) if self.dest.dir().is_some() && !backup.path.exists() => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Makes the removals durable (the directory entry is gone after a crash too).
-    fn sync(&self) {
-        if let Ok(d) = fs_err::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-    }
-
+    /// Only files in a directory on this machine carry a verification record.
     fn verified(&self, backup: &BackupSummary) -> bool {
-        recorded(&backup.path, &backup.manifest) == Some(Verified::Ok)
+        self.dest.dir().is_some() && recorded(&backup.path, &backup.manifest) == Some(Verified::Ok)
     }
 
     fn remove_stale_partials(&self, printer: &Printer, project: &str) {
-        match crate::archive::remove_stale_partials(&self.dir, project) {
+        let Some(dir) = self.dest.dir() else { return };
+        match crate::archive::remove_stale_partials(dir, project) {
             Ok(removed) => {
                 for p in removed {
                     printer.verbose(format!(
@@ -313,7 +309,12 @@ pub async fn prune(
             protects: Vec::new(),
         })
         .collect();
-    let protects = protection(printer, engine, &backups, &candidates).await;
+    // `check` looks at the project's backup directory only: a backup elsewhere protects nothing for it.
+    let protects = if store.is_local() {
+        protection(printer, engine, &backups, &candidates).await
+    } else {
+        vec![Vec::new(); candidates.len()]
+    };
     for (c, p) in candidates.iter_mut().zip(protects) {
         c.protects = p;
     }
@@ -432,7 +433,6 @@ pub async fn prune(
         let gone = match gone {
             Ok(g) => g,
             Err(e) => {
-                store.sync();
                 printer.warn(format!(
                     "removed {} before the failure; the others are untouched",
                     plural(report.removed, "backup")
@@ -452,7 +452,6 @@ pub async fn prune(
         // Lets Ctrl-C end the command between two removals, never inside one.
         tokio::task::yield_now().await;
     }
-    store.sync();
     printer.status(format!(
         "Removed {} ({}), kept {}, by {} ({})",
         plural(report.removed, "backup"),
@@ -522,17 +521,22 @@ fn plan_table(backups: &[BackupSummary], plan: &Plan, candidates: &[Candidate]) 
     )
 }
 
-/// The store `--from`/`--dir` name: `local` or a directory.
-fn store_of(project: &Project, args: &PruneArgs) -> Store {
-    match (&args.from, &args.dir) {
-        (Some(from), _) if from != "local" => {
-            let dir = project
-                .directory
-                .join(from.strip_prefix("file://").unwrap_or(from));
-            Store::dir(from, dir)
-        }
-        (_, dir) => Store::dir("local", backup_dir(dir, &project.directory)),
-    }
+/// The destination `--from` names (`local` by default, `--dir` moving it), and its `retention:` when
+/// it is a configured one.
+fn store_of(
+    project: &Project,
+    args: &PruneArgs,
+) -> anyhow::Result<(Store, Option<(String, serde_json::Value)>)> {
+    let all = destinations(&args.dir, project)?;
+    let dest = all.resolve(args.from.as_deref().unwrap_or("local"))?;
+    let retention = all
+        .configured()
+        .iter()
+        .find(|c| c.name == dest.name())
+        .and_then(|c| c.raw.get("retention").cloned())
+        .filter(|r| !r.is_null())
+        .map(|r| (dest.name().to_string(), r));
+    Ok((Store::new(dest), retention))
 }
 
 pub async fn run(session: &Session<'_>, args: &PruneArgs) -> anyhow::Result<ExitStatus> {
@@ -541,27 +545,10 @@ pub async fn run(session: &Session<'_>, args: &PruneArgs) -> anyhow::Result<Exit
     let settings = settings(&project, args.policy.policy(), args.tz.as_deref(), None)?;
     let store = store_of(&project, args);
     let name = project.name.clone();
-    let engine = match session.connect().await {
-        Ok(engine) => match inventory::build(project, &engine).await {
-            Ok(inv) => {
-                for w in &inv.warnings {
-                    printer.warn(w);
-                }
-                Some((engine, inv))
-            }
-            Err(e) => {
-                printer.warn(format!(
-                    "cannot read the project's data on the engine ({e}); keeping every backup of each critical and important volume down to its newest verified one"
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            printer.warn(format!(
-                "cannot reach the engine ({e:#}); keeping every backup of each critical and important volume down to its newest verified one"
-            ));
-            None
-        }
+    let engine = if store.is_local() {
+        check_view(session, project).await
+    } else {
+        None
     };
     let (status, _) = prune(
         session,
@@ -579,6 +566,33 @@ pub async fn run(session: &Session<'_>, args: &PruneArgs) -> anyhow::Result<Exit
     Ok(status)
 }
 
+/// The engine and the project's data on it, for `check`'s rule; `None` (with a warning) when either cannot
+/// be had.
+async fn check_view(session: &Session<'_>, project: Project) -> Option<(Engine, Inventory)> {
+    let printer = session.printer;
+    let fallback = "keeping every backup of each critical and important volume down to its newest verified one";
+    match session.connect().await {
+        Ok(engine) => match inventory::build(project, &engine).await {
+            Ok(inv) => {
+                for w in &inv.warnings {
+                    printer.warn(w);
+                }
+                Some((engine, inv))
+            }
+            Err(e) => {
+                printer.warn(format!(
+                    "cannot read the project's data on the engine ({e}); {fallback}"
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            printer.warn(format!("cannot reach the engine ({e:#}); {fallback}"));
+            None
+        }
+    }
+}
+
 /// `backup --prune`: the settings, checked before the backup is taken (a missing or broken policy is
 /// a usage error before anything is written).
 pub fn settings_for_backup(project: &Project) -> anyhow::Result<Settings> {
@@ -593,7 +607,12 @@ pub async fn after_backup(
     dir: &Path,
     settings: &Settings,
 ) -> anyhow::Result<PruneJson> {
-    let store = Store::dir("local", dir.to_path_buf());
+    let all = crate::destination::Destinations::from_config(
+        &inventory.project.persist,
+        dir.to_path_buf(),
+        &inventory.project.directory,
+    )?;
+    let store = Store::new(all.local());
     let (_, report) = prune(
         session,
         &inventory.project.name,
