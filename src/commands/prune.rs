@@ -540,10 +540,14 @@ fn store_of(
 }
 
 pub async fn run(session: &Session<'_>, args: &PruneArgs) -> anyhow::Result<ExitStatus> {
-    let printer = session.printer;
     let project = session.load_project()?;
-    let settings = settings(&project, args.policy.policy(), args.tz.as_deref(), None)?;
-    let store = store_of(&project, args);
+    let (store, retention) = store_of(&project, args)?;
+    let settings = settings(
+        &project,
+        args.policy.policy(),
+        args.tz.as_deref(),
+        retention.as_ref().map(|(n, r)| (n.as_str(), r)),
+    )?;
     let name = project.name.clone();
     let engine = if store.is_local() {
         check_view(session, project).await
