@@ -63,13 +63,13 @@ fn the_only_verified_backup_of_a_critical_volume_survives_keep_last_1() {
     env.write_project(PROJECT, None);
     env.compose_v2(&["up", "-d"]).assert_success();
     write(&env, "db", "/var/lib/postgresql/data", "one");
-    let oldest = backup(&env, &["db"]);
+    let oldest = backup(&env, &["dbdata"]);
     write(&env, "db", "/var/lib/postgresql/data", "two");
-    let verified = backup(&env, &["db"]);
+    let verified = backup(&env, &["dbdata"]);
     env.persist(["verify", verified.to_str().unwrap()])
         .assert_success();
     write(&env, "db", "/var/lib/postgresql/data", "three");
-    let newest = backup(&env, &["db"]);
+    let newest = backup(&env, &["dbdata"]);
     // The database runs and writes: no backup protects it for `check`, so only the floor's
     // verified-backup rule can keep `verified`.
     env.persist(["check"]).assert_code(3);
@@ -103,10 +103,10 @@ fn the_backup_check_counts_as_protecting_survives_any_policy() {
     env.compose_v2(&["up", "-d"]).assert_success();
     write(&env, "db", "/var/lib/postgresql/data", "one");
     // The database runs again after this one: it protects nothing.
-    let stale = backup(&env, &["db"]);
+    let stale = backup(&env, &["dbdata"]);
     env.compose_v2(&["stop"]).assert_success();
     // Taken with the database stopped, and nothing ran since: it protects `dbdata` (check verifies it).
-    let protecting = backup(&env, &["db"]);
+    let protecting = backup(&env, &["dbdata"]);
     env.persist(["check"]).assert_success();
     // A newer backup of other data only.
     let newest = backup(&env, &["--tier", "regenerable"]);
