@@ -275,6 +275,17 @@ docker persist clean dbdata                         critical: fresh backup, proj
     )]
     Clean(CleanArgs),
 
+    /// Copy an existing backup file to destinations (again: what is already there is not sent twice)
+    #[command(
+        after_help = "Examples:\n  docker persist push backups/app-20261122T101500Z.tar --to offsite\n  \
+docker persist push app-20261122T101500Z.tar --to s3://bucket/app?region=eu-west-1"
+    )]
+    Push(PushArgs),
+
+    /// List the destinations (`local` and `x-persist.destinations`) and test each: reachable, writable,
+    /// free space where known
+    Destinations(DestinationsArgs),
+
     /// Print a shell function that runs `check` before a plain `docker compose down -v`
     ///
     /// Add one line to the shell's rc file: `eval "$(docker persist shell-init bash)"` (~/.bashrc),
@@ -671,6 +682,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_start: bool,
 
+    /// Restore from this destination (streamed, not copied first): a name from `x-persist.destinations`,
+    /// `local`, a directory, `s3://bucket/prefix` or `sftp://user@host/path`
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
+
     /// Show what would be restored, replaced, stopped and recreated, and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -707,6 +723,12 @@ pub struct BackupArgs {
     /// A label added to the file name: `<project>-<time>-<tag>.tar`
     #[arg(long, value_name = "LABEL", value_parser = parse_tag)]
     pub tag: Option<String>,
+
+    /// Also store the backup at this destination (repeatable): a name from `x-persist.destinations`, a
+    /// directory, `s3://bucket/prefix` or `sftp://user@host/path`. Default: the destinations marked
+    /// `default: true`. The local file is always kept; a destination that fails makes the exit status 1
+    #[arg(long = "to", value_name = "DEST")]
+    pub to: Vec<String>,
 
     /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
@@ -758,10 +780,42 @@ impl From<ConsistencyChoice> for crate::compose::Consistency {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// The backup file: a path, or a file name in the backup directory
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+
+    /// Where to store it (repeatable): a name from `x-persist.destinations`, a directory,
+    /// `s3://bucket/prefix` or `sftp://user@host/path`
+    #[arg(long = "to", value_name = "DEST", required = true)]
+    pub to: Vec<String>,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DestinationsArgs {
+    /// Directory of backup files, the destination `local` (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// List them without testing them
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct BackupsArgs {
     /// Directory of backup files (default: `backups` in the project directory)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+
+    /// Read from this destination instead of the local directory: a name from `x-persist.destinations`,
+    /// `local`, a directory, `s3://bucket/prefix` or `sftp://user@host/path`
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -778,6 +832,11 @@ pub struct VerifyArgs {
     /// reads it back (the scratch volumes are removed afterwards)
     #[arg(long)]
     pub restore_test: bool,
+
+    /// Read from this destination instead of the local directory: a name from `x-persist.destinations`,
+    /// `local`, a directory, `s3://bucket/prefix` or `sftp://user@host/path`
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
 
     /// How data moves: `fast` (a helper container runs this program on the engine's host and writes the
     /// scratch volume on disk; needs a local engine and a static build) or `universal` (the engine's

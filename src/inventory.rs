@@ -3,7 +3,7 @@
 //! why, whether it exists, how big it is and who mounts it. `ls`, `inspect` and every later command that
 //! picks volumes by tier start from here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use futures_util::future::try_join_all;
@@ -87,6 +87,149 @@ impl Inventory {
     }
 }
 
+/// What classification knows about a project beyond its mounts: which services are one-shot helpers, and
+/// the `VOLUME` paths of the images present locally.
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyFacts {
+    pub one_shot: BTreeSet<String>,
+    /// Image reference (as the Compose file or container names it) → its `VOLUME` paths.
+    pub image_volumes: HashMap<String, Vec<String>>,
+}
+
+impl ClassifyFacts {
+    /// The facts the Compose files alone give (no engine: image `VOLUME`s unknown).
+    pub fn of_project(project: &Project) -> ClassifyFacts {
+        ClassifyFacts {
+            one_shot: classify::one_shot_services(project),
+            image_volumes: HashMap::new(),
+        }
+    }
+
+    /// Adds the `VOLUME`s of every image the project's services use that the engine has locally. An
+    /// image that is missing or cannot be inspected is left out: classification works without it.
+    async fn with_images(mut self, engine: &Engine, images: BTreeSet<String>) -> ClassifyFacts {
+        let found = futures_util::future::join_all(images.into_iter().map(|image| async move {
+            let volumes = engine.image_volumes(&image).await.ok().flatten();
+            (image, volumes)
+        }))
+        .await;
+        for (image, volumes) in found {
+            if let Some(v) = volumes {
+                self.image_volumes.insert(image, v);
+            }
+        }
+        self
+    }
+
+    fn use_of<'a>(&self, u: &'a User) -> Use<'a> {
+        Use {
+            service: &u.service,
+            image: u.image.as_deref(),
+            target: &u.target,
+            read_only: u.read_only,
+            helper: self.one_shot.contains(&u.service),
+            image_volume: u.image.as_ref().is_some_and(|i| {
+                self.image_volumes
+                    .get(i)
+                    .is_some_and(|vs| vs.iter().any(|v| under_path(&u.target, v)))
+            }),
+        }
+    }
+}
+
+/// `path` is `prefix` or lies under it, component-wise.
+fn under_path(path: &str, prefix: &str) -> bool {
+    Path::new(path).starts_with(Path::new(prefix))
+}
+
+/// A piece of data the Compose files declare, classified from the files alone (no engine state).
+#[derive(Debug, Clone)]
+pub struct DeclaredItem {
+    pub key: String,
+    pub kind: DataKind,
+    pub users: Vec<User>,
+    pub classification: Classification,
+}
+
+/// Classifies every named, external, anonymous and bind mount the Compose files declare, as the
+/// inventory would before any container or volume exists.
+pub fn classify_declared(project: &Project, facts: &ClassifyFacts) -> Vec<DeclaredItem> {
+    let mut items = Vec::new();
+    for def in project.volumes.values() {
+        let users = volume_users(project, &[], &def.key);
+        let kind = if def.external {
+            DataKind::External
+        } else {
+            DataKind::Named
+        };
+        let classification = classify_item(
+            kind,
+            &def.key,
+            None,
+            None,
+            def.persist.as_ref().and_then(|p| p.tier),
+            None,
+            &users,
+            facts,
+        );
+        items.push(DeclaredItem {
+            key: def.key.clone(),
+            kind,
+            users,
+            classification,
+        });
+    }
+    for service in project.services.values() {
+        for m in &service.mounts {
+            if m.kind == MountType::Volume && m.source.is_none() {
+                let users = vec![User {
+                    service: service.name.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                    image: service.image.clone(),
+                }];
+                let key = format!("{}:{}", service.name, m.target);
+                let classification = classify_item(
+                    DataKind::Anonymous,
+                    &key,
+                    None,
+                    None,
+                    None,
+                    None,
+                    &users,
+                    facts,
+                );
+                items.push(DeclaredItem {
+                    key,
+                    kind: DataKind::Anonymous,
+                    users,
+                    classification,
+                });
+            }
+        }
+    }
+    for (path, written, users, declared) in bind_groups(project) {
+        let host = path.to_string_lossy().into_owned();
+        let classification = classify_item(
+            DataKind::Bind,
+            &written,
+            Some(&host),
+            None,
+            declared,
+            None,
+            &users,
+            facts,
+        );
+        items.push(DeclaredItem {
+            key: written,
+            kind: DataKind::Bind,
+            users,
+            classification,
+        });
+    }
+    items
+}
+
 /// Builds the inventory of `project` from the engine's state.
 pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, EngineError> {
     let declared_names: Vec<String> = project
@@ -108,6 +251,15 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
         HashMap::new()
     });
     let local = engine.is_local();
+    let images: BTreeSet<String> = project
+        .services
+        .values()
+        .filter_map(|s| s.image.clone())
+        .chain(containers.iter().map(|c| c.image.clone()))
+        .collect();
+    let facts = ClassifyFacts::of_project(&project)
+        .with_images(engine, images)
+        .await;
 
     let mut items = Vec::new();
     let mut known_names: HashSet<String> = HashSet::new();
@@ -129,9 +281,11 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
             kind,
             &def.key,
             None,
+            None,
             def.persist.as_ref().and_then(|p| p.tier),
             label.as_deref(),
             &users,
+            &facts,
         );
         items.push(DataItem {
             key: def.key.clone(),
@@ -157,10 +311,11 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
         &known_names,
         &labelled,
         &sizes,
+        &facts,
     ));
 
     // Bind mounts, one row per host path.
-    items.extend(bind_items(&project, local).await);
+    items.extend(bind_items(&project, local, &facts).await);
 
     // Project volumes the Compose files no longer mention.
     for v in labelled {
@@ -178,8 +333,10 @@ pub async fn build(project: Project, engine: &Engine) -> Result<Inventory, Engin
             &key,
             None,
             None,
+            None,
             v.labels.get(TIER_LABEL).map(String::as_str),
             &users,
+            &facts,
         );
         classification.reason = format!("not in the Compose files; {}", classification.reason);
         items.push(DataItem {
@@ -228,27 +385,23 @@ fn link_migrations(project: &Project, items: &mut [DataItem], warnings: &mut Vec
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn classify_item(
     kind: DataKind,
     key: &str,
     host_path: Option<&str>,
+    host_is_file: Option<bool>,
     declared: Option<Tier>,
     label: Option<&str>,
     users: &[User],
+    facts: &ClassifyFacts,
 ) -> Classification {
-    let uses: Vec<Use<'_>> = users
-        .iter()
-        .map(|u| Use {
-            service: &u.service,
-            image: u.image.as_deref(),
-            target: &u.target,
-            read_only: u.read_only,
-        })
-        .collect();
+    let uses: Vec<Use<'_>> = users.iter().map(|u| facts.use_of(u)).collect();
     classify::classify(&Subject {
         kind,
         key,
         host_path,
+        host_is_file,
         declared,
         label,
         uses: &uses,
@@ -311,6 +464,7 @@ fn anonymous_items(
     known_names: &HashSet<String>,
     labelled: &[VolumeInfo],
     sizes: &HashMap<String, u64>,
+    facts: &ClassifyFacts,
 ) -> Vec<DataItem> {
     let labelled_names: HashSet<&str> = labelled.iter().map(|v| v.name.as_str()).collect();
     // (service, target) → declared read-only flag, for anonymous mounts in the Compose files.
@@ -353,8 +507,16 @@ fn anonymous_items(
             let from_image = !declared
                 .iter()
                 .any(|(s, t, _)| *s == service && same_path(t, &m.destination));
-            let mut classification =
-                classify_item(DataKind::Anonymous, &key, None, None, None, &users);
+            let mut classification = classify_item(
+                DataKind::Anonymous,
+                &key,
+                None,
+                None,
+                None,
+                None,
+                &users,
+                facts,
+            );
             if from_image {
                 classification.reason =
                     format!("created from the image's VOLUME; {}", classification.reason);
@@ -391,7 +553,16 @@ fn anonymous_items(
             target,
             read_only,
         }];
-        let classification = classify_item(DataKind::Anonymous, &key, None, None, None, &users);
+        let classification = classify_item(
+            DataKind::Anonymous,
+            &key,
+            None,
+            None,
+            None,
+            None,
+            &users,
+            facts,
+        );
         items.push(DataItem {
             key,
             name: None,
@@ -411,8 +582,8 @@ fn anonymous_items(
     items
 }
 
-async fn bind_items(project: &Project, local: bool) -> Vec<DataItem> {
-    // Host path → (as written, users, declared tier).
+/// The bind mounts of `project`, one per host path: (path, as written, users, declared tier).
+fn bind_groups(project: &Project) -> Vec<(PathBuf, String, Vec<User>, Option<Tier>)> {
     let mut binds: BTreeMap<PathBuf, (String, Vec<User>, Option<Tier>)> = BTreeMap::new();
     let mut order: Vec<PathBuf> = Vec::new();
     for service in project.services.values() {
@@ -443,19 +614,32 @@ async fn bind_items(project: &Project, local: bool) -> Vec<DataItem> {
             }
         }
     }
+    order
+        .into_iter()
+        .filter_map(|path| {
+            let (written, users, declared) = binds.remove(&path)?;
+            Some((path, written, users, declared))
+        })
+        .collect()
+}
+
+async fn bind_items(project: &Project, local: bool, facts: &ClassifyFacts) -> Vec<DataItem> {
     let mut items = Vec::new();
-    for path in order {
-        let Some((written, users, declared)) = binds.remove(&path) else {
-            continue;
-        };
+    for (path, written, users, declared) in bind_groups(project) {
         let host = path.to_string_lossy().into_owned();
+        // A local host path says whether it is a file; a remote one leaves it to the mount's name.
+        let host_is_file = local
+            .then(|| std::fs::metadata(&path).ok().map(|m| !m.is_dir()))
+            .flatten();
         let classification = classify_item(
             DataKind::Bind,
             &written,
             Some(&host),
+            host_is_file,
             declared,
             None,
             &users,
+            facts,
         );
         // Host system paths (`/`, `/proc`, the Docker socket) are never walked.
         let walk = local && classification.rule != Some("host-system");

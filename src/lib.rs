@@ -54,6 +54,8 @@ pub async fn run(
             Command::Check(args) => commands::guard::check(&session, args).await,
             Command::Down(args) => commands::guard::down(&session, args).await,
             Command::Clean(args) => commands::clean::run(&session, args).await,
+            Command::Push(args) => commands::push::run(&session, args).await,
+            Command::Destinations(args) => commands::destinations::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
             Command::Prune(args) => commands::prune::run(&session, args).await,
         }
@@ -63,6 +65,8 @@ pub async fn run(
         () = plugin::interrupted() => {
             cancel::cancel();
             printer.warn("interrupted; cleaning up");
+            // Uploads cut short are aborted (no parts left to bill), unfinished remote files removed.
+            destination::finish_cleanups(std::time::Duration::from_secs(20)).await;
             Ok(ExitStatus::Interrupted)
         }
     };

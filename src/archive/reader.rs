@@ -1132,6 +1132,57 @@ pub struct BackupListing {
     pub skipped: Vec<SkippedFile>,
 }
 
+impl BackupListing {
+    /// Whether the file `name` (at `path`) may be a backup of `project`, by its name. An unfinished
+    /// `.partial` of the project is recorded as skipped and is not one; other names are ignored.
+    pub fn is_candidate(&mut self, project: &str, name: &str, path: &Path) -> bool {
+        let partial = name.strip_suffix(PARTIAL_SUFFIX);
+        if BackupName::parse_for_project(partial.unwrap_or(name), project).is_none() {
+            return false;
+        }
+        if partial.is_some() {
+            self.skipped.push(SkippedFile {
+                path: path.to_path_buf(),
+                reason: "unfinished write (`.partial`)".to_string(),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Adds what reading a candidate's manifest found: a backup of `project`, or a skipped file saying why.
+    pub fn add_read(
+        &mut self,
+        project: &str,
+        path: PathBuf,
+        bytes: u64,
+        read: Result<Manifest, String>,
+    ) {
+        match read {
+            Ok(manifest) if manifest.project != project => self.skipped.push(SkippedFile {
+                path,
+                reason: format!("its manifest names project `{}`", manifest.project),
+            }),
+            Ok(manifest) => self.backups.push(BackupSummary {
+                path,
+                bytes,
+                manifest,
+            }),
+            Err(reason) => self.skipped.push(SkippedFile { path, reason }),
+        }
+    }
+
+    /// Newest first: by the manifest's `created`, then by path.
+    pub fn sort_newest_first(&mut self) {
+        self.backups.sort_by(|a, b| {
+            b.manifest
+                .created
+                .cmp(&a.manifest.created)
+                .then_with(|| b.path.cmp(&a.path))
+        });
+    }
+}
+
 /// Lists the backups of `project` in `dir`, newest first (by the manifest's `created`, then by file name). A
 /// missing directory holds no backups.
 pub fn list_backups(dir: impl AsRef<Path>, project: &str) -> Result<BackupListing, ArchiveError> {
@@ -1159,40 +1210,18 @@ pub fn list_backups(dir: impl AsRef<Path>, project: &str) -> Result<BackupListin
         names.insert(name, entry.path());
     }
     for (name, path) in names {
-        let partial = name.strip_suffix(PARTIAL_SUFFIX);
-        let base = partial.unwrap_or(&name);
-        if BackupName::parse_for_project(base, project).is_none() {
-            continue;
-        }
-        if partial.is_some() {
-            listing.skipped.push(SkippedFile {
-                path,
-                reason: "unfinished write (`.partial`)".to_string(),
-            });
+        if !listing.is_candidate(project, &name, &path) {
             continue;
         }
         match Backup::open(&path) {
-            Ok(backup) if backup.manifest.project != project => listing.skipped.push(SkippedFile {
-                path,
-                reason: format!("its manifest names project `{}`", backup.manifest.project),
-            }),
-            Ok(backup) => listing.backups.push(BackupSummary {
-                path,
-                bytes: backup.file_len,
-                manifest: backup.manifest,
-            }),
-            Err(e) => listing.skipped.push(SkippedFile {
-                path,
-                reason: chain(&e),
-            }),
+            Ok(backup) => {
+                let bytes = backup.file_len;
+                listing.add_read(project, path, bytes, Ok(backup.manifest));
+            }
+            Err(e) => listing.add_read(project, path, 0, Err(chain(&e))),
         }
     }
-    listing.backups.sort_by(|a, b| {
-        b.manifest
-            .created
-            .cmp(&a.manifest.created)
-            .then_with(|| b.path.cmp(&a.path))
-    });
+    listing.sort_newest_first();
     Ok(listing)
 }
 

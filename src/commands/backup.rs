@@ -105,6 +105,8 @@ struct BackupJson<'a> {
     /// What `--prune` did, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     prune: Option<&'a super::prune::PruneJson>,
+    /// What each destination (`--to`, or those marked `default: true`) did with the file.
+    destinations: Vec<super::push::SentJson>,
 }
 
 pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<ExitStatus> {
@@ -134,6 +136,20 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         .prune
         .then(|| super::prune::settings_for_backup(&inventory.project))
         .transpose()?;
+    // Where the file goes besides the local directory: resolved first, so a bad name stops before any
+    // service is stopped.
+    let remote = {
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        if args.to.is_empty() {
+            known.defaults()
+        } else {
+            super::push::resolve_all(&known, &args.to)?
+        }
+    };
+    let remote: Vec<_> = remote
+        .into_iter()
+        .filter(|d| d.dir() != Some(dir.as_path()))
+        .collect();
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
     let (finished, records) = write_backup(
@@ -155,6 +171,9 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     )
     .await?;
 
+    // The services are running again: the copies to the destinations take as long as they take.
+    let sent = super::push::send(printer, &remote, &finished.path).await;
+    let failed = sent.iter().any(|(_, r)| r.is_err());
     if !printer.json_mode() {
         printer.status(format!(
             "Backed up {} to `{}` ({})",
@@ -163,10 +182,15 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             human_size(finished.bytes)
         ));
     }
-    // Only after a backup that succeeded: a failed one returned above, and prunes nothing.
+    // Only after a backup that succeeded everywhere: a failed one returned above, or failed to reach a
+    // destination, and prunes nothing.
     let pruned = match &prune {
-        Some(settings) => {
+        Some(settings) if !failed => {
             Some(super::prune::after_backup(session, &engine, &inventory, &dir, settings).await?)
+        }
+        Some(_) => {
+            printer.warn("not pruning: the backup did not reach every destination");
+            None
         }
         None => None,
     };
@@ -178,9 +202,13 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             volumes: &records,
             dumps: &finished.manifest.dumps,
             prune: pruned.as_ref(),
+            destinations: super::push::sent_json(&sent),
         })?;
     } else {
         printer.data(format!("{}\n", finished.path.display()));
+    }
+    if super::push::failed_note(printer, &sent, &finished.path) {
+        return Ok(ExitStatus::Failure);
     }
     Ok(ExitStatus::Success)
 }

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::verified::{Verified, recorded};
 use super::{ExitStatus, Session};
-use crate::archive::BackupListing;
+use crate::archive::{Backup, BackupListing};
 use crate::cli::BackupsArgs;
-use crate::destination::Destinations;
 use crate::destination::local::DirDestination;
+use crate::destination::{Destination, Destinations};
 use crate::report::{human_size, table};
 
 #[derive(Serialize)]
@@ -50,6 +50,54 @@ pub fn destinations(
     )?)
 }
 
+/// The destination of `--from`, when given (a name or a URL); `None` reads the local directory.
+pub fn from_destination(
+    dir: &Option<PathBuf>,
+    project: &crate::compose::Project,
+    from: &Option<String>,
+) -> anyhow::Result<Option<Destination>> {
+    match from {
+        None => Ok(None),
+        Some(spec) => {
+            let known = destinations(dir, project)?;
+            Ok(Some(
+                super::push::resolve_all(&known, std::slice::from_ref(spec))?.remove(0),
+            ))
+        }
+    }
+}
+
+/// Opens the backup at `path`: a local file, or, with a destination, the file of that name there (read by
+/// ranges, not copied).
+pub async fn open_backup(from: Option<&Destination>, path: &Path) -> anyhow::Result<Backup> {
+    match from {
+        Some(d) if d.dir().is_none() => {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            Ok(d.open(name).await?)
+        }
+        _ => {
+            let p = path.to_path_buf();
+            Ok(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
+        }
+    }
+}
+
+/// Where `BACKUP` is: as given locally; at a destination, the file of that name there.
+pub fn locate_backup(from: Option<&Destination>, given: &Path) -> PathBuf {
+    match from {
+        None => given.to_path_buf(),
+        Some(d) => d.locate(
+            given
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 /// The project's backups in the local directory `dir`, newest first (the destination `local`'s listing,
 /// read synchronously: a directory needs no network).
 pub fn listing(dir: &Path, project: &str) -> anyhow::Result<BackupListing> {
@@ -59,8 +107,19 @@ pub fn listing(dir: &Path, project: &str) -> anyhow::Result<BackupListing> {
 pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
     let project = session.load_project()?;
-    let dir = backup_dir(&args.dir, &project.directory);
-    let listing = listing(&dir, &project.name)?;
+    let destinations = destinations(&args.dir, &project)?;
+    let from = match &args.from {
+        Some(spec) => {
+            super::push::resolve_all(&destinations, std::slice::from_ref(spec))?.remove(0)
+        }
+        None => destinations.local(),
+    };
+    let place = from
+        .dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(from.url().to_string()));
+    let dir = place.as_path();
+    let listing = from.list(&project.name).await?;
     for s in &listing.skipped {
         printer.verbose(format!(
             "not a backup: `{}`: {}",
@@ -72,7 +131,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
         printer.json(&BackupsJson {
             schema_version: 1,
             project: &project.name,
-            dir: &dir,
+            dir,
             backups: listing
                 .backups
                 .iter()
@@ -94,7 +153,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
             project.name,
             dir.display()
         ));
-        skipped_note(printer, &listing, &dir);
+        skipped_note(printer, &listing, dir);
         return Ok(ExitStatus::Success);
     }
     let now = jiff::Timestamp::now();
@@ -124,7 +183,7 @@ pub async fn run(session: &Session<'_>, args: &BackupsArgs) -> anyhow::Result<Ex
         ],
         &rows,
     ));
-    skipped_note(printer, &listing, &dir);
+    skipped_note(printer, &listing, dir);
     Ok(ExitStatus::Success)
 }
 

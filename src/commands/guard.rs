@@ -252,6 +252,17 @@ pub async fn assess<'a>(
                     ));
                     continue;
                 }
+                // A backup at a destination counts once `verify --from` found it intact there; it is not
+                // downloaded here.
+                if verified::is_remote(&b.path)
+                    && verified::recorded(&b.path, &b.manifest).is_none()
+                {
+                    first_reason.get_or_insert(format!(
+                        "`{}` is not verified yet (`docker persist verify --from …` verifies it there)",
+                        b.path.display()
+                    ));
+                    continue;
+                }
                 let verdict = match verdicts.iter().find(|(p, _)| *p == b.path) {
                     Some((_, v)) => *v,
                     None => {
@@ -309,6 +320,29 @@ pub fn project_backups(printer: &Printer, dir: &Path, project: &str) -> Vec<Back
     }
 }
 
+/// The backups of the project at its `default: true` destinations; one that cannot be listed is a warning.
+async fn default_destination_backups(
+    printer: &Printer,
+    dir: &Option<PathBuf>,
+    project: &crate::compose::Project,
+) -> Vec<BackupSummary> {
+    let known = match super::backups::destinations(dir, project) {
+        Ok(k) => k,
+        Err(e) => {
+            printer.warn(format!("{e:#}"));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for d in known.defaults() {
+        match d.list(&project.name).await {
+            Ok(l) => out.extend(l.backups),
+            Err(e) => printer.warn(format!("{e:#}")),
+        }
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct CheckJson<'a> {
     schema_version: u32,
@@ -344,7 +378,10 @@ pub async fn check(session: &Session<'_>, args: &CheckArgs) -> anyhow::Result<Ex
     let printer = session.printer;
     let (engine, inventory) = session.inventory().await?;
     let dir = backup_dir(&args.dir, &inventory.project.directory);
-    let backups = project_backups(printer, &dir, &inventory.project.name);
+    let mut backups = project_backups(printer, &dir, &inventory.project.name);
+    // Backups at the destinations marked `default: true` protect data too.
+    backups.extend(default_destination_backups(printer, &args.dir, &inventory.project).await);
+    backups.sort_by_key(|b| std::cmp::Reverse(b.created()));
     let mut items = removed_by_down_v(&inventory);
     items.sort_by_key(|i| i.tier());
     let assessed = assess(&engine, printer, &items, &backups).await?;

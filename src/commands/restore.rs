@@ -97,14 +97,26 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
 
     // Which backup, which volumes.
     let (explicit, wanted) = split_args(&args.args);
-    let path = match explicit {
-        Some(p) => p,
-        None => choose_backup(printer, &dir, &project.name, args.yes)?,
+    let from = super::backups::from_destination(&args.dir, &project, &args.from)?;
+    let path = match (explicit, &from) {
+        (Some(p), _) => super::backups::locate_backup(from.as_ref(), &p),
+        (None, Some(d)) => choose_backup(
+            printer,
+            d.list(&project.name).await?.backups,
+            &d.url().to_string(),
+            &project.name,
+            args.yes,
+        )?,
+        (None, None) => choose_backup(
+            printer,
+            listing(&dir, &project.name)?.backups,
+            &dir.display().to_string(),
+            &project.name,
+            args.yes,
+        )?,
     };
-    let backup = {
-        let p = path.clone();
-        Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
-    };
+    // From a destination the file is read by ranges as the restore goes, never copied first.
+    let backup = Arc::new(super::backups::open_backup(from.as_ref(), &path).await?);
     let (dump_records, tree_wanted) =
         restore_dump::select(&backup.manifest().dumps, &wanted, &args.tiers);
     let records = if !wanted.is_empty() && tree_wanted.is_empty() {
@@ -472,14 +484,14 @@ const SAFETY_TAGS: [&str; 2] = ["pre-restore", "pre-rollback"];
 /// there is nothing else), only with `--yes`.
 fn choose_backup(
     printer: &Printer,
-    dir: &Path,
+    backups: Vec<crate::archive::BackupSummary>,
+    place: &str,
     project: &str,
     yes: bool,
 ) -> anyhow::Result<PathBuf> {
-    let backups = listing(dir, project)?.backups;
     if backups.is_empty() {
         bail!(UsageError {
-            message: format!("project `{project}` has no backups in `{}`", dir.display()),
+            message: format!("project `{project}` has no backups in `{place}`"),
             hint: Some("name a backup file, or `--dir` where they are".to_string()),
         });
     }

@@ -38,7 +38,7 @@ pub fn run(printer: &Printer) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     printer.data(format!(
-        "A tier comes from, first match wins:\n  1. `x-persist: {{tier: …}}` in the Compose file\n  2. the engine volume label `{TIER_LABEL}`\n  3. these rules, in order:\n\n"
+        "A tier comes from, first match wins:\n  1. `x-persist: {{tier: …}}` in the Compose file\n  2. the engine volume label `{TIER_LABEL}`\n  3. these rules: each mount is read by the first rule that matches it, and the most valuable\n     reading of the mounts that speak for the data wins (one-shot helpers and read-only readers\n     never lower it):\n\n"
     ));
     let mut out = String::new();
     for (n, r) in RULES.iter().enumerate() {

@@ -48,6 +48,16 @@ struct Identity {
 
 impl Identity {
     fn of(path: &Path, manifest: &Manifest) -> Option<Identity> {
+        if is_remote(path) {
+            // A file at a remote destination (`s3://…/name.tar`, `sftp://…`): its URL and manifest identify
+            // it (names are never reused for other contents there: a store never replaces a file).
+            return Some(Identity {
+                path: path.to_path_buf(),
+                bytes: 0,
+                modified_ns: 0,
+                manifest_sha256: hex::encode(Sha256::digest(serde_json::to_vec(manifest).ok()?)),
+            });
+        }
         let path = fs_err::canonicalize(path).ok()?;
         let meta = fs_err::metadata(&path).ok()?;
         let modified = meta.modified().ok()?;
@@ -73,6 +83,11 @@ impl Identity {
         h.update(self.manifest_sha256.as_bytes());
         dir.join(format!("{}.json", &hex::encode(h.finalize())[..32]))
     }
+}
+
+/// Whether `path` names a file at a remote destination (a URL) rather than a local file.
+pub fn is_remote(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.contains("://"))
 }
 
 /// Where records are kept; `None` when neither `XDG_STATE_HOME` nor `HOME` is set.

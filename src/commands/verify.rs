@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use super::backups::{backup_dir, listing};
+use super::backups::{backup_dir, from_destination, listing, locate_backup, open_backup};
 use super::restore::restore_into_scratch;
 use super::{ExitStatus, Session, UsageError};
-use crate::archive::{Backup, Problem};
+use crate::archive::Problem;
 use crate::cli::VerifyArgs;
 use crate::report::human_size;
 
@@ -35,20 +35,35 @@ struct ProblemJson<'a> {
 
 pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
+    let from = match &args.from {
+        Some(_) => {
+            let project = session.load_project()?;
+            from_destination(&args.dir, &project, &args.from)?
+        }
+        None => None,
+    };
     let path = match &args.backup {
-        Some(p) => p.clone(),
+        Some(p) => locate_backup(from.as_ref(), p),
         None => {
             let project = session.load_project()?;
             let dir = backup_dir(&args.dir, &project.directory);
-            let newest = listing(&dir, &project.name)?.backups.into_iter().next();
+            let (newest, place) = match &from {
+                Some(d) => (
+                    d.list(&project.name).await?.backups.into_iter().next(),
+                    d.url().to_string(),
+                ),
+                None => (
+                    listing(&dir, &project.name)?.backups.into_iter().next(),
+                    dir.display().to_string(),
+                ),
+            };
             match newest {
                 Some(b) => b.path,
                 None => {
                     return Err(UsageError {
                         message: format!(
                             "project `{}` has no backups in `{}`",
-                            project.name,
-                            dir.display()
+                            project.name, place
                         ),
                         hint: Some("`docker persist backup` takes one".to_string()),
                     }
@@ -58,11 +73,10 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         }
     };
     printer.status(format!("Verifying `{}`", path.display()));
-    let p = path.clone();
+    let opened = open_backup(from.as_ref(), &path).await?;
     let (manifest, report) = tokio::task::spawn_blocking(move || {
-        let b = Backup::open(&p)?;
-        let report = b.verify()?;
-        Ok::<_, crate::archive::ArchiveError>((b.manifest().clone(), report))
+        let report = opened.verify()?;
+        Ok::<_, crate::archive::ArchiveError>((opened.manifest().clone(), report))
     })
     .await??;
     // Recorded for `backups` and `check`; a failed record only means verifying again later.
@@ -108,9 +122,8 @@ pub async fn run(session: &Session<'_>, args: &VerifyArgs) -> anyhow::Result<Exi
         let engine = session.connect().await?;
         engine.remove_leftover_helpers().await?;
         let backup = std::sync::Arc::new({
-            let p = path.clone();
+            let b = open_backup(from.as_ref(), &path).await?;
             tokio::task::spawn_blocking(move || {
-                let b = Backup::open(&p)?;
                 b.verify()?;
                 Ok::<_, crate::archive::ArchiveError>(b)
             })

@@ -24,7 +24,7 @@ use super::discovery::{self, clean_path};
 use super::interpolate::{self, interpolate_value, key_display, substitute};
 use super::model::{
     Consistency, DEFAULT_HOOK_TIMEOUT, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType,
-    OnError, PersistSpec, Project, Service, Tier, VolumeDef,
+    OnError, PersistSpec, Project, RunFacts, Service, Tier, VolumeDef,
 };
 use super::{ComposeError, ProjectOptions};
 
@@ -455,6 +455,19 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
+/// `command:` or `entrypoint:` as one line: a list joined with spaces, a string as written.
+fn command_text(v: &Value) -> String {
+    match v {
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(scalar_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Tagged(t) => command_text(&t.value),
+        other => scalar_string(other).unwrap_or_default(),
+    }
+}
+
 /// A YAML value as JSON (tags dropped, keys as text).
 fn to_json(v: &Value) -> serde_json::Value {
     match v {
@@ -756,6 +769,10 @@ struct ServicePatch {
     volumes: Patch<Vec<Mount>>,
     tmpfs: Patch<Vec<String>>,
     extends: Option<Extends>,
+    restart: Patch<String>,
+    entrypoint: Patch<String>,
+    command: Patch<String>,
+    waits_for_completion: Patch<Vec<String>>,
 }
 
 /// A service after merging layers.
@@ -767,6 +784,7 @@ struct ServiceState {
     depends_on: Vec<String>,
     mounts: Vec<Mount>,
     tmpfs: Vec<String>,
+    run: RunFacts,
 }
 
 fn apply_scalar<T>(slot: &mut Option<T>, patch: Patch<T>) {
@@ -812,6 +830,14 @@ impl ServiceState {
         apply_list(&mut self.depends_on, patch.depends_on, union);
         apply_list(&mut self.mounts, patch.volumes, merge_mounts);
         apply_list(&mut self.tmpfs, patch.tmpfs, union);
+        apply_scalar(&mut self.run.restart, patch.restart);
+        apply_scalar(&mut self.run.entrypoint, patch.entrypoint);
+        apply_scalar(&mut self.run.command, patch.command);
+        apply_list(
+            &mut self.run.waits_for_completion,
+            patch.waits_for_completion,
+            union,
+        );
     }
 
     /// This state as a layer to merge onto earlier files.
@@ -836,6 +862,10 @@ impl ServiceState {
             },
             tmpfs: list(self.tmpfs),
             extends: None,
+            restart: opt(self.run.restart),
+            entrypoint: opt(self.run.entrypoint),
+            command: opt(self.run.command),
+            waits_for_completion: list(self.run.waits_for_completion),
         }
     }
 }
@@ -989,6 +1019,7 @@ impl Merged {
                     profiles: state.profiles,
                     depends_on: state.depends_on,
                     mounts,
+                    run: state.run,
                 },
             );
         }
@@ -1103,6 +1134,22 @@ impl Loader<'_> {
             depends_on: field(map, "depends_on", |v| match v {
                 Value::Mapping(deps) => Ok(deps.keys().map(key_display).collect()),
                 other => list("depends_on", other),
+            })?,
+            restart: field(map, "restart", |v| text("restart", v))?,
+            entrypoint: field(map, "entrypoint", |v| Ok(command_text(v)))?,
+            command: field(map, "command", |v| Ok(command_text(v)))?,
+            waits_for_completion: field(map, "depends_on", |v| {
+                Ok(match v {
+                    Value::Mapping(deps) => deps
+                        .iter()
+                        .filter(|(_, d)| {
+                            d.get("condition").and_then(scalar_string).as_deref()
+                                == Some("service_completed_successfully")
+                        })
+                        .map(|(k, _)| key_display(k))
+                        .collect(),
+                    _ => Vec::new(),
+                })
             })?,
             tmpfs: field(map, "tmpfs", |v| {
                 Ok(list("tmpfs", v)?

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub use load::load_project;
 pub use model::{
     Consistency, DumpRecipe, Hook, HookCommand, Hooks, Mount, MountType, OnError, PersistSpec,
-    Project, Service, Tier, VolumeDef,
+    Project, RunFacts, Service, Tier, VolumeDef,
 };
 
 /// How to find and load a project: the Compose-style command-line options plus the process environment.

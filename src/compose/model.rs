@@ -297,6 +297,21 @@ pub struct Service {
     pub depends_on: Vec<String>,
     /// Mounts from `volumes:` (short and long syntax), merged across files by target.
     pub mounts: Vec<Mount>,
+    /// What tells a long-running service from a one-shot job, for classification.
+    pub run: RunFacts,
+}
+
+/// How a service runs, as far as classification needs it: a one-shot helper (an init or `chown` job) does
+/// not say what the data it mounts is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFacts {
+    /// `restart:` as written (`no`, `always`, `unless-stopped`, `on-failure[:n]`).
+    pub restart: Option<String>,
+    /// `entrypoint:` and `command:`, each joined with spaces when written as a list.
+    pub entrypoint: Option<String>,
+    pub command: Option<String>,
+    /// Services this one waits for with `condition: service_completed_successfully`.
+    pub waits_for_completion: Vec<String>,
 }
 
 /// What a service mount refers to.

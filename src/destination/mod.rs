@@ -33,6 +33,8 @@
 //! (use it from `spawn_blocking`).
 
 pub mod local;
+pub mod s3;
+pub mod sftp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -406,7 +408,13 @@ impl Destinations {
                                 s3.set(key, &value).map_err(|r| bad(name, r))?;
                             }
                             (DestinationUrl::Sftp(sftp), "identity" | "key") => {
-                                sftp.identity = Some(project_dir.join(value));
+                                sftp.identity = Some(match value.strip_prefix("~/") {
+                                    Some(rest) => std::env::var_os("HOME")
+                                        .map(PathBuf::from)
+                                        .unwrap_or_default()
+                                        .join(rest),
+                                    None => project_dir.join(value),
+                                });
                             }
                             (
                                 _,
@@ -542,8 +550,8 @@ pub struct Destination {
 #[derive(Debug)]
 enum Backend {
     Dir(local::DirDestination),
-    /// A kind this build cannot reach yet.
-    Unsupported(String),
+    S3(s3::S3Destination),
+    Sftp(sftp::SftpDestination),
 }
 
 impl Destination {
@@ -551,9 +559,8 @@ impl Destination {
     pub fn new(name: &str, url: DestinationUrl) -> Destination {
         let backend = match &url {
             DestinationUrl::Dir(p) => Backend::Dir(local::DirDestination::new(p.clone())),
-            DestinationUrl::S3(_) | DestinationUrl::Sftp(_) => Backend::Unsupported(format!(
-                "`{url}`: this kind of destination is not available"
-            )),
+            DestinationUrl::S3(u) => Backend::S3(s3::S3Destination::new(u.clone())),
+            DestinationUrl::Sftp(u) => Backend::Sftp(sftp::SftpDestination::new(u.clone())),
         };
         Destination {
             name: name.to_string(),
@@ -610,7 +617,20 @@ impl Destination {
     pub async fn list(&self, project: &str) -> Result<BackupListing, DestinationError> {
         match &*self.backend {
             Backend::Dir(d) => d.list(project).map_err(|e| self.archive_err(e)),
-            Backend::Unsupported(why) => Err(self.io_err(Op::List, "", why.clone())),
+            Backend::S3(d) => d
+                .list(project)
+                .await
+                .map_err(|source| DestinationError::List {
+                    destination: self.describe(),
+                    source,
+                }),
+            Backend::Sftp(d) => d
+                .list(project)
+                .await
+                .map_err(|source| DestinationError::List {
+                    destination: self.describe(),
+                    source,
+                }),
         }
     }
 
@@ -625,7 +645,14 @@ impl Destination {
                     .map_err(|e| self.io_err(Op::Read, file_name, e.to_string()))?
                     .map_err(|e| self.archive_err(e))
             }
-            Backend::Unsupported(why) => Err(self.io_err(Op::Read, file_name, why.clone())),
+            Backend::Sftp(d) => d
+                .open(file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Read, file_name, e)),
+            Backend::S3(d) => d
+                .open(file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Read, file_name, e)),
         }
     }
 
@@ -651,7 +678,14 @@ impl Destination {
                     .map_err(|e| self.io_err(Op::Write, &file_name, e.to_string()))?
                     .map_err(|e| self.wrap(Op::Write, &file_name, e))
             }
-            Backend::Unsupported(why) => Err(self.io_err(Op::Write, &file_name, why.clone())),
+            Backend::Sftp(d) => d
+                .put_file(local, &file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Write, &file_name, e)),
+            Backend::S3(d) => d
+                .put_file(local, &file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Write, &file_name, e)),
         }
     }
 
@@ -662,7 +696,14 @@ impl Destination {
             Backend::Dir(d) => d
                 .remove(file_name)
                 .map_err(|e| self.wrap(Op::Remove, file_name, e)),
-            Backend::Unsupported(why) => Err(self.io_err(Op::Remove, file_name, why.clone())),
+            Backend::Sftp(d) => d
+                .remove(file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Remove, file_name, e)),
+            Backend::S3(d) => d
+                .remove(file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Remove, file_name, e)),
         }
     }
 
@@ -670,12 +711,8 @@ impl Destination {
     pub async fn check(&self) -> Health {
         match &*self.backend {
             Backend::Dir(d) => d.check(),
-            Backend::Unsupported(why) => Health {
-                reachable: false,
-                writable: false,
-                free_bytes: None,
-                error: Some(why.clone()),
-            },
+            Backend::S3(d) => d.check().await,
+            Backend::Sftp(d) => d.check().await,
         }
     }
 
@@ -772,6 +809,29 @@ pub enum DestinationError {
         #[source]
         source: ArchiveError,
     },
+}
+
+static CLEANUPS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Registers a cleanup started when a transfer's future was dropped (an S3 upload to abort, an SFTP
+/// `.partial` to remove), for [`finish_cleanups`].
+pub(crate) fn register_cleanup(task: tokio::task::JoinHandle<()>) {
+    if let Ok(mut c) = CLEANUPS.lock() {
+        c.push(task);
+    }
+}
+
+/// Waits, up to `limit`, for the cleanups of transfers an interruption cut short: call it before the
+/// process exits after Ctrl-C, so that no multipart upload is left to bill.
+pub async fn finish_cleanups(limit: std::time::Duration) {
+    let tasks: Vec<_> = CLEANUPS
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    if !tasks.is_empty() {
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
+    }
 }
 
 /// The entry of `x-persist.destinations` as a map of option names to strings, for messages and tests.

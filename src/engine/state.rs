@@ -169,6 +169,18 @@ impl Engine {
         }
     }
 
+    /// The `VOLUME` paths the local image `image` declares (`/images/{name}/json`); `None` when the image
+    /// is not present locally (before `pull`, say).
+    pub async fn image_volumes(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(i.config.and_then(|c| c.volumes).unwrap_or_default())),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(EngineError::api(format!("inspect image `{image}`"), &e)),
+        }
+    }
+
     /// The containers of Compose project `project`, running or not.
     pub async fn project_containers(
         &self,

@@ -781,3 +781,61 @@ fn tcp_engine_with_tls_by_flags_environment_and_context() {
         "{ran}"
     );
 }
+
+/// Removes an image the test made, whatever happens.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = crate::support::docker(["image", "rm", "--force", self.0.as_str()]);
+    }
+}
+
+#[test]
+fn an_image_volume_declaration_marks_data_and_classification_works_without_the_image() {
+    let env = TestEnv::new();
+    let image = format!("persist-test/volume-decl-{}:1", env.project);
+    let guard = ImageGuard(image.clone());
+    // An image that declares `VOLUME /var/opt/app/state`, made from the local test image.
+    let created = env.docker([
+        "create",
+        "--label",
+        &format!("{RUN_LABEL}={}", crate::support::run_id()),
+        "busybox:latest",
+        "true",
+    ]);
+    created.assert_success();
+    let container = created.stdout().trim().to_string();
+    env.docker([
+        "commit",
+        "--change",
+        "VOLUME /var/opt/app/state",
+        "--change",
+        &format!("LABEL {RUN_LABEL}={}", crate::support::run_id()),
+        container.as_str(),
+        image.as_str(),
+    ])
+    .assert_success();
+    env.docker(["rm", "--force", container.as_str()])
+        .assert_success();
+    env.write_project(
+        &format!(
+            "services:\n  app:\n    image: {image}\n    volumes:\n      - state:/var/opt/app/state\nvolumes:\n  state:\n    labels:\n      {RUN_LABEL}: \"{{{{RUN}}}}\"\n"
+        ),
+        None,
+    );
+
+    let ls = env.persist(["ls", "--json"]);
+    ls.assert_success();
+    let ls = ls.json();
+    assert_eq!(item(&ls, "state")["tier"], "critical", "{ls:#}");
+    assert_eq!(item(&ls, "state")["rule"], "image-volume", "{ls:#}");
+
+    // Without the image (before `pull`), the same path is unknown data: important by default.
+    drop(guard);
+    let ls = env.persist(["ls", "--json"]);
+    ls.assert_success();
+    let ls = ls.json();
+    assert_eq!(item(&ls, "state")["tier"], "important", "{ls:#}");
+    assert_eq!(item(&ls, "state")["tier_source"], "default", "{ls:#}");
+}

@@ -8,6 +8,7 @@
 mod support;
 
 mod backup;
+mod destinations;
 mod dumps;
 mod fastpath;
 mod guard;

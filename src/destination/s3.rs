@@ -1,0 +1,845 @@
+//! A destination that is an S3-compatible bucket (AWS S3, MinIO, Garage, Ceph RGW, Backblaze B2, Cloudflare
+//! R2, Wasabi…), through the `object_store` crate: request signing, multipart uploads, ranged reads and
+//! retries are its job, not ours.
+//!
+//! What this module adds is what `object_store` leaves to the application:
+//! - **credentials**: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, each also as a
+//!   `…_FILE` variable naming a file that holds it (Docker and Kubernetes secrets); else the profile
+//!   (`?profile=`, `AWS_PROFILE`, else `default`) of `~/.aws/credentials` (`AWS_SHARED_CREDENTIALS_FILE`) and
+//!   `~/.aws/config` (`AWS_CONFIG_FILE`, for `region` and `endpoint_url`); else container or web-identity
+//!   credentials as `object_store` finds them. They are handed to the client in memory only, never to an
+//!   argument, a child process or a message;
+//! - **part size**: 8 MiB by default, raised so that the file fits in `max_parts` parts (10,000 unless the
+//!   provider has a lower limit), with two parts in flight at most: memory stays under ≈24 MB;
+//! - **abort**: an upload that fails or is interrupted is aborted, so no parts are left to bill; the object
+//!   appears under its name only when the upload is completed, after the last byte. On Ctrl-C the command's
+//!   future is dropped: the abort is then started on the runtime and [`super::finish_cleanups`] waits for it.
+
+use std::io::{self, Read};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, RetryConfig,
+    WriteMultipart,
+};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt as _;
+
+use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
+use super::{Health, S3Url, Stored};
+use crate::archive::{Backup, BackupListing, RangeSource};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The default part size of a multipart upload.
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// The smallest part S3 accepts (but the last).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// AWS's limit on the parts of one upload.
+pub const DEFAULT_MAX_PARTS: u64 = 10_000;
+/// Parts uploaded at the same time.
+const IN_FLIGHT: usize = 2;
+const READ_CHUNK: usize = 1 << 20;
+/// Manifests read at the same time by a listing.
+const LIST_CONCURRENCY: usize = 8;
+
+#[derive(Debug)]
+pub struct S3Destination {
+    url: S3Url,
+    /// `s3://bucket/prefix`, for locations and messages.
+    display: String,
+    store: tokio::sync::OnceCell<Arc<AmazonS3>>,
+}
+
+impl S3Destination {
+    pub fn new(url: S3Url) -> Self {
+        let display = super::DestinationUrl::S3(url.clone()).to_string();
+        S3Destination {
+            url,
+            display,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<Arc<AmazonS3>, BoxError> {
+        self.store
+            .get_or_try_init(|| async {
+                build_store(&self.url, &|k| std::env::var(k).ok()).map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        if self.url.prefix.is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.url.prefix))
+        }
+    }
+
+    fn locate(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{name}", self.display))
+    }
+
+    pub async fn list(&self, project: &str) -> Result<BackupListing, BoxError> {
+        let store = self.store().await?;
+        let prefix =
+            (!self.url.prefix.is_empty()).then(|| ObjectPath::from(self.url.prefix.as_str()));
+        // One level only: backups are files of the prefix, not of sub-prefixes.
+        let listed = store.list_with_delimiter(prefix.as_ref()).await?;
+        let mut listing = BackupListing::default();
+        let mut candidates = Vec::new();
+        for meta in listed.objects {
+            let Some(name) = meta.location.filename().map(str::to_string) else {
+                continue;
+            };
+            if !listing.is_candidate(project, &name, &self.locate(&name)) {
+                continue;
+            }
+            candidates.push((name, meta.size));
+        }
+        let read = futures_util::stream::iter(candidates)
+            .map(|(name, size)| {
+                let store = store.clone();
+                let path = self.locate(&name);
+                let key = self.key(&name);
+                async move {
+                    let got = read_tail(&store, &key, size, &path).await;
+                    (name, size, path, got)
+                }
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (_, size, path, got) in read {
+            listing.add_read(project, path, size, got.map_err(|e| e.to_string()));
+        }
+        listing.sort_newest_first();
+        Ok(listing)
+    }
+
+    pub async fn open(&self, name: &str) -> Result<Backup, BoxError> {
+        let store = self.store().await?;
+        let key = self.key(name);
+        let meta = store.head(&key).await?;
+        let source = ObjectSource {
+            store: store.clone() as Arc<dyn ObjectStore>,
+            key,
+            len: meta.size,
+            handle: tokio::runtime::Handle::current(),
+        };
+        let path = self.locate(name);
+        let backup =
+            tokio::task::spawn_blocking(move || Backup::open_source(path, Arc::new(source)))
+                .await??;
+        Ok(backup)
+    }
+
+    /// The SHA-256 recorded beside `name`, if any.
+    pub async fn recorded_sha256(&self, name: &str) -> Result<Option<String>, BoxError> {
+        let store = self.store().await?;
+        match store
+            .get(&self.key(&format!("{name}{SHA256_SUFFIX}")))
+            .await
+        {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                Ok(parse_sha256_line(&String::from_utf8_lossy(&bytes), name))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
+        let store = self.store().await?;
+        let key = self.key(name);
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+        let len = file.metadata().await?.len();
+        match store.head(&key).await {
+            Ok(meta) => {
+                let (local_len, local_sha) = {
+                    let p = local.to_path_buf();
+                    tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??
+                };
+                let recorded = self.recorded_sha256(name).await?;
+                if meta.size == local_len && recorded.as_deref() == Some(local_sha.as_str()) {
+                    return Ok(Stored {
+                        location: self.locate(name),
+                        bytes: local_len,
+                        sha256: local_sha,
+                        already_there: true,
+                    });
+                }
+                return Err(format!(
+                    "a different `{name}` is already there ({} bytes, SHA-256 {}); it is left as it is",
+                    meta.size,
+                    recorded.as_deref().unwrap_or("not recorded")
+                )
+                .into());
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let part = part_size(len, self.url.part_size, self.url.max_parts);
+        let upload = store.put_multipart(&key).await?;
+        let mut writer = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(
+            upload,
+            usize::try_from(part).unwrap_or(usize::MAX),
+        )));
+        let mut sha = Sha256::new();
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let result: Result<(), BoxError> = async {
+            loop {
+                if crate::cancel::is_cancelled() {
+                    return Err(crate::cancel::interrupted_error().into());
+                }
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+                sent += n as u64;
+                let w = writer.get();
+                w.wait_for_capacity(IN_FLIGHT).await?;
+                w.write(&buf[..n]);
+            }
+            Ok(())
+        }
+        .await;
+        let sha256 = hex::encode(sha.finalize());
+        if let Err(e) = result {
+            writer.abort().await;
+            return Err(e);
+        }
+        if sent != len {
+            writer.abort().await;
+            return Err(format!("`{}` changed size while it was sent", local.display()).into());
+        }
+        let done = writer.take().finish().await;
+        if let Err(e) = done {
+            // `finish` aborted the upload itself: a part or the completion failed.
+            return Err(e.into());
+        }
+        let meta = store.head(&key).await?;
+        if meta.size != len {
+            return Err(format!(
+                "the bucket holds {} bytes for `{name}` after the upload, {len} were sent",
+                meta.size
+            )
+            .into());
+        }
+        store
+            .put(
+                &self.key(&format!("{name}{SHA256_SUFFIX}")),
+                Bytes::from(sha256_line(name, &sha256)).into(),
+            )
+            .await?;
+        Ok(Stored {
+            location: self.locate(name),
+            bytes: len,
+            sha256,
+            already_there: false,
+        })
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), BoxError> {
+        let store = self.store().await?;
+        store.delete(&self.key(name)).await?;
+        match store
+            .delete(&self.key(&format!("{name}{SHA256_SUFFIX}")))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn check(&self) -> Health {
+        let mut health = Health {
+            reachable: false,
+            writable: false,
+            free_bytes: None,
+            error: None,
+        };
+        let store = match self.store().await {
+            Ok(s) => s,
+            Err(e) => {
+                health.error = Some(chain(&*e));
+                return health;
+            }
+        };
+        let prefix =
+            (!self.url.prefix.is_empty()).then(|| ObjectPath::from(self.url.prefix.as_str()));
+        if let Err(e) = store.list_with_delimiter(prefix.as_ref()).await {
+            health.error = Some(chain(&e));
+            return health;
+        }
+        health.reachable = true;
+        let probe = self.key(&format!(".docker-persist-probe-{}", std::process::id()));
+        match store.put(&probe, Bytes::from_static(b"probe").into()).await {
+            Ok(_) => {
+                health.writable = store.delete(&probe).await.is_ok();
+                if !health.writable {
+                    health.error = Some("a probe could be written but not removed".into());
+                }
+            }
+            Err(e) => health.error = Some(chain(&e)),
+        }
+        health
+    }
+}
+
+/// The part size for a file of `len` bytes: the configured (or default) size, raised to keep the upload
+/// within `max_parts`, never below S3's 5 MiB minimum unless configured so, rounded up to whole MiB.
+pub fn part_size(len: u64, configured: Option<u64>, max_parts: Option<u64>) -> u64 {
+    let max_parts = max_parts.unwrap_or(DEFAULT_MAX_PARTS).max(1);
+    let wanted = configured.unwrap_or(DEFAULT_PART_SIZE).max(1);
+    let needed = len.div_ceil(max_parts);
+    if needed <= wanted {
+        return wanted;
+    }
+    needed.div_ceil(1 << 20) * (1 << 20)
+}
+
+/// Holds an upload until it completes; aborts it on every other path, including a dropped future.
+struct AbortOnDrop(Option<WriteMultipart>);
+
+impl AbortOnDrop {
+    fn get(&mut self) -> &mut WriteMultipart {
+        self.0
+            .as_mut()
+            .expect("the upload is held until finished or aborted")
+    }
+
+    fn take(&mut self) -> WriteMultipart {
+        self.0
+            .take()
+            .expect("the upload is held until finished or aborted")
+    }
+
+    async fn abort(&mut self) {
+        if let Some(w) = self.0.take() {
+            let _ = w.abort().await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let task = handle.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(30), w.abort()).await;
+            });
+            super::register_cleanup(task);
+        }
+    }
+}
+
+async fn read_tail(
+    store: &Arc<AmazonS3>,
+    key: &ObjectPath,
+    size: u64,
+    path: &Path,
+) -> Result<crate::archive::Manifest, BoxError> {
+    // One request for the common case: the last 64 KiB hold the manifest. A larger one is read through
+    // the blocking source, which asks for more.
+    let want = size.min(64 * 1024);
+    let tail = store.get_range(key, size - want..size).await?;
+    let source = TailSource {
+        len: size,
+        start: size - want,
+        bytes: tail,
+        fallback: ObjectSource {
+            store: store.clone() as Arc<dyn ObjectStore>,
+            key: key.clone(),
+            len: size,
+            handle: tokio::runtime::Handle::current(),
+        },
+    };
+    let path = path.to_path_buf();
+    Ok(
+        tokio::task::spawn_blocking(move || crate::archive::read_tail_manifest(&path, &source))
+            .await??,
+    )
+}
+
+/// The tail already read, then ranged reads for anything before it.
+#[derive(Debug)]
+struct TailSource {
+    len: u64,
+    start: u64,
+    bytes: Bytes,
+    fallback: ObjectSource,
+}
+
+impl RangeSource for TailSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_range(&self, offset: u64, len: u64) -> io::Result<Box<dyn Read + Send>> {
+        if offset >= self.start {
+            let from = (offset - self.start) as usize;
+            let to = (offset.saturating_add(len).min(self.len) - self.start) as usize;
+            return Ok(Box::new(io::Cursor::new(self.bytes.slice(from..to))));
+        }
+        self.fallback.read_range(offset, len)
+    }
+}
+
+/// An object read by ranges, from a blocking thread.
+#[derive(Debug)]
+struct ObjectSource {
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    len: u64,
+    handle: tokio::runtime::Handle,
+}
+
+impl RangeSource for ObjectSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_range(&self, offset: u64, len: u64) -> io::Result<Box<dyn Read + Send>> {
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return Ok(Box::new(io::empty()));
+        }
+        let range: Range<u64> = offset..end;
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .handle
+            .block_on(self.store.get_opts(&self.key, options))
+            .map_err(|e| io::Error::other(chain(&e)))?;
+        Ok(Box::new(StreamReader {
+            stream: got.into_stream(),
+            buf: Bytes::new(),
+            handle: self.handle.clone(),
+        }))
+    }
+}
+
+/// A stream of chunks read as a blocking [`Read`].
+struct StreamReader {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    buf: Bytes,
+    handle: tokio::runtime::Handle,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            if crate::cancel::is_cancelled() {
+                return Err(crate::cancel::interrupted_error());
+            }
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(io::Error::other(chain(&e))),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Credentials as found, in memory only.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct Credentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials { … }")
+    }
+}
+
+/// A value of the environment: `NAME`, else the content of the file `NAME_FILE` names (trimmed).
+fn env_or_file(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<String>, BoxError> {
+    if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+        return Ok(Some(v));
+    }
+    let file_var = format!("{name}_FILE");
+    match env(&file_var).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(path) => {
+            let content = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read `{path}` named by `{file_var}`: {}", e.kind()))?;
+            Ok(Some(content.trim().to_string()))
+        }
+    }
+}
+
+/// The sections of an AWS INI file (`[name]` or `[profile name]`) as maps.
+fn ini_section(
+    content: &str,
+    profile: &str,
+    config_style: bool,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut current: Option<bool> = None;
+    let mut found = None::<std::collections::BTreeMap<String, String>>;
+    for line in content.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let header = header.trim();
+            let name = if config_style && header != "default" {
+                header.strip_prefix("profile ").map(str::trim)
+            } else {
+                Some(header)
+            };
+            let is_it = name == Some(profile);
+            current = Some(is_it);
+            if is_it && found.is_none() {
+                found = Some(Default::default());
+            }
+            continue;
+        }
+        if current == Some(true)
+            && let Some((k, v)) = line.split_once('=')
+            && let Some(map) = found.as_mut()
+        {
+            map.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    found
+}
+
+fn home_file(env: &dyn Fn(&str) -> Option<String>, var: &str, default: &str) -> Option<PathBuf> {
+    env(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(default)))
+}
+
+/// What a destination's client is built from: resolved options and credentials.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Resolved {
+    region: String,
+    endpoint: Option<String>,
+    path_style: bool,
+    credentials: Option<Credentials>,
+}
+
+fn resolve(url: &S3Url, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, BoxError> {
+    // `?profile=` is like the AWS CLI's `--profile`: it wins over keys in the environment; `AWS_PROFILE`
+    // does not.
+    let explicit_profile = url.profile.clone();
+    let profile = explicit_profile
+        .clone()
+        .or_else(|| env("AWS_PROFILE").filter(|p| !p.is_empty()))
+        .unwrap_or_else(|| "default".to_string());
+    let config = home_file(env, "AWS_CONFIG_FILE", ".aws/config")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|c| ini_section(&c, &profile, true))
+        .unwrap_or_default();
+    let creds_file = home_file(env, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    let from_file = creds_file
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|c| ini_section(&c, &profile, false));
+
+    let key_id = env_or_file(env, "AWS_ACCESS_KEY_ID")?;
+    let secret = env_or_file(env, "AWS_SECRET_ACCESS_KEY")?;
+    let token = env_or_file(env, "AWS_SESSION_TOKEN")?;
+    // An explicitly chosen profile wins over the environment's keys, as in the AWS CLI.
+    let credentials = match (&explicit_profile, key_id, secret) {
+        (None, Some(key_id), Some(secret)) => Some(Credentials {
+            key_id,
+            secret,
+            token,
+        }),
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            return Err("`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` must be set together (or their `_FILE` variants)".into());
+        }
+        _ => match from_file.as_ref().or(Some(&config)) {
+            Some(section) => match (
+                section.get("aws_access_key_id"),
+                section.get("aws_secret_access_key"),
+            ) {
+                (Some(k), Some(s)) => Some(Credentials {
+                    key_id: k.clone(),
+                    secret: s.clone(),
+                    token: section.get("aws_session_token").cloned(),
+                }),
+                _ => None,
+            },
+            None => None,
+        },
+    };
+    if credentials.is_none()
+        && (explicit_profile.is_some() || env("AWS_PROFILE").is_some_and(|p| !p.is_empty()))
+    {
+        return Err(format!(
+            "profile `{profile}` has no `aws_access_key_id`/`aws_secret_access_key` in `{}`",
+            creds_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "~/.aws/credentials".into())
+        )
+        .into());
+    }
+    let endpoint = url
+        .endpoint
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT_URL_S3").filter(|v| !v.is_empty()))
+        .or_else(|| env("AWS_ENDPOINT_URL").filter(|v| !v.is_empty()))
+        .or_else(|| config.get("endpoint_url").cloned());
+    let region = url
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION").filter(|v| !v.is_empty()))
+        .or_else(|| env("AWS_DEFAULT_REGION").filter(|v| !v.is_empty()))
+        .or_else(|| config.get("region").cloned())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    Ok(Resolved {
+        path_style: url.path_style.unwrap_or(endpoint.is_some()),
+        region,
+        endpoint,
+        credentials,
+    })
+}
+
+fn build_store(url: &S3Url, env: &dyn Fn(&str) -> Option<String>) -> Result<AmazonS3, BoxError> {
+    // reqwest is built without a TLS provider of its own: rustls with ring, as for the engine connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = resolve(url, env)?;
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&url.bucket)
+        .with_region(&r.region)
+        .with_virtual_hosted_style_request(!r.path_style)
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        })
+        .with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(10))
+                .with_timeout(Duration::from_secs(300))
+                .with_allow_http(
+                    r.endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                ),
+        );
+    if let Some(e) = &r.endpoint {
+        builder = builder.with_endpoint(e);
+    }
+    match &r.credentials {
+        Some(c) => {
+            builder = builder
+                .with_access_key_id(&c.key_id)
+                .with_secret_access_key(&c.secret);
+            if let Some(t) = &c.token {
+                builder = builder.with_token(t);
+            }
+        }
+        None => {
+            let ambient = [
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+            ]
+            .iter()
+            .any(|v| env(v).is_some_and(|x| !x.is_empty()));
+            if !ambient {
+                return Err("no credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (or `AWS_ACCESS_KEY_ID_FILE` and `AWS_SECRET_ACCESS_KEY_FILE`), or `AWS_PROFILE` with `~/.aws/credentials`".into());
+            }
+            for (var, key) in [
+                (
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    object_store::aws::AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+                ),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    object_store::aws::AmazonS3ConfigKey::WebIdentityTokenFile,
+                ),
+                (
+                    "AWS_ROLE_ARN",
+                    object_store::aws::AmazonS3ConfigKey::RoleArn,
+                ),
+            ] {
+                if let Some(v) = env(var) {
+                    builder = builder.with_config(key, v);
+                }
+            }
+        }
+    }
+    Ok(builder.build()?)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn part_size_keeps_any_file_within_the_part_limit() {
+        assert_eq!(part_size(100, None, None), DEFAULT_PART_SIZE);
+        let tb = 1u64 << 40;
+        let p = part_size(tb, None, None);
+        assert!(tb.div_ceil(p) <= 10_000, "{p}");
+        assert!(p > DEFAULT_PART_SIZE);
+        let p = part_size(50 << 30, Some(16 << 20), Some(1000));
+        assert!((50u64 << 30).div_ceil(p) <= 1000);
+        assert_eq!(part_size(10 << 20, Some(6 << 20), Some(1000)), 6 << 20);
+    }
+
+    #[test]
+    fn credentials_come_from_env_then_file_variables_then_profiles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key_file = tmp.path().join("secret");
+        std::fs::write(&key_file, "s3cr3t-from-file\n").unwrap();
+        let url = S3Url {
+            bucket: "b".into(),
+            ..S3Url::default()
+        };
+        let home = tmp.path().to_str().unwrap();
+        let r = resolve(
+            &url,
+            &env_of(&[
+                ("HOME", home),
+                ("AWS_ACCESS_KEY_ID", "AKIA1"),
+                ("AWS_SECRET_ACCESS_KEY_FILE", key_file.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(r.credentials.unwrap().secret, "s3cr3t-from-file");
+        assert_eq!(r.region, "us-east-1");
+        assert!(!r.path_style);
+
+        std::fs::create_dir_all(tmp.path().join(".aws")).unwrap();
+        std::fs::write(
+            tmp.path().join(".aws/credentials"),
+            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n\n[work]\naws_access_key_id=W\naws_secret_access_key=WS\naws_session_token = WT\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join(".aws/config"),
+            "[profile work]\nregion = eu-west-3\nendpoint_url = http://127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let r = resolve(&url, &env_of(&[("HOME", home)])).unwrap();
+        assert_eq!(r.credentials.unwrap().key_id, "D");
+        let keys = [
+            ("HOME", home),
+            ("AWS_PROFILE", "work"),
+            ("AWS_ACCESS_KEY_ID", "E"),
+            ("AWS_SECRET_ACCESS_KEY", "ES"),
+        ];
+        // Keys in the environment win over `AWS_PROFILE`, as in the AWS CLI…
+        assert_eq!(
+            resolve(&url, &env_of(&keys))
+                .unwrap()
+                .credentials
+                .unwrap()
+                .key_id,
+            "E"
+        );
+        // …and `?profile=` wins over them.
+        let work = S3Url {
+            profile: Some("work".into()),
+            ..url.clone()
+        };
+        let r = resolve(&work, &env_of(&keys)).unwrap();
+        let c = r.credentials.unwrap();
+        assert_eq!((c.key_id.as_str(), c.token.as_deref()), ("W", Some("WT")));
+        assert_eq!(r.region, "eu-west-3");
+        assert_eq!(r.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(r.path_style);
+        let e = resolve(
+            &S3Url {
+                profile: Some("nope".into()),
+                ..url.clone()
+            },
+            &env_of(&[("HOME", home)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn errors_about_credentials_never_hold_them() {
+        let e = resolve(
+            &S3Url::default(),
+            &env_of(&[
+                ("AWS_ACCESS_KEY_ID", "AKIAVISIBLE"),
+                ("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/s3cr3t"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("AKIAVISIBLE"), "{e}");
+        let e = build_store(
+            &S3Url {
+                bucket: "b".into(),
+                ..S3Url::default()
+            },
+            &env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no credentials"), "{e}");
+        assert_eq!(
+            format!(
+                "{:?}",
+                Credentials {
+                    key_id: "K".into(),
+                    secret: "S".into(),
+                    token: None
+                }
+            ),
+            "Credentials { … }"
+        );
+    }
+}
