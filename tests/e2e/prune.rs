@@ -49,7 +49,7 @@ fn backup(env: &TestEnv, args: &[&str]) -> PathBuf {
 
 fn write(env: &TestEnv, service: &str, dir: &str, what: &str) {
     let script = format!("echo {what} > {dir}/note");
-    env.compose_v2(&["exec", "-T", service, "sh", "-c", script.as_str()])
+    env.compose_v2(["exec", "-T", service, "sh", "-c", script.as_str()])
         .assert_success();
 }
 
@@ -61,7 +61,7 @@ fn name(p: &Path) -> String {
 fn the_only_verified_backup_of_a_critical_volume_survives_keep_last_1() {
     let env = TestEnv::new();
     env.write_project(PROJECT, None);
-    env.compose_v2(&["up", "-d"]).assert_success();
+    env.compose_v2(["up", "-d"]).assert_success();
     write(&env, "db", "/var/lib/postgresql/data", "one");
     let oldest = backup(&env, &["dbdata"]);
     write(&env, "db", "/var/lib/postgresql/data", "two");
@@ -93,18 +93,18 @@ fn the_only_verified_backup_of_a_critical_volume_survives_keep_last_1() {
     );
     assert_eq!(decision(&oldest)["decision"], "remove");
     assert_eq!(backups(&env), [name(&verified), name(&newest)]);
-    env.compose_v2(&["down"]).assert_success();
+    env.compose_v2(["down"]).assert_success();
 }
 
 #[test]
 fn the_backup_check_counts_as_protecting_survives_any_policy() {
     let env = TestEnv::new();
     env.write_project(PROJECT, None);
-    env.compose_v2(&["up", "-d"]).assert_success();
+    env.compose_v2(["up", "-d"]).assert_success();
     write(&env, "db", "/var/lib/postgresql/data", "one");
     // The database runs again after this one: it protects nothing.
     let stale = backup(&env, &["dbdata"]);
-    env.compose_v2(&["stop"]).assert_success();
+    env.compose_v2(["stop"]).assert_success();
     // Taken with the database stopped, and nothing ran since: it protects `dbdata` (check verifies it).
     let protecting = backup(&env, &["dbdata"]);
     env.persist(["check"]).assert_success();
@@ -140,7 +140,7 @@ fn backup_prune_prunes_by_the_configured_policy_after_a_successful_backup_only()
         &format!("{PROJECT}x-persist:\n  retention: {{keep-last: 2}}\n"),
         None,
     );
-    env.compose_v2(&["up", "-d"]).assert_success();
+    env.compose_v2(["up", "-d"]).assert_success();
     write(&env, "web", "/app/node_modules", "x");
     let first = backup(&env, &["--tier", "regenerable"]);
     let second = backup(&env, &["--tier", "regenerable"]);
@@ -163,17 +163,17 @@ fn backup_prune_prunes_by_the_configured_policy_after_a_successful_backup_only()
         [name(&third), name(Path::new(fourth))],
         "{json}"
     );
-    env.compose_v2(&["down"]).assert_success();
+    env.compose_v2(["down"]).assert_success();
 }
 
 #[test]
 fn backup_prune_without_a_policy_is_refused_before_the_backup() {
     let env = TestEnv::new();
     env.write_project(PROJECT, None);
-    env.compose_v2(&["up", "-d"]).assert_success();
+    env.compose_v2(["up", "-d"]).assert_success();
     let ran = env.persist(["backup", "--tier", "regenerable", "--prune"]);
     ran.assert_code(2);
     ran.assert_stderr_contains("no retention policy");
     assert!(backups(&env).is_empty());
-    env.compose_v2(&["down"]).assert_success();
+    env.compose_v2(["down"]).assert_success();
 }
