@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds the real PostgreSQL server image the end-to-end tests run (tests/e2e/postgres.rs), without any
-# container registry: Debian bookworm is bootstrapped with `debootstrap --variant=minbase` from the mirror
-# this machine's apt uses, `postgresql-15` is installed into that rootfs with apt-get (no recommends), docs,
+# Builds the real PostgreSQL server images the end-to-end tests run (tests/e2e/postgres.rs, and the major
+# upgrade of tests/e2e/upgrade.rs), without any container registry: the Debian release that ships the major
+# version (15: bookworm, 17: trixie) is bootstrapped with `debootstrap --variant=minbase` from the mirror
+# this machine's apt uses, `postgresql-MAJOR` is installed into that rootfs with apt-get (no recommends), docs,
 # caches and the JIT compiler (LLVM) are removed, a small entrypoint that behaves like the official image's
 # (for what the tests need) is added, and the tree is loaded into the engine as an image (`docker load` of
 # an archive made here, because `docker import --change` cannot set STOPSIGNAL on every engine):
 #
-#     persist-test/postgres-debian:15          (and :15-<hash>, the hash of this script)
+#     persist-test/postgres-debian:15          (and :15-<hash>, the hash of this script and the major)
+#     persist-test/postgres-debian:17          (`scripts/postgres-image.sh 17`)
 #
 # It is deliberately not tagged `postgres:16`: that name is the busybox stand-in of scripts/test-images.sh.
 #
@@ -19,20 +21,31 @@
 # "smart" shutdown, which waits for every client to disconnect): `docker stop` shuts it down cleanly within
 # its timeout, and the next start finds a cleanly shut-down cluster.
 #
-# Idempotent: when the image tagged with the current hash exists, the script only makes sure `:15` points at
-# it (well under a second). A build takes 1–2 min with the packages cached, about 3 min without, on a
-# 2-core machine. A changed script builds a new image; images of older versions that no container
-# uses are removed. The .deb files are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/docker-persist-test/debs, so
-# a rebuild on the same machine downloads nothing. Needs root (debootstrap, chroot) and `debootstrap`.
+# Idempotent: when the image tagged with the current hash exists, the script only makes sure `:MAJOR` points
+# at it (well under a second). A build takes 1–2 min with the packages cached, about 3 min without, on a
+# 2-core machine. A changed script builds a new image; untagged older builds of the same major that no
+# container uses are removed (builds of other recipes are left: another checkout of the repository on the
+# same engine may still use them). The .deb files are cached in
+# ${XDG_CACHE_HOME:-$HOME/.cache}/docker-persist-test/debs (bookworm; debs-SUITE for the others), so a rebuild
+# on the same machine downloads nothing. Needs root (debootstrap, chroot) and `debootstrap`.
 #
 # Knobs: PERSIST_DEBIAN_MIRROR (default: the bookworm mirror of /etc/apt/sources*, else deb.debian.org),
 #        PERSIST_POSTGRES_IMAGE_REBUILD=1 (build even when the image exists).
 #
-# Usage: scripts/postgres-image.sh          (DOCKER_HOST etc. are honoured; prints the image name on stdout)
+# Usage: scripts/postgres-image.sh [MAJOR]  (15, the default, or 17; DOCKER_HOST etc. are honoured; prints
+#        the image name on stdout)
 set -euo pipefail
 
-PG_MAJOR=15
-SUITE=bookworm
+PG_MAJOR="${1:-15}"
+# The Debian release whose own postgresql-MAJOR package the image is made of.
+case "$PG_MAJOR" in
+15) SUITE=bookworm ;;
+17) SUITE=trixie ;;
+*)
+    printf 'error: no Debian release is known to ship postgresql-%s (15: bookworm, 17: trixie)\n' "$PG_MAJOR" >&2
+    exit 2
+    ;;
+esac
 REPO=persist-test/postgres-debian
 IMAGE="$REPO:$PG_MAJOR"
 
@@ -79,7 +92,7 @@ command -v docker >/dev/null 2>&1 || die "the \`docker\` CLI is not on PATH"
 docker info >/dev/null 2>&1 || die "no Docker Engine answers at ${DOCKER_HOST:-the current docker context} (scripts/test.sh starts one)"
 
 # What the image is made of: this recipe (the Debian packages are whatever the mirror serves for $SUITE).
-hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+hash=$( (cat "${BASH_SOURCE[0]}" && printf '%s\n' "$PG_MAJOR") | sha256sum | cut -c1-12)
 versioned="$IMAGE-$hash"
 
 if [[ "${PERSIST_POSTGRES_IMAGE_REBUILD:-0}" != 1 ]] && docker image inspect "$versioned" >/dev/null 2>&1; then
@@ -100,6 +113,7 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mirror="${PERSIST_DEBIAN_MIRROR:-$(configured_mirror)}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/docker-persist-test/debs"
+[[ "$SUITE" == bookworm ]] || cache="$cache-$SUITE"
 mkdir -p "$cache" || die "cannot create $cache"
 
 started=$SECONDS
@@ -171,7 +185,9 @@ log "postgresql-$PG_MAJOR installed ($((SECONDS - started))s)"
 # Smaller: no JIT compiler (LLVM and its Z3 are most of the size; without llvmjit.so the server runs without
 # JIT, and the entrypoint turns it off), no documentation, translations, locale sources (C.UTF-8 is built
 # into the C library), caches or package lists.
-in_root dpkg --purge --force-depends libllvm14 libz3-4 >/dev/null 2>&1 || log "could not remove LLVM (kept)"
+mapfile -t jit < <(in_root dpkg-query -W -f='${Package}\n' 'libllvm*' 'libz3-*' 2>/dev/null)
+((${#jit[@]} == 0)) || in_root dpkg --purge --force-depends "${jit[@]}" >/dev/null 2>&1 ||
+    log "could not remove LLVM (kept)"
 rm -rf "$root/usr/lib/postgresql/$PG_MAJOR/lib/llvmjit"* "$root/usr/lib/postgresql/$PG_MAJOR/lib/bitcode"
 rm -rf "$root"/usr/share/{doc,man,info,locale,lintian,linda}/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
     "$root"/var/lib/apt/lists/* "$root"/var/log/* "$root/usr/sbin/policy-rc.d" \
@@ -179,6 +195,13 @@ rm -rf "$root"/usr/share/{doc,man,info,locale,lintian,linda}/* "$root"/var/cache
 rm -rf "$root/etc/postgresql/$PG_MAJOR" "$root/var/lib/postgresql/$PG_MAJOR"
 mkdir -p "$root/var/lib/postgresql/data" "$root/var/run/postgresql" "$root/docker-entrypoint-initdb.d"
 in_root chown postgres:postgres /var/lib/postgresql /var/lib/postgresql/data /var/run/postgresql
+# The entrypoint drops to `postgres` with setpriv (util-linux in bookworm, a package of its own later).
+if ! in_root sh -c 'command -v setpriv' >/dev/null; then
+    mount -t proc proc "$root/proc"
+    in_root apt-get install -y --no-install-recommends setpriv >>"$apt_log" 2>&1 ||
+        die "setpriv is missing in the $SUITE rootfs and apt-get install setpriv failed"
+    umount "$root/proc"
+fi
 chmod 0700 "$root/var/lib/postgresql/data"
 chmod 3777 "$root/var/run/postgresql"
 
@@ -275,7 +298,8 @@ config=$(printf '%s' \
     '"Entrypoint":["docker-entrypoint.sh"],"Cmd":["postgres"],"StopSignal":"SIGINT",' \
     '"Volumes":{"/var/lib/postgresql/data":{}},"ExposedPorts":{"5432/tcp":{}},' \
     '"Labels":{"persist.test":"true","persist.test.image":"postgres-debian",' \
-    '"persist.test.hash":"'"$hash"'","persist.test.postgresql":"'"$pg_version"'"}},' \
+    '"persist.test.hash":"'"$hash"'","persist.test.postgresql":"'"$pg_version"'",' \
+    '"persist.test.postgresql.major":"'"$PG_MAJOR"'"}},' \
     '"rootfs":{"type":"layers","diff_ids":["sha256:'"$layer_digest"'"]},' \
     '"history":[{"created":"'"$created"'","created_by":"scripts/postgres-image.sh",' \
     '"comment":"docker-persist test image: PostgreSQL '"$pg_version"' on Debian '"$SUITE"' (minbase)"}]}')
@@ -288,14 +312,11 @@ tar -C "$archive" -cf - manifest.json "$config_digest.json" layer.tar | docker l
     die "docker load of $versioned failed"
 docker tag "$versioned" "$IMAGE" || die "docker tag $IMAGE failed"
 
-# Older builds of this image (other tags, or untagged by this one) that no container uses any more.
-docker images --filter label=persist.test.image=postgres-debian --format '{{.ID}} {{.Repository}}:{{.Tag}}' |
-    while read -r id ref; do
-        case "$ref" in
-        "$versioned" | "$IMAGE") ;;
-        "<none>:<none>") docker rmi "$id" >/dev/null 2>&1 || log "image $id is still in use; left in place" ;;
-        *) docker rmi "$ref" >/dev/null 2>&1 || log "$ref is still in use; left in place" ;;
-        esac
+# Older untagged builds of this major (a rebuild moved its tags away) that no container uses any more.
+docker images --filter label=persist.test.image=postgres-debian --filter dangling=true \
+    --filter "label=persist.test.postgresql.major=$PG_MAJOR" --format '{{.ID}}' |
+    while read -r id; do
+        docker rmi "$id" >/dev/null 2>&1 || log "image $id is still in use; left in place"
     done
 
 log "$IMAGE ready: PostgreSQL $pg_version, $(docker image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec) \

@@ -45,6 +45,11 @@ bash scripts/postgres-image.sh >/dev/null || {
     postgres_image_status=$?
     printf 'error: could not make the PostgreSQL test image (see above); the PostgreSQL tests will fail\n' >&2
 }
+# A second major version (Debian trixie's postgresql-17), for the major upgrade tests (tests/e2e/upgrade_pg.rs).
+bash scripts/postgres-image.sh 17 >/dev/null || {
+    postgres_image_status=$?
+    printf 'error: could not make the PostgreSQL 17 test image (see above); the major upgrade tests will fail\n' >&2
+}
 
 step "Compose v1 and v2"
 command -v docker-compose >/dev/null 2>&1 ||

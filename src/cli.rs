@@ -308,6 +308,13 @@ docker persist backup --prune             back up, then prune by the configured 
 restic's \"7 daily, 4 weekly, 12 monthly, yearly forever\":\n  \
 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --keep-yearly unlimited")]
     Prune(PruneArgs),
+
+    /// Upgrade services to a new image: a verified backup first, a health check after, and an automatic
+    /// rollback (data and image) when the new version fails
+    ///
+    /// PostgreSQL services whose data directory holds another major version than the new image are
+    /// moved by dump and load into a new volume; the old volume stays until `--finish`.
+    Upgrade(UpgradeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -466,6 +473,54 @@ pub struct CleanArgs {
     /// directory)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:\n  docker persist upgrade --dry-run\n  \
+docker persist upgrade db --image postgres:17 --yes\n  docker persist upgrade app --timeout 2m\n  \
+docker persist upgrade --finish db      remove the old PostgreSQL volume after a major upgrade\n  \
+docker persist upgrade --rollback db    go back to the old PostgreSQL volume and image")]
+pub struct UpgradeArgs {
+    /// The services to upgrade (default: every service that has a container)
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+
+    /// The new image (one service only); set in docker persist's override file, never in your Compose
+    /// files. Default: the image the Compose file names, pulled first when it comes from a registry
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["finish", "rollback"])]
+    pub image: Option<String>,
+
+    /// How long the new version may take to become healthy before it is rolled back
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// For a service without a healthcheck: how long it must run without restarting to count as healthy
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub settle: std::time::Duration,
+
+    /// After a PostgreSQL major upgrade: remove the old volume (after a confirmation)
+    #[arg(long, conflicts_with = "rollback")]
+    pub finish: bool,
+
+    /// After a PostgreSQL major upgrade: go back to the old volume and the old image
+    #[arg(long)]
+    pub rollback: bool,
+
+    /// Go ahead without asking (needed without a terminal)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Show the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// How data moves: `fast` or `universal` (see `backup --help`). Default: fast where it works
+    #[arg(long = "path", value_name = "PATH", value_enum)]
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -921,6 +976,11 @@ fn parse_tag(s: &str) -> Result<String, String> {
     crate::archive::validate_tag(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::compose::load::parse_timeout(&serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected a duration like `30s`, `2m` or `1h`, not `{s}`"))
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {

@@ -12,8 +12,8 @@ pub mod context;
 pub mod destination;
 pub mod engine;
 pub mod fastpath;
+pub mod intent;
 pub mod inventory;
-pub mod journal;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
@@ -38,7 +38,9 @@ pub async fn run(
         restarts: std::sync::Mutex::new(Vec::new()),
         notes: std::sync::Mutex::new(Vec::new()),
         host: std::sync::OnceLock::new(),
-        journal: std::sync::Mutex::new(None),
+        command: command_name(&cli.command),
+        intent: std::sync::Mutex::new(None),
+        unresolved: std::sync::Mutex::new(Vec::new()),
         post_hooks: std::sync::Mutex::new(Vec::new()),
     };
     let command = async {
@@ -58,22 +60,53 @@ pub async fn run(
             Command::Destinations(args) => commands::destinations::run(&session, args).await,
             Command::ShellInit(args) => commands::guard::shell_init(printer, args),
             Command::Prune(args) => commands::prune::run(&session, args).await,
+            Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
         }
     };
-    let outcome = tokio::select! {
-        result = command => result,
-        () = plugin::interrupted() => {
-            cancel::cancel();
-            printer.warn("interrupted; cleaning up");
-            // Uploads cut short are aborted (no parts left to bill), unfinished remote files removed.
-            destination::finish_cleanups(std::time::Duration::from_secs(20)).await;
-            Ok(ExitStatus::Interrupted)
+    // `upgrade` answers an interruption itself: once the new version runs, Ctrl-C rolls it back.
+    let handles_interrupts = matches!(cli.command, Command::Upgrade(_));
+    let outcome = if handles_interrupts {
+        command.await
+    } else {
+        tokio::select! {
+            result = command => result,
+            () = plugin::interrupted() => {
+                cancel::cancel();
+                printer.warn("interrupted; cleaning up");
+                // Uploads cut short are aborted (no parts left to bill), unfinished remote files removed.
+                destination::finish_cleanups(std::time::Duration::from_secs(20)).await;
+                Ok(ExitStatus::Interrupted)
+            }
         }
     };
     session
         .cleanup(matches!(outcome, Ok(ExitStatus::Success)))
         .await;
     outcome
+}
+
+/// The command's name in intent records.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Ls(_) => "ls",
+        Command::Inspect(_) => "inspect",
+        Command::Backup(_) => "backup",
+        Command::Backups(_) => "backups",
+        Command::Verify(_) => "verify",
+        Command::Restore(_) => "restore",
+        Command::Migrate(m) if m.rollback => "migrate --rollback",
+        Command::Migrate(_) => "migrate",
+        Command::Rules => "rules",
+        Command::Check(_) => "check",
+        Command::Down(_) => "down",
+        Command::Clean(_) => "clean",
+        Command::Push(_) => "push",
+        Command::Destinations(_) => "destinations",
+        Command::ShellInit(_) => "shell-init",
+        Command::Upgrade(u) if u.finish => "upgrade --finish",
+        Command::Upgrade(u) if u.rollback => "upgrade --rollback",
+        Command::Upgrade(_) => "upgrade",
+    }
 }
 
 /// Maps an error to its exit status and the hints that help with it.

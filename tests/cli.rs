@@ -106,6 +106,13 @@ fn migrate_help() {
 }
 
 #[test]
+fn upgrade_help() {
+    let (code, stdout, _) = run(&["upgrade", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
 fn rules() {
     let (code, stdout, _) = run(&["rules"]);
     assert_eq!(code, 0);

@@ -207,6 +207,12 @@ impl BackupWriter {
             return Err(ArchiveError::Exists { path: target });
         }
         let partial = dir.join(format!("{}{PARTIAL_SUFFIX}", name.file_name()));
+        // The same name within the same second: a `.partial` that no writer holds is a killed writer's.
+        if let Ok(left) = std::fs::OpenOptions::new().write(true).open(&partial)
+            && fs4::FileExt::try_lock(&left).is_ok()
+        {
+            let _ = std::fs::remove_file(&partial);
+        }
         let file = fs_err::OpenOptions::from_options({
             let mut o = std::fs::OpenOptions::new();
             o.write(true).create_new(true).mode(0o600);

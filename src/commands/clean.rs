@@ -18,6 +18,7 @@ use crate::cli::CleanArgs;
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
 use crate::engine::ContainerInfo;
+use crate::intent::{Step, StepState};
 use crate::inventory::{DataItem, Inventory};
 use crate::report::{human_size, prompt, table};
 
@@ -127,6 +128,7 @@ pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<Exit
     let printer = session.printer;
     let (engine, inventory) = session.inventory().await?;
     let name = inventory.project.name.clone();
+    session.refuse_if_unresolved(&name)?;
     let (volumes, binds) = choose(&inventory, &args.volumes, &args.tiers)?;
     let mut plan = CleanPlan {
         volumes,
@@ -249,14 +251,44 @@ pub async fn run(session: &Session<'_>, args: &CleanArgs) -> anyhow::Result<Exit
         }
     }
 
-    for c in plan.containers.values() {
-        if c.is_running() {
-            printer.status(format!("Stopping `{}`", c.name));
-            engine.stop_container(&c.id, &c.name).await?;
-        }
-        engine.remove_stopped_container(&c.id, &c.name).await?;
-        printer.verbose(format!("removed container `{}`", c.name));
+    // Until the first volume goes, a killed `clean` is undone (Compose recreates the containers); from
+    // then on it is finished.
+    let project = &inventory.project;
+    let running: Vec<_> = plan
+        .containers
+        .values()
+        .filter(|c| c.is_running())
+        .cloned()
+        .collect();
+    for c in &running {
+        printer.status(format!("Stopping `{}`", c.name));
     }
+    super::consistency::stop(session, &engine, project, &running).await?;
+    if !plan.containers.is_empty() {
+        let step = session.step_begin(
+            project,
+            Step::RemoveContainers {
+                containers: plan
+                    .containers
+                    .values()
+                    .map(super::consistency::removed)
+                    .collect(),
+            },
+        )?;
+        for c in plan.containers.values() {
+            engine.remove_stopped_container(&c.id, &c.name).await?;
+            session.forget_restart(&c.id);
+            session.journal_started(&c.id);
+            printer.verbose(format!("removed container `{}`", c.name));
+        }
+        session.step_mark(step, StepState::Done);
+    }
+    session.step_begin(
+        project,
+        Step::RemoveVolumes {
+            names: plan.volumes.iter().filter_map(|i| i.name.clone()).collect(),
+        },
+    )?;
     for item in &plan.volumes {
         let vol = item.name.as_deref().unwrap_or_default();
         engine.remove_volume(vol).await?;

@@ -27,17 +27,34 @@ impl ComposeCli {
         project: &Project,
         prefer_v1: bool,
     ) -> anyhow::Result<ComposeCli> {
+        ComposeCli::find_for(
+            globals,
+            &project.name,
+            &project.directory,
+            &project.files,
+            prefer_v1,
+        )
+    }
+
+    /// [`ComposeCli::find`] for a project known by its name, directory and files.
+    pub fn find_for(
+        globals: &DockerGlobals,
+        name: &str,
+        directory: &std::path::Path,
+        files: &[PathBuf],
+        prefer_v1: bool,
+    ) -> anyhow::Result<ComposeCli> {
         let v1 = which::which("docker-compose").ok();
         let docker = std::env::var_os(ORIGINAL_CLI_ENV)
             .map(PathBuf::from)
             .or_else(|| which::which("docker").ok());
         let mut project_args = vec![
             "--project-name".to_string(),
-            project.name.clone(),
+            name.to_string(),
             "--project-directory".to_string(),
-            project.directory.display().to_string(),
+            directory.display().to_string(),
         ];
-        for f in &project.files {
+        for f in files {
             project_args.push("--file".to_string());
             project_args.push(f.display().to_string());
         }

@@ -5,7 +5,7 @@
 //! after, before the next volume, in dependency order; regenerable and optional data is read live. The
 //! mode comes from `--consistency`, else `x-persist: {consistency: …}` of the volume (or of a bind mount's
 //! long-syntax entry), else the top-level `x-persist`, else `auto`. Every container stopped here is written
-//! to the journal first and registered with the session, so that an error, Ctrl-C or a killed process
+//! to the intent record first and registered with the session, so that an error, Ctrl-C or a killed process
 //! still gets it started again.
 
 use std::collections::{HashMap, HashSet};
@@ -17,8 +17,8 @@ use super::{Session, quoted};
 use crate::compose::classify::DataKind;
 use crate::compose::{Consistency, MountType, PersistSpec, Project, Tier};
 use crate::engine::{ContainerInfo, Engine};
+use crate::intent::{Step, StepState, StoppedContainer};
 use crate::inventory::{DataItem, bind_mounts};
-use crate::journal::StoppedContainer;
 
 /// The mode a volume gets, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +206,7 @@ pub async fn stop_saying(
     stop(session, engine, project, containers).await
 }
 
-/// Stops `containers` (given in start order) in reverse order, after writing them to the journal and
+/// Stops `containers` (given in start order) in reverse order, after writing them to the intent record and
 /// registering them with the session, so that every way out of the command starts them again.
 pub async fn stop(
     session: &Session<'_>,
@@ -217,27 +217,55 @@ pub async fn stop(
     if containers.is_empty() {
         return Ok(());
     }
-    let journal: Vec<StoppedContainer> = containers
-        .iter()
-        .map(|c| StoppedContainer {
+    let mut stopping: Vec<StoppedContainer> = Vec::new();
+    for c in containers {
+        stopping.push(StoppedContainer {
             id: c.id.clone(),
             name: c.name.clone(),
             service: c.service.clone(),
-        })
-        .collect();
-    session
-        .journal_stopping(&project.name, &journal)
+            stop_sent: None,
+            grace_secs: engine.stop_grace(&c.id).await,
+            compose_v1: is_compose_v1(c),
+        });
+    }
+    let step = session
+        .step_begin(
+            project,
+            Step::Stop {
+                containers: stopping,
+            },
+        )
         .context("cannot record which containers are stopped; nothing was stopped")?;
     for c in containers {
         session.restart_on_interrupt(c.id.clone(), c.name.clone());
     }
     for c in containers.iter().rev() {
+        session.journal_stop_sent(step, &c.id);
         engine.stop_container(&c.id, &c.name).await?;
     }
+    session.step_mark(step, StepState::Done);
     Ok(())
 }
 
-/// Starts `containers` again in order; each one that runs is forgotten by the session and the journal.
+/// A stopped container about to be removed, as the intent record keeps it.
+pub fn removed(c: &ContainerInfo) -> crate::intent::RemovedContainer {
+    crate::intent::RemovedContainer {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        service: c.service.clone(),
+        ran: c.is_running(),
+        compose_v1: is_compose_v1(c),
+    }
+}
+
+/// Whether Compose v1 made the container.
+pub fn is_compose_v1(c: &ContainerInfo) -> bool {
+    c.compose_version
+        .as_deref()
+        .is_some_and(|v| v.starts_with("1."))
+}
+
+/// Starts `containers` again in order; each one that runs is forgotten by the session and the intent record.
 /// Tries them all; the first failure is returned (the session tries again as the command ends).
 pub async fn start_again(
     session: &Session<'_>,

@@ -511,6 +511,9 @@ pub async fn down(session: &Session<'_>, args: &DownArgs) -> anyhow::Result<Exit
     let printer = session.printer;
     let project = session.load_project()?;
     let engine = session.connect().await?;
+    if down_removes_volumes(&args.args) {
+        session.refuse_if_unresolved(&project.name)?;
+    }
     let inventory = inventory::build(project, &engine).await?;
     let compose = compose_for(session, &inventory)?;
     let mut compose_args: Vec<&str> = vec!["down"];
@@ -733,8 +736,17 @@ async fn down_with_backup(
         plural(items.len(), "volume"),
         finished.path.display()
     ));
+    // Once begun, a killed `down` is finished: the backup is verified and the user asked for it.
+    let step = session.step_begin(
+        project,
+        crate::intent::Step::ComposeDown {
+            args: args.args.clone(),
+            backup: finished.path.clone(),
+        },
+    )?;
     let result = compose.run(&compose_args).await;
     if result.is_ok() {
+        session.step_mark(step, crate::intent::StepState::Done);
         // `down` removed the containers: there is nothing left to start.
         for c in &running {
             session.forget_restart(&c.id);

@@ -21,6 +21,18 @@ struct LsJson<'a> {
     schema_version: u32,
     project: &'a str,
     volumes: Vec<ItemJson<'a>>,
+    /// Killed commands whose changes could not be finished or undone (see `docker persist` README,
+    /// "Nothing is lost").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unresolved: Vec<UnresolvedJson>,
+}
+
+#[derive(Serialize)]
+struct UnresolvedJson {
+    command: String,
+    pid: u32,
+    started_at: String,
+    problems: Vec<String>,
 }
 
 /// The JSON form of one inventory item; `inspect --json` extends it.
@@ -121,10 +133,29 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
     let printer = session.printer;
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
     let last = last_backups(printer, &dir, &inventory.project.name);
+    let unresolved: Vec<crate::intent::Record> = session
+        .unresolved
+        .lock()
+        .map(|u| {
+            u.iter()
+                .filter(|r| r.project.name == inventory.project.name)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     if printer.json_mode() {
         printer.json(&LsJson {
             schema_version: SCHEMA_VERSION,
             project: &inventory.project.name,
+            unresolved: unresolved
+                .iter()
+                .map(|r| UnresolvedJson {
+                    command: r.command.clone(),
+                    pid: r.owner.pid,
+                    started_at: r.started_at.clone(),
+                    problems: r.unresolved.clone(),
+                })
+                .collect(),
             volumes: items
                 .iter()
                 .map(|i| {
@@ -139,6 +170,13 @@ pub async fn run(session: &Session<'_>, args: &LsArgs) -> anyhow::Result<ExitSta
                 .collect(),
         })?;
         return Ok(ExitStatus::Success);
+    }
+    for r in &unresolved {
+        printer.warn(format!(
+            "UNRESOLVED: {} was killed and left changes that could not be finished or undone; commands that change this project refuse until they are:\n  - {}",
+            r.describe(),
+            r.unresolved.join("\n  - ")
+        ));
     }
     if items.is_empty() {
         printer.status(format!(

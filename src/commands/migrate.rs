@@ -3,7 +3,7 @@
 //!
 //! Order, so that nothing is lost: plan and check (an absolute PATH on the engine's host that is not a
 //! system directory nor inside Docker's storage, empty unless `--force`, `--yes` for an external volume),
-//! confirm; stop the containers that use the volume (journalled, so a killed run starts them again); take
+//! confirm; stop the containers that use the volume (in the intent record, so a killed run is finished or undone by the next command); take
 //! a normal backup tagged `pre-migrate`; copy the tree into PATH through helper containers (fast or
 //! universal path) keeping owners, modes, links, times and file capabilities; compare the content digest
 //! of the source with PATH read back; only then write docker persist's Compose override file and have
@@ -38,6 +38,7 @@ use crate::compose::migration::{self, MigratedMount, Migration, OverrideFile};
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
 use crate::fastpath::{self, FastPath, Op};
+use crate::intent::{Expected, Step, StepState};
 use crate::inventory::{self, DataItem, Inventory, bind_mounts, normalize};
 use crate::report::{Printer, human_size, prompt};
 
@@ -100,6 +101,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         printer.warn(b);
     }
     let engine = session.connect().await?;
+    session.refuse_if_unresolved(&project.name)?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
     let item = find_volume(&inventory, &args.volume, &recorded)?;
@@ -267,6 +269,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     // Stop, back up, copy, verify: any failure here leaves the services on their volume.
     consistency::stop_saying(session, &engine, &inventory.project, &running).await?;
     let clean_target = !has_data;
+    let copy_step = std::cell::Cell::new(None);
     session.note_on_interrupt(format!(
         "the services were started again on volume `{name}`, unchanged; `{path_str}` may hold part of the copy: empty it before migrating again"
     ));
@@ -291,6 +294,13 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         .await
         .context("the backup before the migration failed; nothing was changed")?;
         printer.status(format!("Backup: `{}`", finished.path.display()));
+        copy_step.set(Some(session.step_begin(
+            &inventory.project,
+            Step::CopyInto {
+                path: path_str.clone(),
+                was_empty: clean_target,
+            },
+        )?));
         if !existed {
             printer.verbose(format!("creating `{path_str}` on the engine's host"));
             engine.create_host_dir(&path_str).await?;
@@ -314,8 +324,16 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     }
     .await;
     let (backup, digest) = match copied {
-        Ok(done) => done,
+        Ok(done) => {
+            if let Some(step) = copy_step.get() {
+                session.step_mark(step, StepState::Done);
+            }
+            done
+        }
         Err(e) => {
+            if let Some(step) = copy_step.get() {
+                session.step_mark(step, StepState::Settled);
+            }
             undo_copy(
                 &engine,
                 printer,
@@ -347,7 +365,6 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     // not even when this command is killed: Compose starts the services on the directory.
     for c in &running {
         session.forget_restart(&c.id);
-        session.journal_started(&c.id);
     }
     if let Ok(mut notes) = session.notes.lock() {
         notes.clear();
@@ -357,18 +374,37 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
         item.key,
         overrides.path.display()
     ));
-    if let Err(e) = write_override(&overrides.path, &migration::render(&all)) {
+    let services: BTreeSet<&str> = running
+        .iter()
+        .filter_map(|c| c.service.as_deref())
+        .collect();
+    let (pins, _) = migration::recorded_pins(&inventory.project);
+    let next = migration::render_all(&all, &pins);
+    // The commit point: once the override file holds the migration, a killed run is finished.
+    let override_step = session.step_begin(
+        &inventory.project,
+        Step::Override {
+            path: overrides.path.clone(),
+            previous: previous.clone(),
+            next: Some(next.clone()),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            expected: Expected::Bind {
+                path: path_str.clone(),
+                content_digest: digest.to_string(),
+                mounts: mounts.clone(),
+            },
+        },
+    )?;
+    if let Err(e) = write_override(&overrides.path, &next) {
+        session.step_mark(override_step, StepState::Settled);
         consistency::start_again(session, &engine, &running).await?;
         return Err(e.context(format!(
             "failed to write `{}`; the services use volume `{name}` as before",
             overrides.path.display()
         )));
     }
+    session.step_mark(override_step, StepState::Done);
     printer.status(format!("Wrote `{}`", overrides.path.display()));
-    let services: BTreeSet<&str> = running
-        .iter()
-        .filter_map(|c| c.service.as_deref())
-        .collect();
     let brought_up = recreate(
         session,
         &engine,
@@ -381,7 +417,9 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
     )
     .await;
     if let Err(e) = brought_up {
-        // Back to the volume: the previous override, the containers recreated as they were.
+        // Back to the volume: the previous override, the containers recreated as they were. This
+        // command says what it did; nothing is left for the next one.
+        session.steps_settled();
         let reverted = restore_override(&overrides.path, previous.as_deref());
         let again = recreate(
             session,
@@ -541,14 +579,14 @@ fn checked_path(to: &str, item: &DataItem) -> anyhow::Result<PathBuf> {
 }
 
 /// Whether the project's files were found by Compose's own discovery, which loads the override file.
-fn automatic_override(session: &Session<'_>) -> bool {
+pub(crate) fn automatic_override(session: &Session<'_>) -> bool {
     session.project_args.files.is_empty()
         && std::env::var_os("COMPOSE_FILE").is_none_or(|v| v.is_empty())
 }
 
 /// The current content of our override file (`None`: there is none), or a refusal when an override file
 /// exists that docker persist did not write (its comments and formatting would be lost).
-fn check_override_is_ours(
+pub(crate) fn check_override_is_ours(
     overrides: &OverrideFile,
     all: &[Migration],
 ) -> anyhow::Result<Option<String>> {
@@ -718,7 +756,7 @@ async fn undo_copy(
 
 /// Empties a host directory through a fast helper: the universal path has no way to remove files, so
 /// this needs the fast path's preconditions even when the copy took the universal path.
-async fn clear_dir(
+pub(crate) async fn clear_dir(
     engine: &Engine,
     printer: &Printer,
     fast: Option<&FastPath>,
@@ -902,15 +940,22 @@ fn checked(
 }
 
 /// Writes a file whole (a temporary file renamed over it), so that Compose never reads half of it.
-fn write_override(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_override(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("persist-tmp");
-    fs_err::write(&tmp, text)?;
+    let mut f = fs_err::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    // On disk before it counts: a migration killed by a power cut is resolved from what the file holds.
+    f.sync_all()?;
+    drop(f);
     fs_err::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs_err::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
 /// Puts the override file back as it was: `None` removes it.
-fn restore_override(path: &Path, previous: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn restore_override(path: &Path, previous: Option<&str>) -> anyhow::Result<()> {
     match previous {
         Some(text) => write_override(path, text),
         None => match fs_err::remove_file(path) {
@@ -921,7 +966,7 @@ fn restore_override(path: &Path, previous: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Whether a container mounts `path` (a bind) at every target of `mounts` that belongs to its service.
-fn mounts_bind(c: &ContainerInfo, mounts: &[MigratedMount], path: &Path) -> bool {
+pub(crate) fn mounts_bind(c: &ContainerInfo, mounts: &[MigratedMount], path: &Path) -> bool {
     mounts
         .iter()
         .filter(|m| c.service.as_deref() == Some(m.service.as_str()))
@@ -929,7 +974,7 @@ fn mounts_bind(c: &ContainerInfo, mounts: &[MigratedMount], path: &Path) -> bool
 }
 
 /// Whether a container mounts volume `name` at every target of `mounts` that belongs to its service.
-fn mounts_volume(c: &ContainerInfo, mounts: &[MigratedMount], name: &str) -> bool {
+pub(crate) fn mounts_volume(c: &ContainerInfo, mounts: &[MigratedMount], name: &str) -> bool {
     mounts
         .iter()
         .filter(|m| c.service.as_deref() == Some(m.service.as_str()))
@@ -1048,6 +1093,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         );
     }
     let engine = session.connect().await?;
+    session.refuse_if_unresolved(&project.name)?;
     engine.remove_leftover_helpers().await?;
     let inventory = inventory::build(project, &engine).await?;
     let Some(volume_item) = inventory.items.iter().find(|i| i.key == m.key) else {
@@ -1178,6 +1224,21 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
             m.volume,
             finished.path.display()
         ));
+        let spec = engine.volume(&m.volume).await?;
+        let replace = session.step_begin(
+            &inventory.project,
+            Step::ReplaceData {
+                key: m.key.clone(),
+                name: m.volume.clone(),
+                bind: false,
+                safety: Some(finished.path.clone()),
+                was_empty: false,
+                source: m.to.clone(),
+                driver: spec.as_ref().map(|v| v.driver.clone()).unwrap_or_default(),
+                options: spec.as_ref().map(|v| v.options.clone()).unwrap_or_default(),
+                labels: spec.map(|v| v.labels).unwrap_or_default(),
+            },
+        )?;
         recreate_volume(&engine, &m.volume).await?;
         copy_tree(
             &engine,
@@ -1202,6 +1263,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
                 finished.path.display()
             )
         })?;
+        session.step_mark(replace, StepState::Done);
         Ok((Some(finished.path), true))
     }
     .await;
@@ -1222,25 +1284,43 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
         .filter(|r| r.key != m.key)
         .cloned()
         .collect();
-    if rest.is_empty() {
+    // The images `upgrade` pinned stay.
+    let (pins, _) = migration::recorded_pins(&inventory.project);
+    let keep_file = !rest.is_empty() || !pins.is_empty();
+    let services: BTreeSet<&str> = running
+        .iter()
+        .filter_map(|c| c.service.as_deref())
+        .collect();
+    let override_step = session.step_begin(
+        &inventory.project,
+        Step::Override {
+            path: overrides.path.clone(),
+            previous: previous.clone(),
+            next: keep_file.then(|| migration::render_all(&rest, &pins)),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            expected: Expected::Volume {
+                name: m.volume.clone(),
+                mounts: m.mounts.clone(),
+            },
+        },
+    )?;
+    for c in &running {
+        session.forget_restart(&c.id);
+    }
+    if !keep_file {
         restore_override(&overrides.path, None)?;
         printer.status(format!("Removed `{}`", overrides.path.display()));
     } else {
-        write_override(&overrides.path, &migration::render(&rest))?;
+        write_override(&overrides.path, &migration::render_all(&rest, &pins))?;
         printer.status(format!(
             "Removed the migration of `{}` from `{}`",
             m.key,
             overrides.path.display()
         ));
     }
-    let services: BTreeSet<&str> = running
-        .iter()
-        .filter_map(|c| c.service.as_deref())
-        .collect();
+    session.step_mark(override_step, StepState::Done);
     let mut project = inventory.project.clone();
-    project
-        .files
-        .retain(|f| f != &overrides.path || !rest.is_empty());
+    project.files.retain(|f| f != &overrides.path || keep_file);
     recreate(
         session,
         &engine,
@@ -1277,7 +1357,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
 }
 
 /// The content digest of a tree, read through a helper.
-async fn tree_digest(
+pub(crate) async fn tree_digest(
     engine: &Engine,
     printer: &Printer,
     fast: Option<&FastPath>,

@@ -15,9 +15,12 @@ pub mod ls;
 pub mod migrate;
 pub mod prune;
 pub mod push;
+pub mod resolve;
 pub mod restore;
 pub mod restore_dump;
 pub mod rules;
+pub mod upgrade;
+pub mod upgrade_pg;
 pub mod verified;
 pub mod verify;
 
@@ -27,8 +30,8 @@ use crate::cli::{DockerGlobals, ProjectArgs};
 use crate::compose::{self, Project, ProjectOptions};
 use crate::context;
 use crate::engine::Engine;
+use crate::intent::{self, Step, StepId, StepState};
 use crate::inventory::{self, Inventory};
-use crate::journal::{self, Journal, StoppedContainer};
 use crate::report::Printer;
 
 /// How a command ended, as an exit code.
@@ -76,10 +79,14 @@ pub struct Session<'a> {
     pub restarts: std::sync::Mutex<Vec<(String, String)>>,
     /// What the user should know when the command ends early (where a safety backup is).
     pub notes: std::sync::Mutex<Vec<String>>,
-    /// The engine endpoint once connected (`unix:///var/run/docker.sock`), for the journal.
+    /// The engine endpoint once connected (`unix:///var/run/docker.sock`), for the intent record.
     pub host: std::sync::OnceLock<String>,
-    /// The journal of containers a backup stopped, once it stopped some (see [`crate::journal`]).
-    pub journal: std::sync::Mutex<Option<Journal>>,
+    /// The command's name in its intent record (`backup`, `restore`, …).
+    pub command: &'static str,
+    /// This command's intent record, once it began changing something (see [`crate::intent`]).
+    pub intent: std::sync::Mutex<Option<intent::Writer>>,
+    /// Records of killed commands of this engine that could not be resolved (see [`resolve`]).
+    pub unresolved: std::sync::Mutex<Vec<intent::Record>>,
     /// Post hooks not run yet: run by [`Session::cleanup`] when the command ends early.
     pub post_hooks: std::sync::Mutex<Vec<hooks::PendingPost>>,
 }
@@ -136,91 +143,143 @@ impl Session<'_> {
                 ));
                 let engine = Engine::connect(&endpoint).await?;
                 let _ = self.host.set(endpoint.host.clone());
-                self.start_abandoned(&engine, &endpoint.host).await;
+                resolve::resolve_abandoned(self, &engine, &endpoint.host).await;
                 anyhow::Ok(engine)
             })
             .await?;
         Ok(engine.clone())
     }
 
-    /// Starts again what a killed backup stopped on this engine and did not start (its journal file is
-    /// left by a process that no longer runs), then deletes the journal file.
-    async fn start_abandoned(&self, engine: &Engine, host: &str) {
-        let Some(dir) = journal_dir() else { return };
-        for (path, entry) in journal::abandoned(&dir, host, journal::process_alive) {
-            let mut all_done = true;
-            for c in &entry.containers {
-                match engine.container_state(&c.id).await {
-                    Ok(Some(state)) if state.is_running() => {}
-                    Ok(Some(_)) => match engine.start_container(&c.id, &c.name).await {
-                        Ok(()) => self.printer.status(format!(
-                            "Started `{}` again: a docker persist command (pid {}) stopped it and did not finish",
-                            c.name, entry.pid
-                        )),
-                        Err(e) => {
-                            all_done = false;
-                            self.printer.warn(format!(
-                                "`{}` was stopped by a docker persist command (pid {}) that did not finish, and could not be started again: {e}; start it with `docker start {}`",
-                                c.name, entry.pid, c.name
-                            ));
-                        }
-                    },
-                    // Removed meanwhile: nothing to start.
-                    Ok(None) => {}
-                    Err(e) => {
-                        all_done = false;
-                        self.printer.verbose(format!(
-                            "cannot look at `{}`, stopped by backup pid {}: {e}",
-                            c.name, entry.pid
-                        ));
-                    }
-                }
+    /// Records a step this command is about to take in its intent record, which is begun (for
+    /// `project`) at the first one. Refuses (exit 3) when a killed command left changes to this project
+    /// that could not be resolved, unless [`Session::allow_unresolved`] was called.
+    pub fn step_begin(&self, project: &Project, step: Step) -> anyhow::Result<StepId> {
+        let Some(dir) = intent_dir() else {
+            self.printer.verbose(
+                "no intent record: neither XDG_STATE_HOME nor HOME is set, so a killed command cannot be resolved by the next one",
+            );
+            return Ok(StepId(usize::MAX));
+        };
+        let mut guard = self
+            .intent
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the intent record is unusable"))?;
+        if guard.is_none() {
+            self.refuse_if_unresolved(&project.name)?;
+            let host = self.host.get().cloned().unwrap_or_default();
+            let project = intent::ProjectRef {
+                name: project.name.clone(),
+                directory: project.directory.clone(),
+                files: project.files.clone(),
+                env_files: self.project_args.env_files.clone(),
+            };
+            *guard = Some(intent::Writer::new(&dir, &host, project, self.command));
+        }
+        let Some(writer) = guard.as_mut() else {
+            unreachable!("the intent record was just made")
+        };
+        let name = step.name();
+        writer.begin(step).with_context(|| {
+            format!(
+                "failed to write the intent record `{}` (step {name}); nothing more was changed",
+                writer.path().display()
+            )
+        })
+    }
+
+    /// Sets the state of a step of this command's intent record (a failure to write is only warned
+    /// about: the step itself is taken).
+    pub fn step_mark(&self, id: StepId, state: StepState) {
+        self.with_intent(|w| w.mark(id, state));
+    }
+
+    /// Changes a step of this command's intent record in place.
+    pub fn step_update(&self, id: StepId, f: impl FnOnce(&mut Step)) {
+        self.with_intent(|w| w.update(id, f));
+    }
+
+    /// Settles every step: the command dealt with all it changed itself.
+    pub fn steps_settled(&self) {
+        self.with_intent(intent::Writer::settle_all);
+    }
+
+    /// Lets this command run although a killed command's changes could not be resolved: a restore, which
+    /// is how such data is put right.
+    pub fn allow_unresolved(&self) {
+        if let Ok(mut u) = self.unresolved.lock() {
+            for r in u.iter() {
+                self.printer.warn(format!(
+                    "going ahead although {} left changes that could not be resolved",
+                    r.describe()
+                ));
             }
-            if all_done && let Err(e) = fs_err::remove_file(&path) {
-                self.printer
-                    .warn(format!("cannot delete the journal file: {e}"));
-            }
+            u.clear();
         }
     }
 
-    /// Writes containers about to be stopped by a backup to the journal (before they are stopped).
-    pub fn journal_stopping(
-        &self,
-        project: &str,
-        containers: &[StoppedContainer],
-    ) -> anyhow::Result<()> {
-        let Some(dir) = journal_dir() else {
-            self.printer.verbose(
-                "no journal of stopped containers: neither XDG_STATE_HOME nor HOME is set",
-            );
-            return Ok(());
-        };
-        let host = self.host.get().cloned().unwrap_or_default();
-        let mut guard = self
-            .journal
+    /// Refuses (exit 3) when a killed command left changes to `project` that could not be resolved.
+    pub fn refuse_if_unresolved(&self, project: &str) -> anyhow::Result<()> {
+        let unresolved = self
+            .unresolved
             .lock()
-            .map_err(|_| anyhow::anyhow!("the journal is unusable"))?;
-        let journal = guard.get_or_insert_with(|| Journal::new(&dir, &host, project));
-        journal
-            .add(containers)
-            .with_context(|| format!("failed to write the journal `{}`", journal.path().display()))
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        if let Some(r) = unresolved.iter().find(|r| r.project.name == project) {
+            return Err(restore::Refused {
+                message: format!(
+                    "{} was killed and what it changed could not be finished or undone: {}",
+                    r.describe(),
+                    r.unresolved.join("; ")
+                ),
+                hint: "fix what is named above; the next docker persist command tries again (a `restore` of the data named is allowed)"
+                    .to_string(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
-    /// Takes a container that runs again out of the journal.
-    pub fn journal_started(&self, id: &str) {
-        if let Ok(mut guard) = self.journal.lock()
-            && let Some(journal) = guard.as_mut()
-            && let Err(e) = journal.remove(id)
+    fn with_intent(&self, f: impl FnOnce(&mut intent::Writer) -> std::io::Result<()>) {
+        if let Ok(mut guard) = self.intent.lock()
+            && let Some(w) = guard.as_mut()
+            && let Err(e) = f(w)
         {
             self.printer.warn(format!(
-                "failed to update the journal `{}`: {e}",
-                journal.path().display()
+                "failed to update the intent record `{}`: {e}",
+                w.path().display()
             ));
         }
     }
 
+    /// Takes a container that runs again out of the intent record's stop steps.
+    pub fn journal_started(&self, id: &str) {
+        self.with_intent(|w| {
+            let ids: Vec<StepId> = (0..w.record().steps.len()).map(StepId).collect();
+            for i in ids {
+                w.update(i, |s| {
+                    if let Step::Stop { containers } = s {
+                        containers.retain(|c| c.id != id);
+                    }
+                })?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Marks a container's stop as sent in the intent record (the engine may still be stopping it when
+    /// the command is killed).
+    pub fn journal_stop_sent(&self, step: StepId, id: &str) {
+        self.step_update(step, |s| {
+            if let Step::Stop { containers } = s {
+                for c in containers.iter_mut().filter(|c| c.id == id) {
+                    c.stop_sent = Some(intent::now());
+                }
+            }
+        });
+    }
+
     /// Starts a container this command stopped, says so, and forgets it: nothing is left to start at the
-    /// end, and the journal no longer names it.
+    /// end, and the intent record no longer names it.
     pub async fn start_again(
         &self,
         engine: &Engine,
@@ -324,6 +383,7 @@ impl Session<'_> {
                 self.printer.warn(n);
             }
         }
+        self.close_intent(succeeded);
         if let Some(engine) = self.engine.get() {
             match engine.remove_leftover_helpers().await {
                 Ok(0) => {}
@@ -338,9 +398,32 @@ impl Session<'_> {
     }
 }
 
-/// Where journals of stopped containers are kept (see [`crate::journal`]).
-fn journal_dir() -> Option<std::path::PathBuf> {
-    journal::default_dir(|k| std::env::var(k).ok())
+impl Session<'_> {
+    /// Deletes this command's intent record when it succeeded or nothing is left open in it; otherwise
+    /// leaves it for the next command to finish or undo (this process ends, so its pid is gone).
+    fn close_intent(&self, succeeded: bool) {
+        let Ok(mut guard) = self.intent.lock() else {
+            return;
+        };
+        let Some(w) = guard.take() else { return };
+        if succeeded || !w.record().is_open() {
+            if let Err(e) = w.remove() {
+                self.printer.warn(format!(
+                    "cannot delete the intent record `{}`: {e}",
+                    w.path().display()
+                ));
+            }
+        } else {
+            self.printer.warn(
+                "what this command changed and did not put back is recorded: the next docker persist command finishes or undoes it",
+            );
+        }
+    }
+}
+
+/// Where intent records are kept (see [`crate::intent`]).
+pub(crate) fn intent_dir() -> Option<std::path::PathBuf> {
+    intent::default_dir(|k| std::env::var(k).ok())
 }
 
 /// "1 volume", "2 volumes".

@@ -32,6 +32,7 @@ use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
 use crate::fastpath::{self, FastPath, HelperRun, Op};
+use crate::intent::{Step, StepState};
 use crate::inventory::{self, DataItem, bind_mounts};
 use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
@@ -294,12 +295,18 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
 
+    // A restore is how data a killed command could not put back is put right.
+    session.allow_unresolved();
     // Stop first, so that the safety copy is consistent and nothing writes while data is replaced.
-    for c in to_stop.values() {
+    let mut stopping: Vec<ContainerInfo> = to_stop.values().cloned().collect();
+    super::consistency::sort_for_start(
+        &mut stopping,
+        &super::consistency::start_order(&inventory.project),
+    );
+    for c in &stopping {
         printer.status(format!("Stopping `{}`", c.name));
-        session.restart_on_interrupt(c.id.clone(), c.name.clone());
-        engine.stop_container(&c.id, &c.name).await?;
     }
+    super::consistency::stop(session, &engine, &inventory.project, &stopping).await?;
 
     // The safety copy of what is about to be replaced.
     let mut safety = None;
@@ -358,6 +365,21 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             quoted(to_remove.values().map(|c| c.name.as_str()))
         ));
     }
+    let removing = if to_remove.is_empty() {
+        None
+    } else {
+        Some(
+            session.step_begin(
+                &inventory.project,
+                Step::RemoveContainers {
+                    containers: to_remove
+                        .values()
+                        .map(super::consistency::removed)
+                        .collect(),
+                },
+            )?,
+        )
+    };
     for c in to_remove.values() {
         printer.verbose(format!(
             "removing container `{}` (Compose recreates it)",
@@ -365,6 +387,9 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         ));
         engine.remove_stopped_container(&c.id, &c.name).await?;
         session.forget_restart(&c.id);
+    }
+    if let Some(step) = removing {
+        session.step_mark(step, StepState::Done);
     }
     let mut restored = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
@@ -374,11 +399,14 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
             session.forget_restart(&c.id);
         }
         session.note_on_interrupt(format!(
-            "`{}` may be only partly restored and its services are left stopped; run the restore again",
+            "`{}` may be only partly restored and its services are left stopped; the next docker persist command puts back what it held (or says which file to restore)",
             t.record.key
         ));
+        let step =
+            session.step_begin(&inventory.project, data_step(t, safety.as_deref(), &path))?;
         match restore_one(&engine, printer, fast.as_ref(), &backup, t).await {
             Ok(digest) => {
+                session.step_mark(step, StepState::Done);
                 printer.status(format!(
                     "Restored `{}` ({}, {} entries) from `{}`",
                     t.record.key,
@@ -392,7 +420,11 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 if t.verified_as_it_streams() {
                     // It did not exist before: remove what was partly written.
                     e = match engine.remove_volume(&t.name).await {
-                        Ok(()) => e.context(format!(
+                        Ok(()) => {
+                            session.step_mark(step, StepState::Settled);
+                            e
+                        }
+                        .context(format!(
                             "volume `{}` did not exist before and was removed again",
                             t.name
                         )),
@@ -410,6 +442,8 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
 
     // Bring back what was running (and recreate what Compose must), unless a volume failed.
     if failed.is_none() {
+        // From here a killed restore is finished, not undone.
+        session.step_begin(&inventory.project, Step::Committed)?;
         bring_back(
             session,
             &engine,
@@ -446,6 +480,10 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         }
         return Err(e);
     }
+    if let Some(host) = session.host.get() {
+        let names: Vec<String> = restored.iter().map(|(t, _)| t.name.clone()).collect();
+        super::resolve::after_restore(session, &engine, host, &names).await;
+    }
     if printer.json_mode() {
         printer.json(&RestoreJson {
             schema_version: 1,
@@ -465,6 +503,32 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
         })?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The intent step of restoring one target: creating a volume, or replacing what is there.
+fn data_step(t: &Target, safety: Option<&Path>, source: &Path) -> Step {
+    if t.verified_as_it_streams() {
+        return Step::CreateVolume {
+            key: t.record.key.clone(),
+            name: t.name.clone(),
+            label: crate::intent::Owner::this().tag(),
+        };
+    }
+    let (driver, options, labels) = match &t.existing {
+        Some(v) => (v.driver.clone(), v.options.clone(), v.labels.clone()),
+        None => Default::default(),
+    };
+    Step::ReplaceData {
+        key: t.record.key.clone(),
+        name: t.name.clone(),
+        bind: t.is_bind(),
+        safety: safety.filter(|_| t.has_data).map(Path::to_path_buf),
+        was_empty: !t.has_data,
+        source: source.display().to_string(),
+        driver,
+        options,
+        labels,
+    }
 }
 
 /// The backup file (when the first argument names one) and the volume arguments.
@@ -726,6 +790,14 @@ async fn restore_one(
         if t.existing.is_some() {
             engine.remove_volume(&t.name).await?;
         }
+        // A volume this restore creates carries its mark until it is complete (see `crate::intent`).
+        let mut labels = labels;
+        if t.existing.is_none() && !labels.contains_key(SCRATCH_LABEL) {
+            labels.insert(
+                crate::intent::RESTORING_LABEL.to_string(),
+                crate::intent::Owner::this().tag(),
+            );
+        }
         engine
             .create_volume(&t.name, &driver, &opts, &labels)
             .await?;
@@ -902,6 +974,50 @@ async fn restore_fast(
         .digest
         .context("the helper did not report the restored content's digest")?;
     checked_digest(t, digest, "the helper")
+}
+
+/// Puts `key` of the backup `file` back into `name`, a volume (recreated with `spec`'s driver, options
+/// and labels) or a host directory (emptied first), and checks its digest: how a killed restore is undone
+/// from its safety backup.
+pub(crate) async fn put_back(
+    engine: &Engine,
+    printer: &Printer,
+    file: &Path,
+    key: &str,
+    name: &str,
+    bind: bool,
+    spec: crate::engine::VolumeInfo,
+) -> anyhow::Result<ContentDigest> {
+    let backup = {
+        let p = file.to_path_buf();
+        Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
+    };
+    let record = backup
+        .manifest()
+        .volumes
+        .iter()
+        .find(|r| r.key == key)
+        .cloned()
+        .with_context(|| format!("`{}` holds no `{key}`", file.display()))?;
+    let report = {
+        let b = Arc::clone(&backup);
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || b.verify_volumes(&[k.as_str()])).await??
+    };
+    if !report.is_ok() {
+        bail!("`{}` is damaged", file.display());
+    }
+    let fast = fastpath::select(engine, printer, None).await?;
+    let target = Target {
+        kind: if bind { DataKind::Bind } else { record.kind },
+        name: name.to_string(),
+        // Recreated with what it had (the resolution does not mark it: it is being put back).
+        existing: (!bind).then_some(spec),
+        has_data: bind && Path::new(name).exists(),
+        containers: Vec::new(),
+        record,
+    };
+    restore_one(engine, printer, fast.as_ref(), &backup, &target).await
 }
 
 /// The label on scratch volumes of `verify --restore-test`.

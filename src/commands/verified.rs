@@ -92,8 +92,7 @@ pub fn is_remote(path: &Path) -> bool {
 
 /// Where records are kept; `None` when neither `XDG_STATE_HOME` nor `HOME` is set.
 pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    crate::journal::default_dir(env)
-        .and_then(|stopped| stopped.parent().map(|p| p.join("verified")))
+    crate::intent::default_dir(env).and_then(|intents| intents.parent().map(|p| p.join("verified")))
 }
 
 fn state_dir() -> Option<PathBuf> {
@@ -203,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn records_live_beside_the_journal_in_the_state_dir() {
+    fn records_live_beside_the_intent_records_in_the_state_dir() {
         let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
         assert_eq!(
             default_dir(env),

@@ -659,7 +659,7 @@ fn hook_of(raw: &serde_json::Value) -> Result<Hook, String> {
 }
 
 /// A hook timeout: a number of seconds, or a string with a unit: `500ms`, `30s`, `2m`, `1h`.
-fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_timeout(v: &serde_json::Value) -> Result<std::time::Duration, String> {
     let bad =
         || format!("`timeout` must be a duration like `30s`, `2m` or `1h` (or seconds), not `{v}`");
     let d = match v {

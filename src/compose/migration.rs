@@ -1,4 +1,5 @@
-//! The Compose file docker persist writes when `migrate` moves a volume's data into a host directory.
+//! The Compose file docker persist writes when `migrate` moves a volume's data into a host directory, and
+//! when `upgrade` sets a service's image or moves its PostgreSQL data to a new volume.
 //!
 //! The user's own Compose files are never edited (that would lose their comments and formatting).
 //! Instead docker persist owns one override file next to the first Compose file
@@ -7,7 +8,10 @@
 //! service's mount of the volume with a bind mount of the host directory at the same target (Compose
 //! merges service volumes by target), and records the migration under the top-level
 //! `x-persist: {migrations: …}` so that `ls`, `inspect`, `clean` and `migrate --rollback` know which volume
-//! the data came from. The file is generated whole from that record; nothing else is ever written in it.
+//! the data came from. For every service `upgrade` pins (the image named with `--image`, the previous image
+//! by id after a rollback, a PostgreSQL data volume of a new major version), it sets the service's `image`
+//! (and the new volume at the data directory's target) and records the pin under `x-persist: {upgrades: …}`.
+//! The file is generated whole from those records; nothing else is ever written in it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +32,51 @@ pub struct MigratedMount {
     pub target: String,
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// The data volume a PostgreSQL major upgrade moved a service to: the dump of the old cluster loaded into
+/// a new volume, the old volume kept untouched until `upgrade --finish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchedVolume {
+    /// The key of the volume the service's Compose file mounts (the old data).
+    pub key: String,
+    /// The engine name of the old volume.
+    pub old_name: String,
+    /// The key under which the override declares the new volume.
+    pub new_key: String,
+    /// The engine name of the new volume.
+    pub new_name: String,
+    /// Where the service mounts it.
+    pub target: String,
+    /// The image id of the old server, which `upgrade --rollback` puts back.
+    pub previous_image: String,
+    /// PostgreSQL major versions, old and new.
+    pub from_major: String,
+    pub to_major: String,
+    /// `upgrade --finish` removed the old volume.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// One service whose image (and maybe data volume) docker persist sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// The service.
+    #[serde(skip)]
+    pub service: String,
+    /// The image the service runs: a name, or an id (`sha256:…`) for a rollback.
+    pub image: String,
+    /// `upgrade` (the image named with `upgrade --image`) or `rollback` (the previous image, by id, after an
+    /// upgrade failed).
+    pub why: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Environment the service gets (`PGDATA` where a new major keeps its data at the old target).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    /// The data volume of a PostgreSQL major upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<SwitchedVolume>,
 }
 
 /// One volume whose data now lives in a host directory.
@@ -55,20 +104,9 @@ pub struct Migration {
 /// loaded files, or in docker persist's override file when the project was loaded without it (`-f`,
 /// COMPOSE_FILE). Entries that do not parse are returned as errors, by key.
 pub fn recorded(project: &Project) -> (Vec<Migration>, Vec<String>) {
-    let loaded = project.persist.get("migrations").cloned();
-    let unloaded = || {
-        let o = OverrideFile::locate(project).filter(|o| !project.files.contains(&o.path))?;
-        let text = std::fs::read_to_string(&o.path)
-            .ok()
-            .filter(|t| is_ours(t))?;
-        // Only docker persist doubles `$` in this file.
-        let value: serde_json::Value = serde_norway::from_str(&text.replace("$$", "$")).ok()?;
-        value.get("x-persist")?.get("migrations").cloned()
-    };
     let mut found = Vec::new();
     let mut bad = Vec::new();
-    if let Some(map) = loaded
-        .or_else(unloaded)
+    if let Some(map) = recorded_section(project, "migrations")
         .as_ref()
         .and_then(|m| m.as_object())
     {
@@ -83,6 +121,44 @@ pub fn recorded(project: &Project) -> (Vec<Migration>, Vec<String>) {
         }
     }
     (found, bad)
+}
+
+/// The pins recorded for a project (`x-persist: {upgrades: {SERVICE: …}}`), by service, found like
+/// [`recorded`] finds migrations.
+pub fn recorded_pins(project: &Project) -> (Vec<Pin>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut bad = Vec::new();
+    if let Some(map) = recorded_section(project, "upgrades")
+        .as_ref()
+        .and_then(|m| m.as_object())
+    {
+        for (service, value) in map {
+            match serde_json::from_value::<Pin>(value.clone()) {
+                Ok(p) => found.push(Pin {
+                    service: service.clone(),
+                    ..p
+                }),
+                Err(e) => bad.push(format!("upgrade record of service `{service}`: {e}")),
+            }
+        }
+    }
+    (found, bad)
+}
+
+/// `x-persist.<name>` of the loaded files, or of docker persist's override file when the project was
+/// loaded without it.
+fn recorded_section(project: &Project, name: &str) -> Option<serde_json::Value> {
+    let loaded = project.persist.get(name).cloned();
+    let unloaded = || {
+        let o = OverrideFile::locate(project).filter(|o| !project.files.contains(&o.path))?;
+        let text = std::fs::read_to_string(&o.path)
+            .ok()
+            .filter(|t| is_ours(t))?;
+        // Only docker persist doubles `$` in this file.
+        let value: serde_json::Value = serde_norway::from_str(&text.replace("$$", "$")).ok()?;
+        value.get("x-persist")?.get(name).cloned()
+    };
+    loaded.or_else(unloaded)
 }
 
 /// Where docker persist keeps its override file for `project`, and whether Compose loads it without
@@ -133,6 +209,12 @@ fn scalar(s: &str) -> String {
 
 /// The service-level part of the override for `migrations`: each replaced mount as a long-syntax bind.
 pub fn services_snippet(migrations: &[Migration]) -> String {
+    services_with_pins(migrations, &[])
+}
+
+/// The service-level part of the override: each replaced mount as a long-syntax bind, each pinned
+/// service's image, environment and switched volume.
+fn services_with_pins(migrations: &[Migration], pins: &[Pin]) -> String {
     let mut by_service: BTreeMap<&str, Vec<(&Migration, &MigratedMount)>> = BTreeMap::new();
     for m in migrations {
         for mount in &m.mounts {
@@ -142,9 +224,36 @@ pub fn services_snippet(migrations: &[Migration]) -> String {
                 .push((m, mount));
         }
     }
+    for p in pins {
+        by_service.entry(p.service.as_str()).or_default();
+    }
     let mut out = String::from("services:\n");
     for (service, mounts) in by_service {
-        out.push_str(&format!("  {}:\n    volumes:\n", scalar(service)));
+        out.push_str(&format!("  {}:\n", scalar(service)));
+        let pin = pins.iter().find(|p| p.service == service);
+        if let Some(p) = pin {
+            out.push_str(&format!("    image: {}\n", scalar(&p.image)));
+            if !p.environment.is_empty() {
+                let env: serde_json::Map<String, serde_json::Value> = p
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                out.push_str(&format!("    environment: {}\n", escape_json(&env)));
+            }
+        }
+        let switched = pin.and_then(|p| p.volume.as_ref());
+        if mounts.is_empty() && switched.is_none() {
+            continue;
+        }
+        out.push_str("    volumes:\n");
+        if let Some(v) = switched {
+            out.push_str(&format!(
+                "      - type: volume\n        source: {}\n        target: {}\n",
+                scalar(&v.new_key),
+                scalar(&v.target)
+            ));
+        }
         for (m, mount) in mounts {
             out.push_str(&format!(
                 "      - type: bind\n        source: {}\n        target: {}\n",
@@ -189,18 +298,81 @@ pub fn record_snippet(migrations: &[Migration]) -> String {
     out
 }
 
+/// The record part of the override for pins: `x-persist: {upgrades: …}` (without the `x-persist:` line).
+fn pins_record_snippet(pins: &[Pin]) -> String {
+    let mut out = String::from("  upgrades:\n");
+    for p in pins {
+        let value = serde_json::to_value(p).unwrap_or_default();
+        out.push_str(&format!(
+            "    {}: {}\n",
+            scalar(&p.service),
+            value.to_string().replace('$', "$$")
+        ));
+    }
+    out
+}
+
+/// The top-level `volumes:` the switched volumes of `pins` need: each declared under its new key with its
+/// engine name, so that Compose mounts the volume the upgrade filled.
+fn volumes_snippet(pins: &[Pin]) -> String {
+    let switched: Vec<&SwitchedVolume> = pins.iter().filter_map(|p| p.volume.as_ref()).collect();
+    if switched.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("volumes:\n");
+    for v in switched {
+        out.push_str(&format!(
+            "  {}:\n    name: {}\n",
+            scalar(&v.new_key),
+            scalar(&v.new_name)
+        ));
+    }
+    out
+}
+
 /// The whole override file for `migrations` (none: the file should be removed).
 pub fn render(migrations: &[Migration]) -> String {
-    let keys: Vec<String> = migrations.iter().map(|m| format!("`{}`", m.key)).collect();
+    render_all(migrations, &[])
+}
+
+/// The whole override file for `migrations` and `pins` (none of either: the file should be removed).
+pub fn render_all(migrations: &[Migration], pins: &[Pin]) -> String {
+    let mut what = Vec::new();
+    if !migrations.is_empty() {
+        let keys: Vec<String> = migrations.iter().map(|m| format!("`{}`", m.key)).collect();
+        what.push(format!(
+            "# the data of {} now lives in a host directory (`docker persist ls` shows where).\n\
+             # `docker persist migrate --rollback VOLUME` goes back to the volume; edits here are lost then.\n",
+            keys.join(", ")
+        ));
+    }
+    if !pins.is_empty() {
+        let services: Vec<String> = pins.iter().map(|p| format!("`{}`", p.service)).collect();
+        what.push(format!(
+            "# `docker persist upgrade` sets the image of {} here (see `x-persist.upgrades` below);\n\
+             # `docker persist upgrade SERVICE` (or `--finish`/`--rollback`) rewrites it; edits here are lost then.\n",
+            services.join(", ")
+        ));
+    }
+    let mut record = String::new();
+    if !migrations.is_empty() {
+        record.push_str(&record_snippet(migrations));
+    }
+    if !pins.is_empty() {
+        if record.is_empty() {
+            record.push_str("x-persist:\n");
+        }
+        record.push_str(&pins_record_snippet(pins));
+    }
     format!(
         "{HEADER}\n\
-         # the data of {} now lives in a host directory (`docker persist ls` shows where).\n\
+         {}\
          # Compose loads this file after the main Compose file when neither `-f` nor COMPOSE_FILE is used.\n\
-         # `docker persist migrate --rollback VOLUME` goes back to the volume; edits here are lost then.\n\
-         {}{}",
-        keys.join(", "),
-        services_snippet(migrations),
-        record_snippet(migrations),
+         {}{}{}",
+        what.concat(),
+        services_with_pins(migrations, pins),
+        volumes_snippet(pins),
+        record,
     )
 }
 
@@ -281,6 +453,65 @@ mod tests {
         .unwrap();
         assert_eq!(project.files.len(), 1);
         assert_eq!(recorded(&project).0, vec![migration()]);
+    }
+
+    fn pin() -> Pin {
+        Pin {
+            service: "db".into(),
+            image: "postgres:17".into(),
+            why: "upgrade".into(),
+            at: "2026-12-03T06:00:00Z".into(),
+            environment: BTreeMap::from([(
+                "PGDATA".to_string(),
+                "/var/lib/postgresql/data".to_string(),
+            )]),
+            volume: Some(SwitchedVolume {
+                key: "dbdata".into(),
+                old_name: "app_dbdata".into(),
+                new_key: "dbdata-pg17".into(),
+                new_name: "app_dbdata-pg17".into(),
+                target: "/var/lib/postgresql/data".into(),
+                previous_image: "sha256:0123".into(),
+                from_major: "15".into(),
+                to_major: "17".into(),
+                finished: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn pins_set_the_image_and_the_switched_volume_next_to_migrations_and_load_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("compose.yaml"),
+            "services:\n  db:\n    image: postgres:15\n    volumes:\n      - dbdata:/var/lib/postgresql/data\n  backup:\n    image: busybox\n    volumes:\n      - dbdata:/in:ro\nvolumes:\n  dbdata: {}\n",
+        )
+        .unwrap();
+        let mut m = migration();
+        m.mounts.retain(|x| x.service == "backup");
+        let text = render_all(&[m.clone()], &[pin()]);
+        assert!(is_ours(&text));
+        std::fs::write(tmp.path().join("compose.override.yaml"), &text).unwrap();
+        let project = load_project(&ProjectOptions {
+            working_dir: tmp.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let db = &project.services["db"];
+        assert_eq!(db.image.as_deref(), Some("postgres:17"));
+        assert_eq!(db.mounts.len(), 1);
+        assert_eq!(db.mounts[0].source.as_deref(), Some("dbdata-pg17"));
+        assert_eq!(
+            project.volumes["dbdata-pg17"].name.as_deref(),
+            Some("app_dbdata-pg17")
+        );
+        // The migration's bind of the other service is still there.
+        assert_eq!(
+            project.services["backup"].mounts[0].kind,
+            crate::compose::MountType::Bind
+        );
+        assert_eq!(recorded_pins(&project), (vec![pin()], Vec::new()));
+        assert_eq!(recorded(&project).0, vec![m]);
     }
 
     #[test]

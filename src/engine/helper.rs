@@ -123,7 +123,9 @@ async fn remove_container(engine: &Engine, id: &str) -> Result<(), EngineError> 
             id,
             Some(RemoveContainerOptions {
                 force: true,
-                v: false,
+                // The anonymous volumes a server image's `VOLUME` gave it (`create_server`); named volumes
+                // and binds are never removed this way.
+                v: true,
                 link: false,
             }),
         )
@@ -213,6 +215,17 @@ pub fn bind_mount(source: &str, target: &str, read_only: bool) -> Mount {
         source: Some(source.to_string()),
         typ: Some(MountType::BIND),
         read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// A named volume mounted read-write at `target`.
+pub fn volume_mount(name: &str, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(name.to_string()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
         ..Default::default()
     }
 }
@@ -407,6 +420,24 @@ impl Engine {
             ..Default::default()
         };
         let body = helper_body(image, cmd, mounts, host);
+        self.create_registered(body, what).await
+    }
+
+    /// Creates a helper container that runs a service's own image as its server would: the image's
+    /// entrypoint with `cmd` (`None`: the image's own), `env`, `mounts`, no network (no client can reach
+    /// it), the engine's default capabilities (an entrypoint drops to its own user) and a log to read
+    /// when it fails. Start it with [`HelperContainer::start`].
+    pub async fn create_server(
+        &self,
+        image: &str,
+        cmd: Option<Vec<String>>,
+        env: Vec<String>,
+        mounts: Vec<Mount>,
+        what: &str,
+    ) -> Result<HelperContainer, EngineError> {
+        let mut body = helper_body(image, Vec::new(), mounts, HostConfig::default());
+        body.cmd = cmd;
+        body.env = Some(env);
         self.create_registered(body, what).await
     }
 

@@ -8,10 +8,12 @@ pub mod helper;
 pub mod ops;
 
 pub mod state;
+pub mod status;
 
 pub use connect::{Engine, EngineVersion};
 pub use exec::ExecOutcome;
 pub use state::{ContainerInfo, ContainerMount, RunTimes, VolumeInfo};
+pub use status::{ContainerStatus, ImageInfo};
 
 /// Why a connection to the engine failed, so that the top level can pick a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

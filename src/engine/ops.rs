@@ -59,25 +59,31 @@ impl Engine {
         }
     }
 
-    /// Stops a container the way `docker stop` does: its own stop signal (PostgreSQL images ask for SIGINT,
-    /// a fast shutdown), then SIGKILL after its own grace period (Compose's `stop_grace_period`, else
-    /// [`STOP_TIMEOUT_SECS`]). A stopped one is fine.
-    pub async fn stop_container(&self, id: &str, name: &str) -> Result<(), EngineError> {
-        // No `t`: the engine then waits for the container's own grace period. The request must be allowed
-        // to last that long; a database that needs minutes for its shutdown checkpoint must get them.
-        let grace = self
-            .docker
+    /// The seconds the engine gives a container to stop before it kills it: its own grace period
+    /// (Compose's `stop_grace_period`), else [`STOP_TIMEOUT_SECS`].
+    pub async fn stop_grace(&self, id: &str) -> u64 {
+        self.docker
             .inspect_container(id, None)
             .await
             .ok()
             .and_then(|c| c.config)
             .and_then(|c| c.stop_timeout)
             .filter(|t| *t >= 0)
-            .unwrap_or(STOP_TIMEOUT_SECS);
+            .unwrap_or(STOP_TIMEOUT_SECS)
+            .unsigned_abs()
+    }
+
+    /// Stops a container the way `docker stop` does: its own stop signal (PostgreSQL images ask for SIGINT,
+    /// a fast shutdown), then SIGKILL after its own grace period (Compose's `stop_grace_period`, else
+    /// [`STOP_TIMEOUT_SECS`]). A stopped one is fine.
+    pub async fn stop_container(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        // No `t`: the engine then waits for the container's own grace period. The request must be allowed
+        // to last that long; a database that needs minutes for its shutdown checkpoint must get them.
+        let grace = self.stop_grace(id).await;
         let docker = self
             .docker
             .clone()
-            .with_timeout(Duration::from_secs(grace.unsigned_abs()) + STOP_REQUEST_SLACK);
+            .with_timeout(Duration::from_secs(grace) + STOP_REQUEST_SLACK);
         match docker
             .stop_container(
                 id,

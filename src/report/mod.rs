@@ -46,6 +46,14 @@ impl Printer {
         Printer::new(&OutputArgs::default())
     }
 
+    /// The same printer without `--json`: for a command run inside another whose own JSON is the output.
+    pub fn without_json(&self) -> Printer {
+        Printer {
+            json: false,
+            ..self.clone()
+        }
+    }
+
     pub fn json_mode(&self) -> bool {
         self.json
     }

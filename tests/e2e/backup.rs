@@ -302,9 +302,9 @@ pub(crate) fn container_state(env: &TestEnv, id: &str) -> String {
     ran.stdout().trim().to_string()
 }
 
-/// The files in the sandbox's journal of stopped containers (`~/.local/state/docker-persist/stopped`).
+/// The sandbox's intent records (`~/.local/state/docker-persist/intents`).
 pub(crate) fn journal_files(env: &TestEnv) -> Vec<String> {
-    dir_names(&env.home.join(".local/state/docker-persist/stopped"))
+    dir_names(&env.home.join(".local/state/docker-persist/intents"))
 }
 
 /// A container's name, without the leading `/`.

@@ -8,6 +8,7 @@
 mod support;
 
 mod backup;
+mod crash;
 mod destinations;
 mod dumps;
 mod fastpath;
@@ -19,3 +20,5 @@ mod plugin;
 mod postgres;
 mod prune;
 mod restore;
+mod upgrade;
+mod upgrade_pg;
