@@ -103,6 +103,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Push(_) => "push",
         Command::Destinations(_) => "destinations",
         Command::ShellInit(_) => "shell-init",
+        Command::Prune(_) => "prune",
         Command::Upgrade(u) if u.finish => "upgrade --finish",
         Command::Upgrade(u) if u.rollback => "upgrade --rollback",
         Command::Upgrade(_) => "upgrade",
