@@ -105,7 +105,7 @@ struct BackupJson<'a> {
     dumps: &'a [crate::archive::DumpRecord],
     /// What `--prune` did, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    prune: Option<&'a super::prune::PruneJson>,
+    prune: Option<&'a super::prune::BackupPruneJson>,
     /// What each destination (`--to`, or those marked `default: true`) did with the file.
     destinations: Vec<super::push::SentJson>,
 }
@@ -136,10 +136,6 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
     let encryption =
         crate::encryption::plan(&inventory.project, &args.encrypt, |w| printer.warn(w))?;
-    let prune = args
-        .prune
-        .then(|| super::prune::settings_for_backup(&inventory.project))
-        .transpose()?;
     // Where the file goes besides the local directory: resolved first, so a bad name stops before any
     // service is stopped.
     let remote = {
@@ -154,6 +150,17 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         .into_iter()
         .filter(|d| d.dir() != Some(dir.as_path()))
         .collect();
+    // `--prune`: the policy of every place the file goes, checked before anything is stopped.
+    let prune = if args.prune {
+        let known = super::backups::destinations(&args.dir, &inventory.project)?;
+        Some(super::prune::settings_for_backup(
+            &inventory.project,
+            &known,
+            &remote,
+        )?)
+    } else {
+        None
+    };
     // A destination that requires encryption refuses a plain backup before anything is stopped.
     {
         let project_config = crate::encryption::EncryptConfig::of_project(&inventory.project)?;
@@ -230,7 +237,10 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     // destination, and prunes nothing.
     let pruned = match &prune {
         Some(settings) if !failed => {
-            Some(super::prune::after_backup(session, &engine, &inventory, &dir, settings).await?)
+            Some(
+                super::prune::after_backup(session, &engine, &inventory, &dir, settings, &remote)
+                    .await,
+            )
         }
         Some(_) => {
             printer.warn("not pruning: the backup did not reach every destination");

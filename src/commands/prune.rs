@@ -203,7 +203,7 @@ pub struct Mode {
     pub print_json: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PruneJson {
     pub schema_version: u32,
     pub project: String,
@@ -221,7 +221,7 @@ pub struct PruneJson {
     pub freed_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PrunedJson {
     pub path: PathBuf,
     pub created: String,
@@ -597,38 +597,161 @@ async fn check_view(session: &Session<'_>, project: Project) -> Option<(Engine, 
     }
 }
 
-/// `backup --prune`: the settings, checked before the backup is taken (a missing or broken policy is
-/// a usage error before anything is written).
-pub fn settings_for_backup(project: &Project) -> anyhow::Result<Settings> {
-    settings(project, None, None, None)
+/// The `retention:` a destination of `known` carries, when it is a configured one with one.
+fn retention_of<'a>(
+    known: &'a crate::destination::Destinations,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    known
+        .configured()
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.raw.get("retention"))
+        .filter(|r| !r.is_null())
 }
 
-/// `backup --prune`, after the backup succeeded: prune `dir` by the configured policy, without asking.
+/// The configured settings for one destination: its own `retention:`, else `x-persist.retention`;
+/// `None` when neither exists. A policy that exists but is broken is a usage error.
+fn configured_settings(
+    project: &Project,
+    name: &str,
+    retention: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<Settings>> {
+    let has_project = !matches!(
+        project.persist.get("retention"),
+        None | Some(serde_json::Value::Null)
+    );
+    if retention.is_none() && !has_project {
+        return Ok(None);
+    }
+    settings(project, None, None, retention.map(|r| (name, r))).map(Some)
+}
+
+/// `backup --prune`: the policy of each place the backup goes, decided before the backup is taken (a
+/// broken policy, or none anywhere, is a usage error before anything is written).
+#[derive(Debug)]
+pub struct BackupPrune {
+    /// The project's backup directory.
+    local: Option<Settings>,
+    /// Each destination the file is sent to, by name; `None`: it has no policy and is skipped.
+    remote: Vec<(String, Option<Settings>)>,
+}
+
+pub fn settings_for_backup(
+    project: &Project,
+    known: &crate::destination::Destinations,
+    remote: &[Destination],
+) -> anyhow::Result<BackupPrune> {
+    let local = known.local();
+    let plan = BackupPrune {
+        local: configured_settings(project, local.name(), retention_of(known, local.name()))?,
+        remote: remote
+            .iter()
+            .map(|d| {
+                configured_settings(project, d.name(), retention_of(known, d.name()))
+                    .map(|s| (d.name().to_string(), s))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if plan.local.is_none() && plan.remote.iter().all(|(_, s)| s.is_none()) {
+        // The error a prune without any policy gives.
+        settings(project, None, None, None)?;
+    }
+    Ok(plan)
+}
+
+/// What `backup --prune` did in one place.
+#[derive(Debug, Serialize)]
+pub struct PlacePruneJson {
+    /// The destination's name (`local` for the project's backup directory).
+    pub name: String,
+    /// Where it is (a URL without secrets, or a directory).
+    pub destination: String,
+    /// `pruned`, `skipped` (no policy) or `failed`.
+    pub outcome: &'static str,
+    /// Why it was skipped, or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<PruneJson>,
+}
+
+/// The `prune` field of `backup --json`: the local directory's prune at the top level (as before
+/// destinations were pruned; absent when the directory has no policy), and every place in `destinations`.
+#[derive(Debug, Serialize)]
+pub struct BackupPruneJson {
+    #[serde(flatten)]
+    pub local: Option<PruneJson>,
+    pub destinations: Vec<PlacePruneJson>,
+}
+
+/// `backup --prune`, after a backup that reached every destination: prunes the project's backup
+/// directory and each destination in `remote` by its configured policy, without asking. A place
+/// without a policy is skipped with a note; one whose prune fails gets a warning naming it, and the
+/// others are still pruned: the backup itself succeeded, so the command does not fail for it.
 pub async fn after_backup(
     session: &Session<'_>,
     engine: &Engine,
     inventory: &Inventory,
     dir: &Path,
-    settings: &Settings,
-) -> anyhow::Result<PruneJson> {
-    let all = crate::destination::Destinations::from_config(
-        &inventory.project.persist,
-        dir.to_path_buf(),
-        &inventory.project.directory,
-    )?;
-    let store = Store::new(all.local());
-    let (_, report) = prune(
-        session,
-        &inventory.project.name,
-        Some((engine, inventory)),
-        &store,
-        settings,
-        Mode {
+    plan: &BackupPrune,
+    remote: &[Destination],
+) -> BackupPruneJson {
+    let printer = session.printer;
+    let project = &inventory.project.name;
+    let local = Destination::new(
+        "local",
+        crate::destination::DestinationUrl::Dir(dir.to_path_buf()),
+    );
+    let mut places = vec![(local, plan.local.as_ref(), true)];
+    for (d, (_, s)) in remote.iter().zip(&plan.remote) {
+        places.push((d.clone(), s.as_ref(), false));
+    }
+    let mut out = BackupPruneJson {
+        local: None,
+        destinations: Vec::new(),
+    };
+    for (dest, settings, is_local) in places {
+        let store = Store::new(dest.clone());
+        let mut place = PlacePruneJson {
+            name: dest.name().to_string(),
+            destination: store.describe(),
+            outcome: "pruned",
+            error: None,
+            result: None,
+        };
+        let Some(settings) = settings else {
+            let note = "no retention policy (neither its `retention:` nor `x-persist.retention`)";
+            printer.status(format!("Not pruning {}: {note}", store.describe()));
+            place.outcome = "skipped";
+            place.error = Some(note.to_string());
+            out.destinations.push(place);
+            continue;
+        };
+        let view = is_local.then_some((engine, inventory));
+        let mode = Mode {
             dry_run: false,
             yes: true,
             print_json: false,
-        },
-    )
-    .await?;
-    Ok(report)
+        };
+        match prune(session, project, view, &store, settings, mode).await {
+            Ok((_, report)) => {
+                if is_local {
+                    out.local = Some(report.clone());
+                }
+                place.result = Some(report);
+            }
+            Err(e) => {
+                printer.warn(format!(
+                    "could not prune {} (`{}`): {e:#}; the backup itself succeeded",
+                    store.describe(),
+                    dest.name()
+                ));
+                place.outcome = "failed";
+                place.error = Some(format!("{e:#}"));
+            }
+        }
+        out.destinations.push(place);
+    }
+    out
 }
