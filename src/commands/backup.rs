@@ -236,12 +236,9 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     // Only after a backup that succeeded everywhere: a failed one returned above, or failed to reach a
     // destination, and prunes nothing.
     let pruned = match &prune {
-        Some(settings) if !failed => {
-            Some(
-                super::prune::after_backup(session, &engine, &inventory, &dir, settings, &remote)
-                    .await,
-            )
-        }
+        Some(settings) if !failed => Some(
+            super::prune::after_backup(session, &engine, &inventory, &dir, settings, &remote).await,
+        ),
         Some(_) => {
             printer.warn("not pruning: the backup did not reach every destination");
             None

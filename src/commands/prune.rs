@@ -395,7 +395,8 @@ pub async fn prune(
     }
     if to_remove.is_empty() {
         printer.status(format!(
-            "Nothing to remove: the policy and the floor keep all {}",
+            "Nothing to remove in {}: the policy and the floor keep all {}",
+            store.describe(),
             plural(backups.len(), "backup")
         ));
         return finish(printer, mode, report);
@@ -453,9 +454,10 @@ pub async fn prune(
         tokio::task::yield_now().await;
     }
     printer.status(format!(
-        "Removed {} ({}), kept {}, by {} ({})",
+        "Removed {} ({}) from {}, kept {}, by {} ({})",
         plural(report.removed, "backup"),
         human_size(report.freed_bytes),
+        store.describe(),
         report.kept,
         settings.source.describe(),
         settings.policy
@@ -743,9 +745,8 @@ pub async fn after_backup(
             }
             Err(e) => {
                 printer.warn(format!(
-                    "could not prune {} (`{}`): {e:#}; the backup itself succeeded",
-                    store.describe(),
-                    dest.name()
+                    "could not prune {}: {e:#}; the backup itself succeeded",
+                    store.describe()
                 ));
                 place.outcome = "failed";
                 place.error = Some(format!("{e:#}"));

@@ -23,7 +23,8 @@
 //!   S3: a multipart upload completed last, aborted on any failure or cancellation), and its SHA-256 is
 //!   computed on the way, stored beside it as `<name>.sha256` (`sha256sum -c` format) and compared with the
 //!   local file's;
-//! - [`Destination::remove`]: removes a backup (and its `.sha256`);
+//! - [`Destination::remove`]: removes a backup (and its `.sha256`); in a bucket or on SFTP a backup already
+//!   gone is no error (the removal wanted it gone);
 //! - [`Destination::check`]: reachable, writable (a probe is written and removed), free space where known.
 //!
 //! Errors ([`DestinationError`]) always name the destination by its URL without credentials; credentials

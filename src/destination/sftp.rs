@@ -394,9 +394,15 @@ impl SftpDestination {
     pub async fn remove(&self, name: &str) -> Result<(), BoxError> {
         let s = self.session().await?;
         let mut fs = s.sftp.fs();
-        fs.remove_file(self.remote(name))
-            .await
-            .map_err(|e| self.err(&s, e))?;
+        // A file already gone (another prune, a hand) is what removing it asked for.
+        match fs.remove_file(self.remote(name)).await {
+            Ok(())
+            | Err(openssh_sftp_client::Error::SftpError(
+                openssh_sftp_client::error::SftpErrorKind::NoSuchFile,
+                _,
+            )) => {}
+            Err(e) => return Err(self.err(&s, e)),
+        }
         let _ = fs
             .remove_file(self.remote(&format!("{name}{SHA256_SUFFIX}")))
             .await;

@@ -19,8 +19,8 @@ use crate::restore::{PROJECT, backups_in, exec_db, tree_digest, up_with_data};
 use crate::support::{Ran, TestEnv};
 
 const PGDATA: &str = "/var/lib/postgresql/data";
-const KEY_ID: &str = "AKIAPERSISTTEST";
-const SECRET: &str = "persist-test-secret-never-printed";
+pub(crate) const KEY_ID: &str = "AKIAPERSISTTEST";
+pub(crate) const SECRET: &str = "persist-test-secret-never-printed";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -42,13 +42,13 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 }
 
 /// A `moto_server` on a free loopback port, killed on drop.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
     port: u16,
 }
 
 impl S3Server {
-    fn start() -> S3Server {
+    pub(crate) fn start() -> S3Server {
         let port = free_port();
         let mut child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -60,21 +60,21 @@ impl S3Server {
         S3Server { child, port }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Runs a boto3 snippet against the server; `s3` is the client, `B` the bucket. Prints what it returns.
-    fn boto(&self, bucket: &str, code: &str) -> String {
+    pub(crate) fn boto(&self, bucket: &str, code: &str) -> String {
         boto_at(&self.endpoint(), bucket, code)
     }
 
-    fn create_bucket(&self, bucket: &str) {
+    pub(crate) fn create_bucket(&self, bucket: &str) {
         self.boto(bucket, "s3.create_bucket(Bucket=B)");
     }
 
     /// Keys in the bucket, sorted.
-    fn keys(&self, bucket: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, bucket: &str) -> Vec<String> {
         let out = self.boto(
             bucket,
             "r = s3.list_objects_v2(Bucket=B)\nprint('\\n'.join(sorted(o['Key'] for o in r.get('Contents', []))))",
@@ -134,7 +134,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// `docker persist ARGS` with S3 credentials in the environment (never on the command line).
-fn persist_s3(env: &TestEnv, args: &[&str]) -> Ran {
+pub(crate) fn persist_s3(env: &TestEnv, args: &[&str]) -> Ran {
     let mut cmd = env.command("docker");
     cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::destinations::{S3Server, persist_s3};
 use crate::support::TestEnv;
 
 /// A database (critical) and a `node_modules` volume (regenerable).
@@ -175,5 +176,193 @@ fn backup_prune_without_a_policy_is_refused_before_the_backup() {
     ran.assert_code(2);
     ran.assert_stderr_contains("no retention policy");
     assert!(backups(&env).is_empty());
+    env.compose_v2(["down"]).assert_success();
+}
+
+/// The project with a bucket destination `offsite` (keep-last 1) and a local policy (keep-last 3).
+fn with_bucket(endpoint: &str) -> String {
+    format!(
+        "{PROJECT}x-persist:\n  retention: {{keep-last: 3}}\n  destinations:\n    offsite:\n      url: s3://offsite/app\n      endpoint: {endpoint}\n      region: us-east-1\n      retention: {{keep-last: 1}}\n"
+    )
+}
+
+/// Backs up the regenerable volume locally and to `offsite`; returns the file name.
+fn backup_to_bucket(env: &TestEnv) -> String {
+    let ran = persist_s3(
+        env,
+        &[
+            "backup",
+            "--tier",
+            "regenerable",
+            "--to",
+            "offsite",
+            "--json",
+        ],
+    );
+    ran.assert_success();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    name(Path::new(ran.json()["path"].as_str().unwrap()))
+}
+
+fn with_side_files(names: &[&String]) -> Vec<String> {
+    let mut keys = vec!["app/README.txt".to_string()];
+    for n in names {
+        keys.push(format!("app/{n}"));
+        keys.push(format!("app/{n}.sha256"));
+    }
+    keys.sort();
+    keys
+}
+
+#[test]
+fn prune_from_a_bucket_and_backup_prune_to_it_remove_exactly_the_old_backups_and_their_digests() {
+    let s3 = S3Server::start();
+    s3.create_bucket("offsite");
+    let env = TestEnv::new();
+    env.write_project(&with_bucket(&s3.endpoint()), None);
+    env.compose_v2(["up", "-d"]).assert_success();
+    write(&env, "web", "/app/node_modules", "x");
+    let first = backup_to_bucket(&env);
+    let second = backup_to_bucket(&env);
+    let third = backup_to_bucket(&env);
+    // A file of someone else's in the same prefix.
+    s3.boto(
+        "offsite",
+        "s3.put_object(Bucket=B, Key='app/README.txt', Body=b'not a backup')",
+    );
+    assert_eq!(
+        s3.keys("offsite"),
+        with_side_files(&[&first, &second, &third])
+    );
+
+    // A dry run removes nothing.
+    let ran = persist_s3(&env, &["prune", "--from", "offsite", "--dry-run", "--json"]);
+    ran.assert_success();
+    assert_eq!(ran.json()["removed"], 0);
+    assert_eq!(
+        s3.keys("offsite"),
+        with_side_files(&[&first, &second, &third])
+    );
+
+    // A side file already gone is no obstacle to removing its backup.
+    s3.boto(
+        "offsite",
+        &format!("s3.delete_object(Bucket=B, Key='app/{second}.sha256')"),
+    );
+    // The destination's own `retention:` (keep-last 1), not the project's (keep-last 3).
+    let ran = persist_s3(&env, &["prune", "--from", "offsite", "--json"]);
+    ran.assert_success();
+    let json = ran.json();
+    assert_eq!(
+        json["policy_source"], "the `retention:` of destination `offsite`",
+        "{json}"
+    );
+    assert_eq!(json["removed"], 2, "{json}");
+    assert_eq!(s3.keys("offsite"), with_side_files(&[&third]));
+    // The local directory is another place: untouched.
+    assert_eq!(
+        backups(&env),
+        [first.clone(), second.clone(), third.clone()]
+    );
+
+    // Again: nothing left to remove.
+    let ran = persist_s3(&env, &["prune", "--from", "offsite", "--json"]);
+    ran.assert_success();
+    assert_eq!(ran.json()["removed"], 0);
+
+    // `backup --to offsite --prune`: the directory by keep-last 3, the bucket by keep-last 1.
+    let ran = persist_s3(
+        &env,
+        &[
+            "backup",
+            "--tier",
+            "regenerable",
+            "--to",
+            "offsite",
+            "--prune",
+            "--json",
+        ],
+    );
+    ran.assert_success();
+    let json = ran.json();
+    let fourth = name(Path::new(json["path"].as_str().unwrap()));
+    // The local prune stays where it was in the document.
+    assert_eq!(json["prune"]["removed"], 1, "{json}");
+    assert_eq!(json["prune"]["policy_source"], "`x-persist.retention`");
+    let places = json["prune"]["destinations"].as_array().unwrap();
+    assert_eq!(places.len(), 2, "{json}");
+    assert_eq!(places[0]["name"], "local");
+    assert_eq!(places[0]["outcome"], "pruned");
+    assert_eq!(places[1]["name"], "offsite");
+    assert_eq!(places[1]["outcome"], "pruned", "{json}");
+    assert_eq!(places[1]["result"]["removed"], 1, "{json}");
+    assert_eq!(s3.keys("offsite"), with_side_files(&[&fourth]));
+    assert_eq!(backups(&env), [second, third, fourth]);
+    env.compose_v2(["down"]).assert_success();
+}
+
+#[test]
+fn backup_prune_skips_a_destination_without_a_policy_with_a_note() {
+    let s3 = S3Server::start();
+    s3.create_bucket("offsite");
+    let env = TestEnv::new();
+    // `offsite` has a policy; `plain` (a second prefix) has none, and neither has the project.
+    env.write_project(
+        &format!(
+            "{PROJECT}x-persist:\n  destinations:\n    offsite:\n      url: s3://offsite/app\n      endpoint: {e}\n      region: us-east-1\n      retention: {{keep-last: 1}}\n    plain:\n      url: s3://offsite/plain\n      endpoint: {e}\n      region: us-east-1\n",
+            e = s3.endpoint()
+        ),
+        None,
+    );
+    env.compose_v2(["up", "-d"]).assert_success();
+    write(&env, "web", "/app/node_modules", "x");
+    let args = [
+        "backup",
+        "--tier",
+        "regenerable",
+        "--to",
+        "offsite",
+        "--to",
+        "plain",
+        "--prune",
+    ];
+    persist_s3(&env, &args).assert_success();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let ran = persist_s3(&env, &json_args);
+    ran.assert_success();
+    let json = ran.json();
+    let places = json["prune"]["destinations"].as_array().unwrap();
+    let outcome: Vec<(&str, &str)> = places
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("local", "skipped"),
+            ("offsite", "pruned"),
+            ("plain", "skipped")
+        ],
+        "{json}"
+    );
+    assert!(
+        json["prune"].get("removed").is_none(),
+        "no local prune: {json}"
+    );
+    let keys = s3.keys("offsite");
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("app/")).count(),
+        2,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("plain/")).count(),
+        4,
+        "{keys:?}"
+    );
+    assert_eq!(backups(&env).len(), 2);
+
     env.compose_v2(["down"]).assert_success();
 }
