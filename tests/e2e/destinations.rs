@@ -532,14 +532,14 @@ fn ctrl_c_mid_upload_aborts_the_multipart_upload() {
 
 /// An `sshd` on a free loopback port with its own host key and one authorised key; its SFTP root is the
 /// machine's file system, so files are checked on disk.
-struct SshServer {
+pub(crate) struct SshServer {
     child: Child,
     port: u16,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl SshServer {
-    fn start() -> SshServer {
+    pub(crate) fn start() -> SshServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let keygen = |path: &Path| {
@@ -585,7 +585,7 @@ impl SshServer {
     }
 
     /// The ssh command line the plugin runs (`DOCKER_PERSIST_SSH`): our key and known_hosts, strict.
-    fn ssh_command(&self, known_hosts: &Path) -> String {
+    pub(crate) fn ssh_command(&self, known_hosts: &Path) -> String {
         format!(
             "ssh -F none -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o IdentityFile={} -o IdentitiesOnly=yes",
             known_hosts.display(),
@@ -593,7 +593,7 @@ impl SshServer {
         )
     }
 
-    fn url(&self, remote: &Path) -> String {
+    pub(crate) fn url(&self, remote: &Path) -> String {
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         format!("sftp://{user}@127.0.0.1:{}{}", self.port, remote.display())
     }
@@ -606,7 +606,7 @@ impl Drop for SshServer {
     }
 }
 
-fn persist_ssh(env: &TestEnv, ssh: &str, args: &[&str]) -> Ran {
+pub(crate) fn persist_ssh(env: &TestEnv, ssh: &str, args: &[&str]) -> Ran {
     let mut cmd = env.command("docker");
     cmd.env("DOCKER_PERSIST_SSH", ssh).arg("persist").args(args);
     env.run(cmd)

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::destinations::{S3Server, persist_s3};
+use crate::destinations::{S3Server, SshServer, persist_s3, persist_ssh};
 use crate::support::TestEnv;
 
 /// A database (critical) and a `node_modules` volume (regenerable).
@@ -364,5 +364,61 @@ fn backup_prune_skips_a_destination_without_a_policy_with_a_note() {
     );
     assert_eq!(backups(&env).len(), 2);
 
+    env.compose_v2(["down"]).assert_success();
+}
+
+#[test]
+fn backup_prune_to_an_sftp_destination_prunes_it_by_its_retention() {
+    let sshd = SshServer::start();
+    let remote = tempfile::tempdir().unwrap();
+    let target = remote.path().join("persist/app");
+    let ssh = sshd.ssh_command(&sshd.dir.path().join("known_hosts"));
+    let env = TestEnv::new();
+    env.write_project(
+        &format!(
+            "{PROJECT}x-persist:\n  retention: {{keep-last: 5}}\n  destinations:\n    vault:\n      url: {}\n      retention: {{keep-last: 1}}\n",
+            sshd.url(&target)
+        ),
+        None,
+    );
+    env.compose_v2(["up", "-d"]).assert_success();
+    write(&env, "web", "/app/node_modules", "x");
+    let args = ["backup", "--tier", "regenerable", "--to", "vault", "--json"];
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        let ran = persist_ssh(&env, &ssh, &args);
+        ran.assert_success();
+        sent.push(name(Path::new(ran.json()["path"].as_str().unwrap())));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    std::fs::write(target.join("README.txt"), "not a backup").unwrap();
+    // A side file already gone is no obstacle.
+    std::fs::remove_file(target.join(format!("{}.sha256", sent[0]))).unwrap();
+
+    let mut with_prune = args.to_vec();
+    with_prune.push("--prune");
+    let ran = persist_ssh(&env, &ssh, &with_prune);
+    ran.assert_success();
+    let json = ran.json();
+    let newest = name(Path::new(json["path"].as_str().unwrap()));
+    let places = json["prune"]["destinations"].as_array().unwrap();
+    assert_eq!(places[1]["name"], "vault", "{json}");
+    assert_eq!(places[1]["outcome"], "pruned", "{json}");
+    assert_eq!(places[1]["result"]["removed"], 2, "{json}");
+    assert_eq!(json["prune"]["removed"], 0, "keep-last 5 locally: {json}");
+    let mut files: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "README.txt".to_string(),
+            newest.clone(),
+            format!("{newest}.sha256")
+        ]
+    );
+    assert_eq!(backups(&env).len(), 3);
     env.compose_v2(["down"]).assert_success();
 }
