@@ -1,6 +1,8 @@
 //! `prune` and `backup --prune` against a real engine: the floor keeps a critical volume's only verified
 //! backup whatever the policy, `check`'s protecting backup survives, and `backup --prune` prunes only after
-//! a backup that succeeded.
+//! a backup that succeeded; against a real S3 server (`moto_server`) and a real `sshd`, `prune --from` a
+//! bucket and `backup --to … --prune` remove exactly the old backups and their `.sha256` files, by each
+//! destination's own `retention:`, and leave foreign files alone.
 
 use std::path::{Path, PathBuf};
 
