@@ -10,6 +10,10 @@
 //!   that is impossible the services are left stopped and the record stays, naming the file to restore;
 //! - a volume a restore created is removed, once its `persist.restoring` label shows it is that restore's;
 //! - a directory a migration copied into is emptied again when it was empty before;
+//! - an upgrade is always undone until its new version runs healthy: the new version's containers are
+//!   stopped and removed, the data it may have written is put back from the `pre-upgrade` backup (as
+//!   above), its override file is put back and Compose recreates the previous version, which must run the
+//!   previous image ids;
 //! - containers removed for a volume to be recreated are recreated by Compose (`up -d --no-deps`);
 //! - stopped containers are started again, after waiting for one the engine may still be stopping (its
 //!   stop grace period from when its stop was sent, plus a margin).
@@ -398,8 +402,14 @@ impl Resolver<'_, '_> {
                 services,
                 expected: Expected::Images { images },
             } => {
-                self.undo_upgrade_override(path, previous.as_deref(), next.as_deref(), services, images)
-                    .await
+                self.undo_upgrade_override(
+                    path,
+                    previous.as_deref(),
+                    next.as_deref(),
+                    services,
+                    images,
+                )
+                .await
             }
             // Not begun, or only the marker: nothing to undo.
             Step::Override { .. }
