@@ -192,8 +192,9 @@ pub enum Step {
         services: Vec<String>,
         expected: Expected,
     },
-    /// `compose up` of an upgrade's new version: undone by stopping and removing the services'
-    /// containers, for the data to be put back and Compose to recreate the previous version.
+    /// `compose up` of an upgrade's new version, recorded before the data it may write: undone first of
+    /// all by stopping and removing the services' containers, for the data to be put back and Compose to
+    /// recreate the previous version.
     Up { services: Vec<String> },
     /// `compose down ARGS` after a verified backup: finished once begun.
     ComposeDown { args: Vec<String>, backup: PathBuf },

@@ -159,7 +159,12 @@ impl Resolver<'_, '_> {
             .collect();
         match commit {
             Commit::None => {
-                for (_, s) in steps.iter().rev() {
+                // An upgrade's new version goes before anything is put back: it may hold the data.
+                let up = |s: &StepEntry| matches!(s.step, Step::Up { .. });
+                for (_, s) in steps.iter().filter(|(_, s)| up(s)) {
+                    self.undo(s).await;
+                }
+                for (_, s) in steps.iter().rev().filter(|(_, s)| !up(s)) {
                     self.undo(s).await;
                 }
             }
@@ -939,6 +944,39 @@ mod tests {
         // A settled commit step is no commit point: the command dealt with it.
         let settled = record(vec![(Step::Committed, StepState::Settled)]);
         assert_eq!(at(commit_point(&settled)), None);
+    }
+
+    #[test]
+    fn an_upgrade_is_undone_whatever_its_override_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.override.yaml");
+        std::fs::write(&path, "new").unwrap();
+        let r = record(vec![
+            (
+                Step::Override {
+                    path: path.clone(),
+                    previous: None,
+                    next: Some("new".into()),
+                    services: vec!["app".into()],
+                    expected: Expected::Images {
+                        images: [("app".to_string(), "sha256:old".to_string())].into(),
+                    },
+                },
+                StepState::Done,
+            ),
+            (stop(), StepState::Done),
+            (
+                Step::Up {
+                    services: vec!["app".into()],
+                },
+                StepState::Begun,
+            ),
+        ]);
+        assert_eq!(at(commit_point(&r)), None);
+        // The new kinds are stored and read back.
+        let v = serde_json::to_value(&r).unwrap();
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

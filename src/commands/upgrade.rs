@@ -648,6 +648,12 @@ impl Upgrade<'_> {
             let compose = self.compose()?;
             // From here the new version may write: after a kill its containers go, the data is put
             // back from the `pre-upgrade` backup and the previous version is recreated.
+            self.session.step_begin(
+                self.project(),
+                Step::Up {
+                    services: services.iter().map(|s| s.to_string()).collect(),
+                },
+            )?;
             let data = self
                 .steps
                 .lock()
@@ -657,12 +663,6 @@ impl Upgrade<'_> {
                 let id = self.session.step_begin(self.project(), step)?;
                 self.session.step_mark(id, StepState::Done);
             }
-            self.session.step_begin(
-                self.project(),
-                Step::Up {
-                    services: services.iter().map(|s| s.to_string()).collect(),
-                },
-            )?;
             let mut a = vec!["up", "-d", "--no-deps"];
             a.extend(services.iter().copied());
             printer.status(format!(
