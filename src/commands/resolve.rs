@@ -591,13 +591,19 @@ impl Resolver<'_, '_> {
                     .as_deref()
                     .is_some_and(|s| services.iter().any(|x| x == s))
         }) {
-            let removed = async {
-                if c.is_running() {
-                    self.engine.stop_container(&c.id, &c.name).await?;
+            // Stopped whatever it was listed as: the engine may still be starting it for the killed
+            // Compose, and a start in flight is stopped again.
+            let mut removed = Ok(());
+            for _ in 0..3 {
+                removed = match self.engine.stop_container(&c.id, &c.name).await {
+                    Ok(()) => self.engine.remove_stopped_container(&c.id, &c.name).await,
+                    Err(e) => Err(e),
+                };
+                if removed.is_ok() {
+                    break;
                 }
-                self.engine.remove_stopped_container(&c.id, &c.name).await
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            .await;
             match removed {
                 Ok(()) => self.say(format!(
                     "removed `{}`: the killed upgrade had started its new version",
