@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::archive::DigestVersion;
 use crate::compose::Tier;
+use crate::retention::{Count, Policy, Within};
 
 /// Docker's global flags (`docker [FLAGS] persist …`), honoured when resolving the engine endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,6 +293,22 @@ docker persist push app-20261122T101500Z.tar --to s3://bucket/app?region=eu-west
     /// (~/.config/fish/config.fish).
     ShellInit(ShellInitArgs),
 
+    /// Remove old backups by restic's retention rules, never below the safety floor
+    ///
+    /// The policy comes from the flags, else the destination's `retention:`, else `x-persist.retention`.
+    /// Kept whatever the policy: the newest backup, the newest verified backup of each critical or
+    /// important volume, and the backups `check` counts as protecting a volume. Safety copies
+    /// (`pre-restore`, `pre-migrate`, `pre-down`, `pre-rollback`, `pre-upgrade`) stay 14 days, and the
+    /// newest of each tag always.
+    #[command(after_help = "Examples:\n  \
+docker persist prune --dry-run            every backup, KEEP or REMOVE, and why\n  \
+docker persist prune                      by `x-persist.retention`, without asking\n  \
+docker persist prune --keep-last 10 -y    a policy of the moment (asks without `--yes`)\n  \
+docker persist backup --prune             back up, then prune by the configured policy\n\n\
+restic's \"7 daily, 4 weekly, 12 monthly, yearly forever\":\n  \
+--keep-daily 7 --keep-weekly 4 --keep-monthly 12 --keep-yearly unlimited")]
+    Prune(PruneArgs),
+
     /// Upgrade services to a new image: a verified backup first, a health check after, and an automatic
     /// rollback (data and image) when the new version fails
     ///
@@ -463,6 +480,100 @@ pub struct NotifyTestArgs {
 /// `26h`, `90m`, `1h30m`, `7d` (days too, unlike Compose's durations).
 fn parse_span(s: &str) -> Result<std::time::Duration, String> {
     crate::runs::parse_duration(s)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Time zone of the hours, days, weeks, months and years (an IANA name such as `Europe/Berlin`;
+    /// default: `tz:` of the retention policy, else the system's)
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+
+    /// Where the backups are: `local` (the project's backup directory, the default), a destination of
+    /// `x-persist.destinations` (its `retention:` applies), or a directory or URL
+    #[arg(long, value_name = "D")]
+    pub from: Option<String>,
+
+    /// Directory of backup files (default: `backups` in the project directory)
+    #[arg(long, value_name = "DIR", conflicts_with = "from")]
+    pub dir: Option<PathBuf>,
+
+    /// Show every backup with KEEP or REMOVE and the rule that decided it, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask before removing by a policy given on the command line (needed without a terminal)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// restic's `forget` options; any one of them replaces the configured policy as a whole.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Policy (rules are ORed; counts take a number or `unlimited`)")]
+pub struct PolicyArgs {
+    /// Keep the N newest backups
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<Count>,
+
+    /// Keep the newest backup of each of the N most recent hours that have one
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<Count>,
+
+    /// Keep the newest backup of each of the N most recent days that have one
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<Count>,
+
+    /// Keep the newest backup of each of the N most recent ISO weeks that have one
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<Count>,
+
+    /// Keep the newest backup of each of the N most recent months that have one
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<Count>,
+
+    /// Keep the newest backup of each of the N most recent years that have one
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<Count>,
+
+    /// Keep every backup taken within DURATION of the newest one (`1y2m3d4h`: years, months, days,
+    /// hours)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<Within>,
+
+    /// Keep every backup with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+}
+
+impl PolicyArgs {
+    /// The policy the flags give, `None` when no policy flag is given.
+    pub fn policy(&self) -> Option<Policy> {
+        let given = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+            || self.keep_within.is_some()
+            || !self.keep_tags.is_empty();
+        given.then(|| Policy {
+            keep_last: self.keep_last.unwrap_or_default(),
+            keep_hourly: self.keep_hourly.unwrap_or_default(),
+            keep_daily: self.keep_daily.unwrap_or_default(),
+            keep_weekly: self.keep_weekly.unwrap_or_default(),
+            keep_monthly: self.keep_monthly.unwrap_or_default(),
+            keep_yearly: self.keep_yearly.unwrap_or_default(),
+            keep_within: self.keep_within.unwrap_or_default(),
+            keep_tags: self.keep_tags.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -927,12 +1038,18 @@ pub struct BackupArgs {
 
     #[command(flatten)]
     pub encrypt: EncryptArgs,
+
     /// How long to wait for another backup of the project that still runs, before giving up
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_span)]
     pub lock_timeout: std::time::Duration,
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    /// After a successful backup (and only then), prune by the configured retention policy (the
+    /// destination's `retention:`, else `x-persist.retention`)
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// The consistency modes `--consistency` accepts.

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pipe;
 pub mod plugin;
 pub mod report;
+pub mod retention;
 pub mod runs;
 pub mod schedule;
 pub mod state;
@@ -68,6 +69,7 @@ pub async fn run(
             Command::Status(args) => commands::status::run(&session, args).await,
             Command::Schedule(cmd) => commands::schedule::run(&session, cmd).await,
             Command::Notify(cmd) => commands::notify_test::run(&session, cmd).await,
+            Command::Prune(args) => commands::prune::run(&session, args).await,
             Command::Upgrade(args) => commands::upgrade::run(&session, args).await,
             Command::Key(cli::KeyCommand::Init(args)) => commands::key::init(printer, args),
         }
@@ -113,6 +115,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Push(_) => "push",
         Command::Destinations(_) => "destinations",
         Command::ShellInit(_) => "shell-init",
+        Command::Prune(_) => "prune",
         Command::Upgrade(u) if u.finish => "upgrade --finish",
         Command::Upgrade(u) if u.rollback => "upgrade --rollback",
         Command::Upgrade(_) => "upgrade",

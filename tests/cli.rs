@@ -216,3 +216,10 @@ fn readme_shows_the_rules_table_of_the_code() {
         "README.md's tier rules table is out of date; replace it with:\n{table}"
     );
 }
+
+#[test]
+fn prune_help() {
+    let (code, stdout, _) = run(&["prune", "--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}

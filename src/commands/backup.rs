@@ -103,6 +103,9 @@ struct BackupJson<'a> {
     volumes: &'a [VolumeRecord],
     /// Volumes backed up as logical dumps (`consistency: dump`).
     dumps: &'a [crate::archive::DumpRecord],
+    /// What `--prune` did, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<&'a super::prune::PruneJson>,
     /// What each destination (`--to`, or those marked `default: true`) did with the file.
     destinations: Vec<super::push::SentJson>,
 }
@@ -133,6 +136,10 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
     let encryption =
         crate::encryption::plan(&inventory.project, &args.encrypt, |w| printer.warn(w))?;
+    let prune = args
+        .prune
+        .then(|| super::prune::settings_for_backup(&inventory.project))
+        .transpose()?;
     // Where the file goes besides the local directory: resolved first, so a bad name stops before any
     // service is stopped.
     let remote = {
@@ -206,16 +213,8 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
             result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
         );
     }
-    if printer.json_mode() {
-        printer.json(&BackupJson {
-            schema_version: 1,
-            path: &finished.path,
-            bytes: finished.bytes,
-            volumes: &records,
-            dumps: &finished.manifest.dumps,
-            destinations: super::push::sent_json(&sent),
-        })?;
-    } else {
+    let failed = sent.iter().any(|(_, r)| r.is_err());
+    if !printer.json_mode() {
         printer.status(format!(
             "Backed up {} to `{}` ({}{})",
             plural(records.len() + finished.manifest.dumps.len(), "volume"),
@@ -226,6 +225,30 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
                 .map(|e| format!(", encrypted to {}", e.describe()))
                 .unwrap_or_default()
         ));
+    }
+    // Only after a backup that succeeded everywhere: a failed one returned above, or failed to reach a
+    // destination, and prunes nothing.
+    let pruned = match &prune {
+        Some(settings) if !failed => {
+            Some(super::prune::after_backup(session, &engine, &inventory, &dir, settings).await?)
+        }
+        Some(_) => {
+            printer.warn("not pruning: the backup did not reach every destination");
+            None
+        }
+        None => None,
+    };
+    if printer.json_mode() {
+        printer.json(&BackupJson {
+            schema_version: 1,
+            path: &finished.path,
+            bytes: finished.bytes,
+            volumes: &records,
+            dumps: &finished.manifest.dumps,
+            prune: pruned.as_ref(),
+            destinations: super::push::sent_json(&sent),
+        })?;
+    } else {
         printer.data(format!("{}\n", finished.path.display()));
     }
     if super::push::failed_note(printer, &sent, &finished.path) {

@@ -15,6 +15,7 @@ pub mod key;
 pub mod ls;
 pub mod migrate;
 pub mod notify_test;
+pub mod prune;
 pub mod push;
 pub mod resolve;
 pub mod restore;

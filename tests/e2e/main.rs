@@ -20,6 +20,7 @@ mod migrate;
 mod notify;
 mod plugin;
 mod postgres;
+mod prune;
 mod restore;
 mod upgrade;
 mod upgrade_pg;
