@@ -139,6 +139,9 @@ pub enum Expected {
         name: String,
         mounts: Vec<MigratedMount>,
     },
+    /// An upgrade's override: never a point to finish from. Undone, the file is put back and Compose
+    /// recreates the services that have no container, which then run these images (service → image id).
+    Images { images: BTreeMap<String, String> },
 }
 
 /// One change a command makes.
@@ -189,6 +192,10 @@ pub enum Step {
         services: Vec<String>,
         expected: Expected,
     },
+    /// `compose up` of an upgrade's new version, recorded before the data it may write: undone first of
+    /// all by stopping and removing the services' containers, for the data to be put back and Compose to
+    /// recreate the previous version.
+    Up { services: Vec<String> },
     /// `compose down ARGS` after a verified backup: finished once begun.
     ComposeDown { args: Vec<String>, backup: PathBuf },
     /// Volumes `clean` removes: finished once begun.
@@ -207,6 +214,7 @@ impl Step {
             Step::ReplaceData { .. } => "replace-data",
             Step::CopyInto { .. } => "copy-into",
             Step::Override { .. } => "override",
+            Step::Up { .. } => "up",
             Step::ComposeDown { .. } => "compose-down",
             Step::RemoveVolumes { .. } => "remove-volumes",
             Step::Committed => "committed",

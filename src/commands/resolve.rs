@@ -10,6 +10,10 @@
 //!   that is impossible the services are left stopped and the record stays, naming the file to restore;
 //! - a volume a restore created is removed, once its `persist.restoring` label shows it is that restore's;
 //! - a directory a migration copied into is emptied again when it was empty before;
+//! - an upgrade is always undone until its new version runs healthy: the new version's containers are
+//!   stopped and removed, the data it may have written is put back from the `pre-upgrade` backup (as
+//!   above), its override file is put back and Compose recreates the previous version, which must run the
+//!   previous image ids;
 //! - containers removed for a volume to be recreated are recreated by Compose (`up -d --no-deps`);
 //! - stopped containers are started again, after waiting for one the engine may still be stopping (its
 //!   stop grace period from when its stop was sent, plus a margin).
@@ -155,7 +159,12 @@ impl Resolver<'_, '_> {
             .collect();
         match commit {
             Commit::None => {
-                for (_, s) in steps.iter().rev() {
+                // An upgrade's new version goes before anything is put back: it may hold the data.
+                let up = |s: &StepEntry| matches!(s.step, Step::Up { .. });
+                for (_, s) in steps.iter().filter(|(_, s)| up(s)) {
+                    self.undo(s).await;
+                }
+                for (_, s) in steps.iter().rev().filter(|(_, s)| !up(s)) {
                     self.undo(s).await;
                 }
             }
@@ -390,6 +399,23 @@ impl Resolver<'_, '_> {
                     )),
                 }
             }
+            Step::Up { services } => self.remove_new_version(services).await,
+            Step::Override {
+                path,
+                previous,
+                next,
+                services,
+                expected: Expected::Images { images },
+            } => {
+                self.undo_upgrade_override(
+                    path,
+                    previous.as_deref(),
+                    next.as_deref(),
+                    services,
+                    images,
+                )
+                .await
+            }
             // Not begun, or only the marker: nothing to undo.
             Step::Override { .. }
             | Step::ComposeDown { .. }
@@ -487,7 +513,7 @@ impl Resolver<'_, '_> {
                     Err(e) => Err(format!("`{dir}` cannot be read ({e:#})")),
                 }
             }
-            Expected::Volume { .. } => Ok(()),
+            Expected::Volume { .. } | Expected::Images { .. } => Ok(()),
         };
         let kept = match keep {
             Ok(()) => self.up_and_check(&files, services, expected).await,
@@ -534,11 +560,173 @@ impl Resolver<'_, '_> {
                     )),
                 }
             }
-            (Err(why), Expected::Volume { .. }) => self.problems.push(format!(
+            (Ok(()), Expected::Images { .. }) => {}
+            (Err(why), Expected::Volume { .. } | Expected::Images { .. }) => self.problems.push(format!(
                 "the rollback is written to `{}`, but the services did not start on the volume ({why}); run `docker compose up -d`",
                 path.display()
             )),
         }
+    }
+
+    /// A killed upgrade's new version: its containers are stopped and removed (the old ones too, when
+    /// Compose had not replaced them yet), so that its data can be put back and Compose recreates the
+    /// previous version once the override file is as before.
+    async fn remove_new_version(&mut self, services: &[String]) {
+        let now = match self
+            .engine
+            .project_containers(&self.record.project.name)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.data_failed = true;
+                self.problems
+                    .push(format!("cannot list the containers of the upgrade: {e}"));
+                return;
+            }
+        };
+        for c in now.iter().filter(|c| {
+            !c.helper
+                && c.service
+                    .as_deref()
+                    .is_some_and(|s| services.iter().any(|x| x == s))
+        }) {
+            // Stopped whatever it was listed as: the engine may still be starting it for the killed
+            // Compose, and a start in flight is stopped again.
+            let mut removed = Ok(());
+            for _ in 0..3 {
+                removed = match self.engine.stop_container(&c.id, &c.name).await {
+                    Ok(()) => self.engine.remove_stopped_container(&c.id, &c.name).await,
+                    Err(e) => Err(e),
+                };
+                if removed.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match removed {
+                Ok(()) => self.say(format!(
+                    "removed `{}`: the killed upgrade had started its new version",
+                    c.name
+                )),
+                Err(e) => {
+                    self.data_failed = true;
+                    self.problems.push(format!(
+                        "`{}` of the killed upgrade's new version could not be stopped and removed: {e}",
+                        c.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A killed upgrade's override file is put back as it was; Compose recreates the services that have
+    /// no container (`up -d --no-deps`), which must then run their previous images. When their data could
+    /// not be put back they are left without containers.
+    async fn undo_upgrade_override(
+        &mut self,
+        path: &Path,
+        previous: Option<&str>,
+        next: Option<&str>,
+        services: &[String],
+        images: &std::collections::BTreeMap<String, String>,
+    ) {
+        let now = fs_err::read_to_string(path).ok();
+        if now.as_deref() != previous {
+            if now.as_deref() != next {
+                self.problems.push(format!(
+                    "the override file `{}` was changed by something else since the upgrade; look at it, then run `docker compose up -d`",
+                    path.display()
+                ));
+                return;
+            }
+            if let Err(e) = migrate::restore_override(path, previous) {
+                self.problems.push(format!(
+                    "the override file `{}` could not be put back as it was before the upgrade ({e:#})",
+                    path.display()
+                ));
+                return;
+            }
+            self.say(format!(
+                "put `{}` back as it was before the upgrade",
+                path.display()
+            ));
+        }
+        if self.data_failed {
+            self.problems.push(format!(
+                "not started again so that nothing runs on data that could not be put back: {}",
+                quoted(services.iter().map(String::as_str))
+            ));
+            return;
+        }
+        let containers = match self
+            .engine
+            .project_containers(&self.record.project.name)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.problems
+                    .push(format!("cannot list the containers of the upgrade: {e}"));
+                return;
+            }
+        };
+        let missing: Vec<String> = services
+            .iter()
+            .filter(|s| {
+                !containers
+                    .iter()
+                    .any(|c| !c.helper && c.service.as_deref() == Some(s.as_str()))
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut files = self.record.project.files.clone();
+        if previous.is_some() && !files.iter().any(|f| f == path) {
+            files.push(path.to_path_buf());
+        }
+        let no_expectation = Expected::Volume {
+            name: String::new(),
+            mounts: Vec::new(),
+        };
+        if let Err(e) = self.up_and_check(&files, &missing, &no_expectation).await {
+            self.problems.push(format!(
+                "the previous version of {} did not start again ({e}); run `docker compose up -d`",
+                quoted(missing.iter().map(String::as_str))
+            ));
+            return;
+        }
+        for service in &missing {
+            let Some(want) = images.get(service) else {
+                continue;
+            };
+            let now = self
+                .engine
+                .project_containers(&self.record.project.name)
+                .await
+                .unwrap_or_default();
+            for c in now
+                .iter()
+                .filter(|c| !c.helper && c.service.as_deref() == Some(service.as_str()))
+            {
+                match self.engine.container_status(&c.id).await {
+                    Ok(Some(st)) if st.image_id != *want => self.problems.push(format!(
+                        "`{}` runs image {} after the upgrade was undone, not the previous {want}; `docker persist upgrade {service} --image {want}` puts it back",
+                        c.name, st.image_id
+                    )),
+                    Ok(_) => {}
+                    Err(e) => self
+                        .problems
+                        .push(format!("cannot look at container `{}`: {e}", c.name)),
+                }
+            }
+        }
+        self.say(format!(
+            "recreated the previous version of {} with Compose",
+            quoted(missing.iter().map(String::as_str))
+        ));
     }
 
     /// `compose up -d --no-deps SERVICES` with `files`, then checks that every service runs and mounts
@@ -575,6 +763,7 @@ impl Resolver<'_, '_> {
                 }
                 Expected::Volume { name, .. } if name.is_empty() => true,
                 Expected::Volume { name, mounts } => migrate::mounts_volume(c, mounts, name),
+                Expected::Images { .. } => true,
             };
             if let Some(c) = containers.iter().find(|c| !mounted(c)) {
                 return Err(format!(
@@ -646,6 +835,11 @@ fn commit_point(record: &Record) -> Result<Commit, String> {
             Step::Committed | Step::ComposeDown { .. } | Step::RemoveVolumes { .. } => {
                 return Ok(Commit::At(i));
             }
+            // An upgrade's override is undone, never finished (see the undo).
+            Step::Override {
+                expected: Expected::Images { .. },
+                ..
+            } => {}
             Step::Override {
                 path,
                 previous,
@@ -756,6 +950,39 @@ mod tests {
         // A settled commit step is no commit point: the command dealt with it.
         let settled = record(vec![(Step::Committed, StepState::Settled)]);
         assert_eq!(at(commit_point(&settled)), None);
+    }
+
+    #[test]
+    fn an_upgrade_is_undone_whatever_its_override_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.override.yaml");
+        std::fs::write(&path, "new").unwrap();
+        let r = record(vec![
+            (
+                Step::Override {
+                    path: path.clone(),
+                    previous: None,
+                    next: Some("new".into()),
+                    services: vec!["app".into()],
+                    expected: Expected::Images {
+                        images: [("app".to_string(), "sha256:old".to_string())].into(),
+                    },
+                },
+                StepState::Done,
+            ),
+            (stop(), StepState::Done),
+            (
+                Step::Up {
+                    services: vec!["app".into()],
+                },
+                StepState::Begun,
+            ),
+        ]);
+        assert_eq!(at(commit_point(&r)), None);
+        // The new kinds are stored and read back.
+        let v = serde_json::to_value(&r).unwrap();
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::cli::{RestoreArgs, UpgradeArgs};
 use crate::compose::migration::{self, Migration, OverrideFile, Pin};
 use crate::compose::{Consistency, Project};
 use crate::engine::{ContainerInfo, Engine};
+use crate::intent::{Expected, Step, StepId, StepState};
 use crate::inventory::{DataItem, Inventory};
 use crate::report::{Printer, human_size, prompt, table};
 
@@ -232,6 +233,7 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
         overrides: &overrides,
         migrations: &migrations,
         pins: &pins,
+        steps: Default::default(),
     };
     // Until the new containers run, an interruption ends the command like any other: what it stopped is
     // started again on the untouched data, and the override file is put back.
@@ -243,8 +245,9 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
             // The helper servers go first: a volume in use cannot be removed.
             let _ = engine.remove_leftover_helpers().await;
             upgrade_pg::remove_unused_new_volumes(&engine, printer).await;
-            if let Err(e) = restore_override(&overrides.path, previous.as_deref()) {
-                printer.warn(format!("could not put `{}` back: {e:#}", overrides.path.display()));
+            match restore_override(&overrides.path, previous.as_deref()) {
+                Ok(()) => ctx.settle_own_steps(),
+                Err(e) => printer.warn(format!("could not put `{}` back: {e:#}", overrides.path.display())),
             }
             return Ok(ExitStatus::Interrupted);
         }
@@ -256,11 +259,12 @@ pub async fn run(session: &Session<'_>, args: &UpgradeArgs) -> anyhow::Result<Ex
             return Ok(ExitStatus::Success);
         }
         Err(e) => {
-            if let Err(r) = restore_override(&overrides.path, previous.as_deref()) {
-                printer.warn(format!(
+            match restore_override(&overrides.path, previous.as_deref()) {
+                Ok(()) => ctx.settle_own_steps(),
+                Err(r) => printer.warn(format!(
                     "could not put `{}` back: {r:#}",
                     overrides.path.display()
-                ));
+                )),
             }
             return Err(e);
         }
@@ -278,6 +282,19 @@ struct Upgrade<'a> {
     migrations: &'a [Migration],
     /// The pins recorded before this command.
     pins: &'a [Pin],
+    /// The steps of the intent record this command undoes itself when it fails before `up`, and what it
+    /// records when `up` begins.
+    steps: std::sync::Mutex<OwnSteps>,
+}
+
+/// This upgrade's own steps in its intent record.
+#[derive(Default)]
+struct OwnSteps {
+    /// The override steps (the first one, for the new images, first) and the new volumes' steps.
+    changes: Vec<StepId>,
+    overrides: Vec<StepId>,
+    /// The data the new version will write, each to be put back from the `pre-upgrade` backup.
+    data: Vec<Step>,
 }
 
 impl Upgrade<'_> {
@@ -305,6 +322,56 @@ impl Upgrade<'_> {
             .env_files(&self.session.project_args.env_files))
     }
 
+    /// What the override file holds for `pins` (`None`: no file).
+    fn rendered(&self, pins: &[Pin]) -> Option<String> {
+        if pins.is_empty() && self.migrations.is_empty() {
+            return None;
+        }
+        Some(migration::render_all(self.migrations, pins))
+    }
+
+    /// Records an override step (of the previous images of `plans`) before the file is written.
+    fn begin_override(
+        &self,
+        previous: Option<String>,
+        next: Option<String>,
+        services: Vec<String>,
+        plans: &[ServicePlan],
+    ) -> anyhow::Result<StepId> {
+        let step = self.session.step_begin(
+            self.project(),
+            Step::Override {
+                path: self.overrides.path.clone(),
+                previous,
+                next,
+                services,
+                expected: Expected::Images {
+                    images: plans
+                        .iter()
+                        .map(|p| (p.service.clone(), p.current_id.clone()))
+                        .collect(),
+                },
+            },
+        )?;
+        if let Ok(mut s) = self.steps.lock() {
+            s.changes.push(step);
+            s.overrides.push(step);
+        }
+        Ok(step)
+    }
+
+    /// This command put back what it changed before `up`: nothing is left for the next one.
+    fn settle_own_steps(&self) {
+        let ids = self
+            .steps
+            .lock()
+            .map(|s| s.changes.clone())
+            .unwrap_or_default();
+        for id in ids {
+            self.session.step_mark(id, StepState::Settled);
+        }
+    }
+
     /// Writes the override file for `pins` (removed when nothing is left in it).
     fn write_pins(&self, pins: &[Pin]) -> anyhow::Result<()> {
         if pins.is_empty() && self.migrations.is_empty() {
@@ -326,10 +393,20 @@ impl Upgrade<'_> {
         dir: &Path,
     ) -> anyhow::Result<Option<(Vec<ServicePlan>, Option<PathBuf>)>> {
         let printer = self.printer();
+        // Undone after a kill: the file as it was, the previous version recreated by Compose.
+        let before = std::fs::read_to_string(&self.overrides.path).ok();
+        let next = if new_pins != self.pins {
+            self.rendered(new_pins)
+        } else {
+            before.clone()
+        };
+        let services = plans.iter().map(|p| p.service.clone()).collect();
+        let override_step = self.begin_override(before, next, services, plans)?;
         if new_pins != self.pins {
             self.write_pins(new_pins)?;
             printer.status(format!("Wrote `{}`", self.overrides.path.display()));
         }
+        self.session.step_mark(override_step, StepState::Done);
         let mut plans = plans.to_vec();
         let pulls: Vec<&str> = plans
             .iter()
@@ -375,8 +452,24 @@ impl Upgrade<'_> {
             printer.status("Nothing to upgrade");
             return Ok(None);
         }
-        // The new PostgreSQL volumes are initialised and checked while the old servers still run.
-        let prepared = upgrade_pg::prepare(self.engine, printer, self.project(), &plans).await?;
+        // The new PostgreSQL volumes are initialised and checked while the old servers still run; a
+        // killed run's are removed (they carry this process's mark).
+        let label = crate::intent::Owner::this().tag();
+        for pg in plans.iter().filter_map(|p| p.pg.as_ref()) {
+            let step = self.session.step_begin(
+                self.project(),
+                Step::CreateVolume {
+                    key: pg.new_key.clone(),
+                    name: pg.new_name.clone(),
+                    label: label.clone(),
+                },
+            )?;
+            if let Ok(mut s) = self.steps.lock() {
+                s.changes.push(step);
+            }
+        }
+        let prepared =
+            upgrade_pg::prepare(self.engine, printer, self.project(), &plans, &label).await?;
 
         // Stop, then back up what the services keep.
         let mut running: Vec<ContainerInfo> = plans
@@ -430,6 +523,38 @@ impl Upgrade<'_> {
             }
         };
         if let Some(b) = &backup {
+            // What the new version writes in is put back from the backup after a kill (a PostgreSQL
+            // service's old volume aside: the new version runs on a new one).
+            let data: Vec<Step> = items
+                .iter()
+                .filter(|i| {
+                    !plans
+                        .iter()
+                        .filter_map(|p| p.pg.as_ref())
+                        .any(|pg| i.name.as_deref() == Some(pg.old_name.as_str()))
+                })
+                .filter_map(|i| {
+                    let name = i.name.clone()?;
+                    let (driver, options, labels) = match &i.volume {
+                        Some(v) => (v.driver.clone(), v.options.clone(), v.labels.clone()),
+                        None => Default::default(),
+                    };
+                    Some(Step::ReplaceData {
+                        key: i.key.clone(),
+                        name,
+                        bind: i.kind == crate::compose::classify::DataKind::Bind,
+                        safety: Some(b.clone()),
+                        was_empty: false,
+                        source: b.display().to_string(),
+                        driver,
+                        options,
+                        labels,
+                    })
+                })
+                .collect();
+            if let Ok(mut s) = self.steps.lock() {
+                s.data = data;
+            }
             self.session.note_on_interrupt(format!(
                 "the data as it was before the upgrade is in `{}`",
                 b.display()
@@ -446,10 +571,18 @@ impl Upgrade<'_> {
                 }
             }
             pins.sort_by(|a, b| a.service.cmp(&b.service));
+            // Undone before the first override step, which recreates the services: none here.
+            let switch = self.begin_override(
+                self.rendered(new_pins),
+                self.rendered(&pins),
+                Vec::new(),
+                &plans,
+            )?;
             if let Err(e) = self.write_pins(&pins) {
                 upgrade_pg::discard_new(self.engine, printer, &plans).await;
                 return Err(e.context("could not switch the services to their new volumes"));
             }
+            self.session.step_mark(switch, StepState::Done);
         }
         Ok(Some((plans, backup)))
     }
@@ -513,6 +646,23 @@ impl Upgrade<'_> {
         let services: Vec<&str> = plans.iter().map(|p| p.service.as_str()).collect();
         let started = async {
             let compose = self.compose()?;
+            // From here the new version may write: after a kill its containers go, the data is put
+            // back from the `pre-upgrade` backup and the previous version is recreated.
+            self.session.step_begin(
+                self.project(),
+                Step::Up {
+                    services: services.iter().map(|s| s.to_string()).collect(),
+                },
+            )?;
+            let data = self
+                .steps
+                .lock()
+                .map(|mut s| std::mem::take(&mut s.data))
+                .unwrap_or_default();
+            for step in data {
+                let id = self.session.step_begin(self.project(), step)?;
+                self.session.step_mark(id, StepState::Done);
+            }
             let mut a = vec!["up", "-d", "--no-deps"];
             a.extend(services.iter().copied());
             printer.status(format!(
@@ -554,6 +704,8 @@ impl Upgrade<'_> {
         };
         let failed = match outcome {
             Ok(Ok(())) => {
+                // The new version runs healthy: a kill from here keeps it.
+                self.session.steps_settled();
                 self.report_success(plans, backup);
                 emit_json(printer, plans, false, "upgraded", backup, None)?;
                 return Ok(ExitStatus::Success);
@@ -583,6 +735,7 @@ impl Upgrade<'_> {
         }
         match self.roll_back(plans, backup).await {
             Ok(()) => {
+                self.session.steps_settled();
                 let back: Vec<String> = plans
                     .iter()
                     .map(|p| {
@@ -688,6 +841,24 @@ impl Upgrade<'_> {
         pins.sort_by(|a, b| a.service.cmp(&b.service));
         // A PostgreSQL service goes back to its old volume, which the upgrade never changed.
         let pg_only = plans.iter().all(|p| p.pg.is_some());
+        // After a kill from here the first override step puts the file back from what this writes.
+        let rollback = self.rendered(&pins);
+        let overrides = self
+            .steps
+            .lock()
+            .map(|s| s.overrides.clone())
+            .unwrap_or_default();
+        for (n, id) in overrides.iter().enumerate() {
+            if n == 0 {
+                self.session.step_update(*id, |s| {
+                    if let Step::Override { next, .. } = s {
+                        *next = rollback.clone();
+                    }
+                });
+            } else {
+                self.session.step_mark(*id, StepState::Settled);
+            }
+        }
         self.write_pins(&pins)
             .context("the rollback could not pin the previous image in the override file")?;
         printer.status(format!(

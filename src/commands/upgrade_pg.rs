@@ -442,19 +442,21 @@ pub struct Prepared {
 
 /// For every PostgreSQL move: checks the room for a second copy, creates the new volume, initialises it
 /// with the new image (same superuser, encoding, locale) and checks that it has every extension the old
-/// databases use. A refusal removes what it made and changes nothing else.
+/// databases use. A refusal removes what it made and changes nothing else. The new volumes carry `mark`
+/// as their [`crate::intent::RESTORING_LABEL`], so that the resolution of a killed upgrade may remove them.
 pub async fn prepare(
     engine: &Engine,
     printer: &Printer,
     project: &Project,
     plans: &[ServicePlan],
+    mark: &str,
 ) -> anyhow::Result<Prepared> {
     let mut prepared = Prepared {
         servers: Vec::new(),
     };
     for p in plans {
         let Some(pg) = &p.pg else { continue };
-        let made = prepare_one(engine, printer, project, &p.service, pg).await;
+        let made = prepare_one(engine, printer, project, &p.service, pg, mark).await;
         match made {
             Ok(server) => prepared.servers.push((p.service.clone(), server)),
             Err(e) => {
@@ -472,6 +474,7 @@ async fn prepare_one(
     project: &Project,
     service: &str,
     pg: &PgMove,
+    mark: &str,
 ) -> anyhow::Result<Server> {
     let needed = (pg.data_bytes as f64 * ROOM_MARGIN) as u64;
     if pg.free_bytes < needed {
@@ -511,6 +514,7 @@ async fn prepare_one(
         pg.new_key.clone(),
     );
     labels.remove("com.docker.compose.config-hash");
+    labels.insert(crate::intent::RESTORING_LABEL.to_string(), mark.to_string());
     printer.status(format!(
         "Initialising volume `{}` with `{}` (PostgreSQL {}; superuser `{}`, encoding {}, locale {})",
         pg.new_name, pg.new_image, pg.to_major, pg.superuser, pg.encoding, pg.collate

@@ -193,62 +193,12 @@ impl Harness {
     }
 
     fn records(&self) -> Vec<PathBuf> {
-        let dir = self.env.home.join(".local/state/docker-persist/intents");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.retain(|p| p.extension().is_some_and(|e| e == "json"));
-        v
+        records_of(&self.env)
     }
 
     /// Runs the command, killed at the `at`-th record write, or at `after` by SIGKILL to its group.
     fn run_killed(&self, at: Option<usize>, after: Option<Duration>) -> (Kill, Duration, String) {
-        let stderr = self
-            .env
-            .home
-            .join(format!("kill-{}.stderr", self.iteration));
-        let mut cmd = self.env.command(&self.env.binary);
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .process_group(0);
-        if let Some(n) = at {
-            cmd.env("DOCKER_PERSIST_KILL_AT", n.to_string());
-        }
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("start docker-persist");
-        if let Some(delay) = after {
-            while started.elapsed() < delay {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
-                .status();
-        }
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(180),
-                "the command did not end within 180 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let took = started.elapsed();
-        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-        if status.signal() == Some(9) {
-            let record = self.records().first().map(|p| {
-                serde_json::from_slice(&std::fs::read(p).unwrap()).expect("a record is JSON")
-            });
-            (Kill::Killed(record), took, err)
-        } else {
-            (Kill::Finished(status.code().unwrap_or(-1)), took, err)
-        }
+        run_killed(&self.env, &self.args(), self.iteration, at, after)
     }
 
     /// One kill, one plain command, then every rule; resets the state for the next kill.
@@ -470,6 +420,70 @@ impl Harness {
     }
 }
 
+/// The intent records in the test's state directory.
+fn records_of(env: &TestEnv) -> Vec<PathBuf> {
+    let dir = env.home.join(".local/state/docker-persist/intents");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    v
+}
+
+/// Runs docker persist with `args`, killed at the `at`-th record write, or at `after` by SIGKILL to its
+/// group.
+fn run_killed(
+    env: &TestEnv,
+    args: &[String],
+    iteration: usize,
+    at: Option<usize>,
+    after: Option<Duration>,
+) -> (Kill, Duration, String) {
+    let stderr = env.home.join(format!("kill-{iteration}.stderr"));
+    let mut cmd = env.command(&env.binary);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
+        .process_group(0);
+    if let Some(n) = at {
+        cmd.env("DOCKER_PERSIST_KILL_AT", n.to_string());
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("start docker-persist");
+    if let Some(delay) = after {
+        while started.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+            .status();
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the command did not end within 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    if status.signal() == Some(9) {
+        let record = records_of(env)
+            .first()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).expect("a record is JSON"));
+        (Kill::Killed(record), took, err)
+    } else {
+        (Kill::Finished(status.code().unwrap_or(-1)), took, err)
+    }
+}
+
 /// Whether the killed run had passed its commit point, so that it is finished rather than undone.
 fn committed(record: &serde_json::Value) -> bool {
     record["steps"]
@@ -663,4 +677,134 @@ fn an_unresolvable_record_is_shown_and_blocks_changes_until_a_restore_fixes_it()
     assert_eq!(ps.stdout().trim(), "db", "{ps}");
     assert_eq!(h.digest(), h.backed_up);
     assert!(Path::new(&h.backup).is_file());
+}
+
+/// `upgrade --image` to a version that writes into the data as it starts: killed at every record write
+/// until a run finishes, then at seeded random moments. After one plain `ls`, the service runs the previous
+/// image on data equal by digest to before, the override file is as before, and no record, helper or
+/// container of the new version is left — or, when the upgrade had completed, the new image runs.
+#[test]
+fn kill_points_of_upgrade_hold() {
+    use crate::upgrade::{image_id, running_image, start, volume};
+    let env = TestEnv::new();
+    let (mut images, v1, _) = start(&env);
+    let v2 = images.commit(
+        &env,
+        "v2",
+        "echo 'v2 was here' > /srv/app/marker && exec /bin/persist-test-idle",
+    );
+    let (old_id, new_id) = (image_id(&v1), image_id(&v2));
+    let overrides = env.project_dir.join("compose.override.yaml");
+    let args: Vec<String> = ["upgrade", "app", "--image", &v2, "--yes", "--settle", "1s"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let digest = || tree_digest(&tree_listing_of_volume(&env, &volume(&env)));
+    let (mut tried, mut held, mut problems) = (0, 0, Vec::new());
+    let mut full = None;
+    let mut rng = Rng(SEED ^ (0x75 << 16));
+    let mut points: Vec<(Option<usize>, Option<Duration>)> =
+        (1..64).map(|n| (Some(n), None)).collect();
+    let mut i = 0;
+    while i < points.len() {
+        let (at, after) = points[i];
+        i += 1;
+        let before = digest();
+        let override_before = std::fs::read_to_string(&overrides).ok();
+        let (kill, took, err) = run_killed(&env, &args, i, at, after);
+        let what = match (at, after) {
+            (Some(n), _) => format!("upgrade killed at write {n}"),
+            (_, Some(d)) => format!("upgrade killed at {} ms", d.as_millis()),
+            _ => unreachable!(),
+        };
+        eprintln!("kill point: {what} ({} ms)", took.as_millis());
+        // Whether the upgrade may have completed: it finished, or it was killed with nothing left open.
+        let (killed, may_have_completed) = match &kill {
+            Kill::Finished(code) => {
+                assert_eq!(*code, 0, "{what}: the upgrade failed\n{err}");
+                (false, true)
+            }
+            Kill::Killed(None) => (true, true),
+            Kill::Killed(Some(r)) => (
+                true,
+                r["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().all(|s| s["state"] == "settled")),
+            ),
+        };
+        let ls = env.persist(["ls"]);
+        let mut p = Vec::new();
+        if ls.output.status.code() != Some(0) {
+            p.push(format!("`ls` failed\n{ls}"));
+        }
+        for r in records_of(&env) {
+            p.push(format!(
+                "record left: {}",
+                std::fs::read_to_string(r).unwrap_or_default()
+            ));
+        }
+        if !helpers_on(&env, &volume(&env)).is_empty() {
+            p.push("a helper container is left".to_string());
+        }
+        let containers = env.compose_v2(["ps", "-aq"]);
+        if containers.stdout().lines().count() != 1 {
+            p.push(format!("not exactly one container of app\n{containers}"));
+        }
+        let (image, state) = running_image(&env);
+        let completed = may_have_completed && image == new_id;
+        if state != "running" {
+            p.push(format!("app is {state}"));
+        }
+        if completed {
+            if std::fs::read_to_string(&overrides).ok() == override_before {
+                p.push("the upgrade completed and its override file is not written".to_string());
+            }
+        } else {
+            if image != old_id {
+                p.push(format!("app runs {image}, not the previous {old_id}"));
+            }
+            if digest() != before {
+                p.push("app runs on other data than before".to_string());
+            }
+            if std::fs::read_to_string(&overrides).ok() != override_before {
+                p.push("the override file is not as before".to_string());
+            }
+        }
+        if killed {
+            tried += 1;
+            if p.is_empty() {
+                held += 1;
+            }
+        }
+        if !p.is_empty() {
+            eprintln!("DID NOT HOLD: {what}: {}", p.join("; "));
+            problems.push(format!(
+                "{what}:\n  - {}\n--- killed run's stderr ---\n{err}--- ls ---\n{ls}",
+                p.join("\n  - ")
+            ));
+        }
+        if completed {
+            // Back to the previous version for the next kill.
+            let _ = std::fs::remove_file(&overrides);
+            env.compose_v2(["up", "-d"]).assert_success();
+        }
+        if !killed && full.is_none() {
+            full = Some(took);
+            // The seeded random moments, within the first four fifths of a whole run.
+            points.truncate(i);
+            for _ in 0..RANDOM_KILLS {
+                let ms = rng.next() % (took.as_millis() as u64 * 4 / 5).max(1);
+                points.push((None, Some(Duration::from_millis(ms))));
+            }
+        }
+    }
+    assert!(full.is_some(), "the upgrade finished within 64 kill points");
+    eprintln!("kill points: upgrade --image: {tried} kills tried, {held} held");
+    assert!(
+        problems.is_empty(),
+        "{} of {tried} kills did not hold:\n{}",
+        problems.len(),
+        problems.join("\n\n")
+    );
+    assert!(tried > 0, "no kill was tried");
 }

@@ -26,14 +26,14 @@ volumes:
 "#;
 
 /// Test images made with `docker commit`, removed when dropped.
-struct Images {
+pub(crate) struct Images {
     tags: Vec<String>,
 }
 
 impl Images {
     /// `name` from the busybox test image, with `cmd` as its command (a shell script) and a label of the
     /// run.
-    fn commit(&mut self, env: &TestEnv, name: &str, cmd: &str) -> String {
+    pub(crate) fn commit(&mut self, env: &TestEnv, name: &str, cmd: &str) -> String {
         let tag = format!("persist-test-upgrade/{}:{name}", env.project);
         let created = docker([
             "create",
@@ -74,14 +74,14 @@ impl Drop for Images {
     }
 }
 
-fn image_id(tag: &str) -> String {
+pub(crate) fn image_id(tag: &str) -> String {
     let ran = docker(["image", "inspect", "--format", "{{.Id}}", tag]);
     ran.assert_success();
     ran.stdout().trim().to_string()
 }
 
 /// The image id the container of `app` runs, and whether it runs.
-fn running_image(env: &TestEnv) -> (String, String) {
+pub(crate) fn running_image(env: &TestEnv) -> (String, String) {
     let c = env.service_container("app");
     let ran = env.docker(["inspect", "--format", "{{.Image}} {{.State.Status}}", &c]);
     ran.assert_success();
@@ -94,7 +94,7 @@ fn running_image(env: &TestEnv) -> (String, String) {
 }
 
 /// A project running `v1` with data in `appdata`; returns the images and the data's digest.
-fn start(env: &TestEnv) -> (Images, String, String) {
+pub(crate) fn start(env: &TestEnv) -> (Images, String, String) {
     let mut images = Images { tags: Vec::new() };
     let v1 = images.commit(env, "v1", "exec /bin/persist-test-idle");
     env.write_project(&PROJECT.replace("{{V1}}", &v1), None);
@@ -112,7 +112,7 @@ fn start(env: &TestEnv) -> (Images, String, String) {
     (images, v1, digest)
 }
 
-fn volume(env: &TestEnv) -> String {
+pub(crate) fn volume(env: &TestEnv) -> String {
     format!("{}_appdata", env.project)
 }
 
