@@ -440,8 +440,13 @@ fn run_killed(
     after: Option<Duration>,
 ) -> (Kill, Duration, String) {
     let stderr = env.home.join(format!("kill-{iteration}.stderr"));
+    // A temporary directory of the killed runs' own: a run killed on the fast path leaves the private
+    // directory of its helper's socket there, which other tests' leftover checks must not see.
+    let tmp = env.home.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = env.command(&env.binary);
-    cmd.args(args)
+    cmd.env("TMPDIR", &tmp)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
