@@ -104,41 +104,49 @@ pub struct Migration {
 /// loaded files, or in docker persist's override file when the project was loaded without it (`-f`,
 /// COMPOSE_FILE). Entries that do not parse are returned as errors, by key.
 pub fn recorded(project: &Project) -> (Vec<Migration>, Vec<String>) {
-    let mut found = Vec::new();
-    let mut bad = Vec::new();
-    if let Some(map) = recorded_section(project, "migrations")
-        .as_ref()
-        .and_then(|m| m.as_object())
-    {
-        for (key, value) in map {
-            match serde_json::from_value::<Migration>(value.clone()) {
-                Ok(m) => found.push(Migration {
-                    key: key.clone(),
-                    ..m
-                }),
-                Err(e) => bad.push(format!("migration record of `{key}`: {e}")),
-            }
-        }
-    }
-    (found, bad)
+    recorded_entries(
+        project,
+        "migrations",
+        |key| format!("migration record of `{key}`"),
+        |m: Migration, key| Migration {
+            key: key.to_string(),
+            ..m
+        },
+    )
 }
 
 /// The pins recorded for a project (`x-persist: {upgrades: {SERVICE: …}}`), by service, found like
 /// [`recorded`] finds migrations.
 pub fn recorded_pins(project: &Project) -> (Vec<Pin>, Vec<String>) {
+    recorded_entries(
+        project,
+        "upgrades",
+        |service| format!("upgrade record of service `{service}`"),
+        |p: Pin, service| Pin {
+            service: service.to_string(),
+            ..p
+        },
+    )
+}
+
+/// The entries of one recorded `x-persist` section, each parsed and given its key (`keyed`); entries
+/// that do not parse are returned as errors, named by `what`.
+fn recorded_entries<T: serde::de::DeserializeOwned>(
+    project: &Project,
+    section: &str,
+    what: impl Fn(&str) -> String,
+    keyed: impl Fn(T, &str) -> T,
+) -> (Vec<T>, Vec<String>) {
     let mut found = Vec::new();
     let mut bad = Vec::new();
-    if let Some(map) = recorded_section(project, "upgrades")
+    if let Some(map) = recorded_section(project, section)
         .as_ref()
         .and_then(|m| m.as_object())
     {
-        for (service, value) in map {
-            match serde_json::from_value::<Pin>(value.clone()) {
-                Ok(p) => found.push(Pin {
-                    service: service.clone(),
-                    ..p
-                }),
-                Err(e) => bad.push(format!("upgrade record of service `{service}`: {e}")),
+        for (key, value) in map {
+            match serde_json::from_value::<T>(value.clone()) {
+                Ok(entry) => found.push(keyed(entry, key)),
+                Err(e) => bad.push(format!("{}: {e}", what(key))),
             }
         }
     }
