@@ -254,6 +254,7 @@ fn spec() -> VolumeSpec {
         users: vec![],
         consistency: "live".into(),
         stopped: vec![],
+        read_at: None,
         tar_prefix: Some("data".into()),
     }
 }

@@ -57,6 +57,7 @@ fn spec(key: &str) -> VolumeSpec {
         users: vec![],
         consistency: "stop".into(),
         stopped: vec!["db".into()],
+        read_at: None,
         tar_prefix: None,
     }
 }

@@ -36,6 +36,7 @@ fn spec(key: &str, prefix: Option<&str>) -> VolumeSpec {
         users: vec![],
         consistency: "stop".into(),
         stopped: vec![],
+        read_at: None,
         tar_prefix: prefix.map(str::to_string),
     }
 }

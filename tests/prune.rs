@@ -87,6 +87,7 @@ fn spec(key: &str, tier: Tier) -> VolumeSpec {
         users: vec![],
         consistency: "stop".into(),
         stopped: vec![],
+        read_at: None,
         tar_prefix: None,
     }
 }

@@ -248,6 +248,11 @@ pub struct VolumeRecord {
     /// The services (or, outside Compose, the containers) stopped while it was read; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped: Vec<String>,
+    /// When reading it began (its services already stopped, if any were), UTC, full precision; absent in
+    /// files written before this field. `created` is whole seconds, so only this tells whether a container
+    /// that stopped in the same second as the backup began stopped before the read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Timestamp>,
     /// The hooks run around reading it (`x-persist: {hooks: …}`); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRecord>,
@@ -662,6 +667,7 @@ mod tests {
                 }],
                 consistency: "stop".into(),
                 stopped: vec!["db".into()],
+                read_at: Some("2026-11-22T10:15:00.25Z".parse().unwrap()),
                 hooks: vec![],
                 member: member_for_key("db"),
                 tar_prefix: Some("data".into()),

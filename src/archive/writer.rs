@@ -100,6 +100,8 @@ pub struct VolumeSpec {
     pub consistency: String,
     /// What was stopped while it was read (see [`VolumeRecord::stopped`]).
     pub stopped: Vec<String>,
+    /// When reading began (see [`VolumeRecord::read_at`]).
+    pub read_at: Option<jiff::Timestamp>,
     /// The leading path component of the inner tar's entries (`data` for the engine's tar of `/data`).
     pub tar_prefix: Option<String>,
 }
@@ -398,6 +400,7 @@ impl BackupWriter {
             users: spec.users,
             consistency: spec.consistency,
             stopped: spec.stopped,
+            read_at: spec.read_at,
             hooks: Vec::new(),
             member: member.clone(),
             tar_prefix: digest_options.strip_prefix().map(str::to_string),
@@ -919,6 +922,7 @@ pub(crate) mod tests {
             users: vec![],
             consistency: "stop".into(),
             stopped: vec![],
+            read_at: None,
             tar_prefix: None,
         }
     }

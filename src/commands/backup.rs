@@ -649,6 +649,7 @@ async fn back_up_one(
     let mut spec = volume_spec(item, name);
     spec.consistency = mode.mode.to_string();
     spec.stopped = consistency::stopped_names(stopped);
+    spec.read_at = Some(jiff::Timestamp::now());
     let started = std::time::Instant::now();
     if let Some((run, stream)) = fastpath::launch(fast, printer, Op::Pack, &mount, None).await? {
         printer.verbose(format!("reading `{}` on the fast path", item.key));
@@ -758,6 +759,7 @@ fn volume_spec(item: &DataItem, name: String) -> VolumeSpec {
             .collect(),
         consistency: Consistency::Live.to_string(),
         stopped: Vec::new(),
+        read_at: None,
         tar_prefix: None,
     }
 }

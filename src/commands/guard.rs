@@ -42,8 +42,9 @@ pub struct Writer {
 /// while `stopped` (service or container names) were stopped still holds the volume's current content,
 /// given its `writers`. `Err` says why not.
 ///
-/// `created` is the manifest's creation time: the start of the backup, in whole seconds rounded down, so
-/// it is never later than the moment the volume was read. Per writer:
+/// `created` is when the backup began reading the volume: its record's `read_at` (full precision, taken
+/// after the services it stopped had stopped), or for files without one the manifest's creation time, in
+/// whole seconds rounded down, so it is never later than the moment the volume was read. Per writer:
 /// - running now: it can write at any moment;
 /// - never started: it never wrote;
 /// - stopped at or before `created`: its writes all precede the backup;
@@ -232,7 +233,8 @@ pub async fn assess<'a>(
             let mut first_reason: Option<String> = None;
             let mut found = None;
             for (b, r) in &holding {
-                let fresh = freshness(b.created(), &r.consistency, &r.stopped, &users)
+                let read_at = r.read_at.unwrap_or(b.created());
+                let fresh = freshness(read_at, &r.consistency, &r.stopped, &users)
                     .and_then(|()| size_unchanged(item.size_bytes, r.file_bytes + r.symlink_bytes));
                 if let Err(why) = fresh {
                     first_reason.get_or_insert(why);
@@ -987,6 +989,24 @@ mod tests {
             fresh("live", &[], &[w(false, Some(10), Some(BACKUP))]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_writer_stopped_within_the_second_before_the_read_keeps_it_fresh() {
+        // Stopped at .3 s, read from .6 s: the whole second the file name shows would call it running.
+        let ms = |s: i64, ms: i64| t(s) + jiff::SignedDuration::from_millis(ms);
+        let writer = Writer {
+            times: RunTimes {
+                running: false,
+                started_at: Some(t(10)),
+                finished_at: Some(ms(BACKUP, 300)),
+            },
+            ..w(false, None, None)
+        };
+        let writers = [writer];
+        assert_eq!(freshness(ms(BACKUP, 600), "stop", &[], &writers), Ok(()));
+        let e = freshness(t(BACKUP), "stop", &[], &writers).unwrap_err();
+        assert!(e.contains("was running while the backup read it"), "{e}");
     }
 
     #[test]
