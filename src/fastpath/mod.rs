@@ -193,8 +193,10 @@ impl FastPath {
         strip_prefix: Option<&str>,
     ) -> Result<(HelperRun, UnixStream), LaunchError> {
         let failed = |e: anyhow::Error| LaunchError::Failed(e);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_dead_io_dirs(&std::env::temp_dir()));
         let dir = tempfile::Builder::new()
-            .prefix("docker-persist-io-")
+            .prefix(&io_dir_prefix(std::process::id()))
             .tempdir()
             .context("failed to create a private directory for the helper's socket")
             .map_err(failed)?;
@@ -307,6 +309,49 @@ async fn accept(listener: &tokio::net::UnixListener, nonce: &str) -> Result<Unix
 const NONCE_HEX_LEN: usize = 32;
 
 /// `NONCE_HEX_LEN / 2` random bytes in hex.
+/// The name of a socket directory starts with the pid of the process that made it, so that a later run can
+/// tell one left by a process killed outright (which never removes it) from one in use.
+fn io_dir_prefix(pid: u32) -> String {
+    format!("{IO_DIR_PREFIX}{pid}-")
+}
+
+const IO_DIR_PREFIX: &str = "docker-persist-io-";
+
+/// How old a dead process's socket directory must be before it is removed.
+const SWEEP_AFTER: Duration = Duration::from_secs(600);
+
+/// Removes the socket directories in `tmp` whose process is gone. A directory holds at most the socket
+/// and the helper's report, never data; one whose pid is alive (or reused) is left alone.
+fn sweep_dead_io_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(IO_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        // A process in another pid namespace sharing this directory looks dead from here: only its
+        // directories older than a helper's connection take are candidates.
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= SWEEP_AFTER));
+        let path = entry.path();
+        if old_enough && path.is_dir() && !path.is_symlink() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 fn nonce() -> anyhow::Result<String> {
     let mut bytes = [0u8; NONCE_HEX_LEN / 2];
     fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
@@ -350,4 +395,42 @@ impl HelperRun {
 fn read_report(dir: &Path) -> Option<HelperReport> {
     let bytes = std::fs::read(dir.join("result.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_age(path: &Path, secs: u64) {
+        let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+        std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn only_old_socket_directories_of_dead_processes_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A pid above the kernel's maximum (4194304) never runs.
+        let dead = tmp.path().join(format!("{}abc", io_dir_prefix(4_194_305)));
+        let dead_recent = tmp.path().join(format!("{}def", io_dir_prefix(4_194_306)));
+        let alive = tmp
+            .path()
+            .join(format!("{}ghi", io_dir_prefix(std::process::id())));
+        let parent = tmp.path().join(format!(
+            "{}jkl",
+            io_dir_prefix(std::os::unix::process::parent_id())
+        ));
+        let foreign = tmp.path().join("docker-persist-io-xyz");
+        for d in [&dead, &dead_recent, &alive, &parent, &foreign] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead.join("result.json"), "{}").unwrap();
+        for d in [&dead, &alive, &parent, &foreign] {
+            set_age(d, 3600);
+        }
+        sweep_dead_io_dirs(tmp.path());
+        assert!(!dead.exists());
+        for d in [&dead_recent, &alive, &parent, &foreign] {
+            assert!(d.exists(), "{} was removed", d.display());
+        }
+    }
 }
