@@ -40,6 +40,16 @@ fn backups(env: &TestEnv) -> Vec<String> {
     names
 }
 
+/// Every file name in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Backs up with `args`, waits past the second (file names have one-second resolution), returns the path.
 fn backup(env: &TestEnv, args: &[&str]) -> PathBuf {
     let mut all = vec!["backup"];
@@ -376,7 +386,15 @@ fn vault_up(
     project: &str,
     vault: &str,
 ) -> (TestEnv, String, PathBuf, (SshServer, tempfile::TempDir)) {
-    let sshd = SshServer::start();
+    vault_up_with(project, vault, SshServer::start())
+}
+
+/// [`vault_up`] on the server `sshd`.
+fn vault_up_with(
+    project: &str,
+    vault: &str,
+    sshd: SshServer,
+) -> (TestEnv, String, PathBuf, (SshServer, tempfile::TempDir)) {
     let remote = tempfile::tempdir().unwrap();
     let target = remote.path().join("persist/app");
     let ssh = sshd.ssh_command(&sshd.dir.path().join("known_hosts"));
@@ -422,11 +440,7 @@ fn backup_prune_to_an_sftp_destination_prunes_it_by_its_retention() {
     assert_eq!(places[1]["outcome"], "pruned", "{json}");
     assert_eq!(places[1]["result"]["removed"], 2, "{json}");
     assert_eq!(json["prune"]["removed"], 0, "keep-last 5 locally: {json}");
-    let mut files: Vec<String> = std::fs::read_dir(&target)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
+    let files = files_in(&target);
     assert_eq!(
         files,
         [
@@ -593,11 +607,7 @@ fn a_backup_at_a_default_sftp_destination_that_protects_a_volume_for_check_survi
         "{json}"
     );
     assert_eq!(decision_of(&json, &stale)["removed"], true, "{json}");
-    let mut files: Vec<String> = std::fs::read_dir(&target)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
+    let files = files_in(&target);
     let mut expected = vec![
         protecting.clone(),
         format!("{protecting}.sha256"),
@@ -731,4 +741,46 @@ for i in range({total}):
         return;
     }
     panic!("every prune finished before Ctrl-C reached it");
+}
+
+#[test]
+fn backup_prune_reports_a_destination_that_refuses_its_listing_and_still_prunes_the_others() {
+    // The server stores files but refuses to list a directory: the backup reaches it, its prune fails.
+    let (env, ssh, target, _servers) = vault_up_with(
+        "  retention: {keep-last: 1}\n",
+        "      retention: {keep-last: 1}\n",
+        SshServer::start_with("internal-sftp -P opendir"),
+    );
+    write(&env, "web", "/app/node_modules", "x");
+    let args = ["backup", "--tier", "regenerable", "--to", "vault", "--json"];
+    for _ in 0..2 {
+        persist_ssh(&env, &ssh, &args).assert_success();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let mut with_prune = args.to_vec();
+    with_prune.push("--prune");
+    let ran = persist_ssh(&env, &ssh, &with_prune);
+    // The backup asked for succeeded and is complete everywhere: the command succeeds (see the README).
+    ran.assert_success();
+    ran.assert_stderr_contains("could not prune `vault`");
+    let json = ran.json();
+    let newest = name(Path::new(json["path"].as_str().unwrap()));
+    let places = json["prune"]["destinations"].as_array().unwrap();
+    assert_eq!(places[0]["name"], "local", "{json}");
+    assert_eq!(places[0]["outcome"], "pruned", "{json}");
+    assert_eq!(places[0]["result"]["removed"], 2, "{json}");
+    assert_eq!(places[1]["name"], "vault", "{json}");
+    assert_eq!(places[1]["outcome"], "failed", "{json}");
+    assert!(
+        places[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed to list the backups"),
+        "{json}"
+    );
+    assert!(places[1].get("result").is_none(), "{json}");
+    assert_eq!(backups(&env), [newest]);
+    // Nothing was removed there: three backups and their `.sha256`.
+    assert_eq!(files_in(&target).len(), 6, "{:?}", files_in(&target));
+    env.compose_v2(["down"]).assert_success();
 }
