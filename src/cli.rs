@@ -490,9 +490,10 @@ pub struct PruneArgs {
     pub tz: Option<String>,
 
     /// Where the backups are: `local` (the project's backup directory, the default), a destination of
-    /// `x-persist.destinations` (its `retention:` applies), or a directory or URL
+    /// `x-persist.destinations` (its `retention:` applies), or a directory or URL; repeatable (each place
+    /// is pruned on its own, one that fails does not stop the others)
     #[arg(long, value_name = "D")]
-    pub from: Option<String>,
+    pub from: Vec<String>,
 
     /// Directory of backup files (default: `backups` in the project directory)
     #[arg(long, value_name = "DIR", conflicts_with = "from")]

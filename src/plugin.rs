@@ -39,27 +39,36 @@ pub const SOCKET_ENV: &str = "DOCKER_CLI_PLUGIN_SOCKET";
 
 /// Resolves when the user interrupts (SIGINT, SIGTERM) or the Docker CLI closes the plugin socket (which
 /// it does when it is itself interrupted or exits). Never resolves otherwise.
-pub async fn interrupted() {
+///
+/// The signal handlers are installed when this is called, not when the future is first polled: a
+/// command raced against it (`select!`) may do work in its first poll (a prune of a directory removes
+/// files before it ever waits), and a Ctrl-C then must reach this future, not the default handler that
+/// ends the process on the spot.
+pub fn interrupted() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    let socket_closed = async {
-        match std::env::var(SOCKET_ENV) {
-            Ok(name) if !name.is_empty() => wait_for_socket_close(&name).await,
-            _ => std::future::pending().await,
-        }
-    };
-    let sigterm = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
+    let sigint = signal(SignalKind::interrupt()).ok();
+    let sigterm = signal(SignalKind::terminate()).ok();
+    let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending().await,
+            None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
-        () = socket_closed => {}
+    async move {
+        let socket_closed = async {
+            match std::env::var(SOCKET_ENV) {
+                Ok(name) if !name.is_empty() => wait_for_socket_close(&name).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait(sigint) => {}
+            () = wait(sigterm) => {}
+            () = socket_closed => {}
+        }
     }
 }
 

@@ -38,7 +38,11 @@ impl Project {
     }
 
     fn persist(&self) -> Command {
-        let mut cmd = Command::cargo_bin("docker-persist").unwrap();
+        Command::from(self.persist_std())
+    }
+
+    fn persist_std(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("docker-persist"));
         let home = self.dir.path().join("home");
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -125,6 +129,27 @@ fn name_of(stamp: &str, tag: Option<&str>) -> String {
     BackupName::new(PROJECT, stamp.parse().unwrap(), tag)
         .unwrap()
         .file_name()
+}
+
+/// A project with a directory destination `usb` (`./usb`), `project` and `usb` added to the
+/// `x-persist` and `usb` entries, and backups on 1, 2 and 3 January 2026 in both places; the local
+/// backups' names and the `usb` directory.
+fn with_usb(project: &str, usb: &str) -> (Project, Vec<String>, PathBuf) {
+    let p = Project::new(&format!(
+        "name: {PROJECT}\nservices: {{}}\nx-persist:\n{project}  destinations:\n    usb:\n      url: ./usb\n{usb}"
+    ));
+    let local = dailies(&p, "2026-01-01", 3);
+    let dir = p.dir.path().join("usb");
+    for day in 1..=3 {
+        backup(
+            &dir,
+            PROJECT,
+            &format!("2026-01-0{day}T03:00:00Z"),
+            None,
+            Tier::Regenerable,
+        );
+    }
+    (p, local, dir)
 }
 
 /// Daily backups at 03:00 UTC from `first` (a date) for `days` days.
@@ -397,20 +422,10 @@ fn without_an_engine_the_floor_keeps_critical_data_down_to_its_newest_verified_b
 
 #[test]
 fn a_destination_prunes_by_its_own_retention() {
-    let p = Project::new(&format!(
-        "name: {PROJECT}\nservices: {{}}\nx-persist:\n  retention: {{keep-daily: 30}}\n  destinations:\n    usb:\n      url: ./usb\n      retention: {{keep-last: 1}}\n"
-    ));
-    let local = dailies(&p, "2026-01-01", 3);
-    let usb = p.dir.path().join("usb");
-    for day in 1..=3 {
-        backup(
-            &usb,
-            PROJECT,
-            &format!("2026-01-0{day}T03:00:00Z"),
-            None,
-            Tier::Regenerable,
-        );
-    }
+    let (p, local, usb) = with_usb(
+        "  retention: {keep-daily: 30}\n",
+        "      retention: {keep-last: 1}\n",
+    );
     // The destination's policy, configured: no question.
     let (code, out, err) = p.run(&["prune", "--from", "usb", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -491,4 +506,210 @@ fn pruning_a_thousand_backups_takes_seconds() {
     )
     .unwrap();
     assert!(took.as_secs() < 20, "pruning 1,000 backups took {took:?}");
+}
+
+/// The port of a loopback listener just closed: nothing answers there.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tars_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_place_that_fails_is_reported_and_the_other_places_are_still_pruned() {
+    let (p, local, usb) = with_usb("", "");
+    let usb_before = tars_in(&usb);
+    let not_a_dir = p.dir.path().join("file");
+    fs_err::write(&not_a_dir, b"x").unwrap();
+    let bucket = format!(
+        "s3://offsite/app?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        closed_port()
+    );
+    let started = Instant::now();
+    let out = p
+        .persist()
+        .env("AWS_ACCESS_KEY_ID", "AKIAPERSISTTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "persist-test-secret")
+        .args([
+            "prune",
+            "--from",
+            "local",
+            "--from",
+            &bucket,
+            "--from",
+            not_a_dir.to_str().unwrap(),
+            "--from",
+            "usb",
+            "--keep-last",
+            "1",
+            "--yes",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let places = json["destinations"].as_array().unwrap();
+    let outcomes: Vec<(&str, &str)> = places
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["outcome"].as_str().unwrap()))
+        .collect();
+    let bucket_name = places[1]["name"].as_str().unwrap();
+    let file_name = places[2]["name"].as_str().unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            ("local", "pruned"),
+            (bucket_name, "failed"),
+            (file_name, "failed"),
+            ("usb", "pruned")
+        ],
+        "{json}"
+    );
+    assert!(bucket_name.starts_with("s3://offsite/app"), "{json}");
+    // Each failure is named, with its cause, in the document and on stderr.
+    assert!(
+        places[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed to list the backups"),
+        "{json}"
+    );
+    assert!(places[1].get("result").is_none(), "{json}");
+    assert!(err.contains("could not prune `s3://offsite/app"), "{err}");
+    assert!(
+        err.contains(&format!("could not prune `{}`", not_a_dir.display())),
+        "{err}"
+    );
+    // The places before and after the failures are pruned; the failed ones are untouched.
+    assert_eq!(places[0]["result"]["removed"], 2, "{json}");
+    assert_eq!(places[3]["result"]["removed"], 2, "{json}");
+    assert_eq!(p.files(), [local[2].clone()]);
+    assert_eq!(tars_in(&usb), [usb_before[2].clone()]);
+    assert_eq!(fs_err::read(&not_a_dir).unwrap(), b"x");
+}
+
+#[test]
+fn an_interrupted_prune_leaves_every_file_whole_or_gone_and_no_digest_without_its_backup() {
+    use sha2::Digest as _;
+    let p = Project::plain();
+    // 300 backups, an hour apart, each with its `.sha256` beside it as a destination holds them.
+    let pristine = p.dir.path().join("pristine");
+    let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut all = Vec::new();
+    for i in 0..300 {
+        let t = start
+            .checked_add(jiff::SignedDuration::from_hours(i))
+            .unwrap();
+        let path = backup(&pristine, PROJECT, &t.to_string(), None, Tier::Regenerable);
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let sha = hex::encode(sha2::Sha256::digest(fs_err::read(&path).unwrap()));
+        fs_err::write(
+            pristine.join(format!("{name}.sha256")),
+            format!("{sha}  {name}\n"),
+        )
+        .unwrap();
+        all.push(name);
+    }
+    all.sort();
+    // Ctrl-C lands mid-prune on most tries; a prune that finished first is tried again.
+    for attempt in 0..10 {
+        let usb = p.dir.path().join(format!("usb{attempt}"));
+        fs_err::create_dir_all(&usb).unwrap();
+        for e in fs_err::read_dir(&pristine).unwrap() {
+            let e = e.unwrap();
+            fs_err::copy(e.path(), usb.join(e.file_name())).unwrap();
+        }
+        let prune = [
+            "prune",
+            "--from",
+            usb.to_str().unwrap(),
+            "--keep-last",
+            "1",
+            "--yes",
+            "--json",
+        ];
+        let mut child = p
+            .persist_std()
+            .args(prune)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Interrupt as soon as the first backup is gone.
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while tars_in(&usb).len() == all.len() && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "prune removed nothing");
+        }
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let left = tars_in(&usb);
+        if out.status.code() == Some(0) {
+            assert!(!killed.success() || left.len() == 1, "{err}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(left.len() > 1 && left.len() < all.len(), "{}", left.len());
+        // Oldest first: what is left are the newest backups, and each is byte for byte the file written.
+        assert_eq!(left, all[all.len() - left.len()..], "{err}");
+        for name in &left {
+            assert_eq!(
+                fs_err::read(usb.join(name)).unwrap(),
+                fs_err::read(pristine.join(name)).unwrap(),
+                "{name} changed"
+            );
+        }
+        // No `.sha256` names a backup that is gone, and each still matches its backup; at most the one
+        // being removed when Ctrl-C came lacks its `.sha256`.
+        let mut digests = 0;
+        for e in fs_err::read_dir(&usb).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let Some(of) = name.strip_suffix(".sha256") else {
+                continue;
+            };
+            digests += 1;
+            let line = fs_err::read_to_string(usb.join(&name)).unwrap();
+            let sha = hex::encode(sha2::Sha256::digest(fs_err::read(usb.join(of)).unwrap()));
+            assert_eq!(line, format!("{sha}  {of}\n"));
+        }
+        assert!(digests + 1 >= left.len(), "{digests} for {}", left.len());
+        // A second prune finds every file left a backup, and finishes the job.
+        let (code, out, err) = p.run(&prune);
+        assert_eq!(code, 0, "{err}");
+        let json: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["backups"].as_array().unwrap().len(), left.len());
+        assert_eq!(tars_in(&usb), [all[all.len() - 1].clone()]);
+        std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!(
+                "prune interrupted on try {}: {} of {} backups left\n",
+                attempt + 1,
+                left.len(),
+                all.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        return;
+    }
+    panic!("every prune finished before Ctrl-C reached it");
 }

@@ -311,6 +311,31 @@ pub async fn assess<'a>(
     Ok(out)
 }
 
+/// Every backup `check` weighs, newest first: the project's backup directory (`dir`, else `backups/`),
+/// then the destinations marked `default: true` (backups there protect data too). A place that cannot be
+/// listed is a warning.
+pub async fn checked_backups(
+    printer: &Printer,
+    dir: &Option<PathBuf>,
+    project: &crate::compose::Project,
+) -> Vec<BackupSummary> {
+    let mut backups = project_backups(printer, &backup_dir(dir, &project.directory), &project.name);
+    backups.extend(default_destination_backups(printer, dir, project).await);
+    backups.sort_by_key(|b| std::cmp::Reverse(b.created()));
+    backups
+}
+
+/// Whether `check` weighs the backups at `dest`: the project's backup directory and the destinations
+/// marked `default: true` (by where they are, whatever name reached them).
+pub fn checks_at(
+    known: &crate::destination::Destinations,
+    dest: &crate::destination::Destination,
+) -> bool {
+    dest.is_local()
+        || dest.url() == known.local().url()
+        || known.defaults().iter().any(|d| d.url() == dest.url())
+}
+
 /// The backups of the project in `dir`, newest first; unreadable directories are a warning.
 pub fn project_backups(printer: &Printer, dir: &Path, project: &str) -> Vec<BackupSummary> {
     match listing(dir, project) {
@@ -379,11 +404,7 @@ struct LastBackupJson {
 pub async fn check(session: &Session<'_>, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     let printer = session.printer;
     let (engine, inventory) = session.inventory().await?;
-    let dir = backup_dir(&args.dir, &inventory.project.directory);
-    let mut backups = project_backups(printer, &dir, &inventory.project.name);
-    // Backups at the destinations marked `default: true` protect data too.
-    backups.extend(default_destination_backups(printer, &args.dir, &inventory.project).await);
-    backups.sort_by_key(|b| std::cmp::Reverse(b.created()));
+    let backups = checked_backups(printer, &args.dir, &inventory.project).await;
     let mut items = removed_by_down_v(&inventory);
     items.sort_by_key(|i| i.tier());
     let assessed = assess(&engine, printer, &items, &backups).await?;

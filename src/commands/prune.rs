@@ -5,8 +5,11 @@
 //!
 //! Only files the listing recognises as backups of this project (a valid manifest naming it) are ever
 //! candidates: foreign files, other projects' backups and `.partial` files are not in the listing, so they
-//! cannot be removed. Times come from the manifests. Each removal is one `unlink`, so an interrupted prune
-//! leaves every file either whole or gone; a listing that fails removes nothing.
+//! cannot be removed. Times come from the manifests. A backup goes oldest first, its `.sha256` before it
+//! and each in one step (an `unlink`, a `DELETE`; see [`Destination::remove`]), so an interrupted prune
+//! leaves every file whole or gone, never a `.sha256` without its backup, and the newest of the backups
+//! it meant to remove; a listing that fails removes nothing. Several `--from` places are pruned one after
+//! the other, each on its own: one that fails is reported (`failed`, exit 1) and the others are pruned.
 //!
 //! Confirmation: a policy written in the Compose file is the operator's decision, taken once, and a
 //! scheduled `backup --prune` must run unattended, so a prune by the configured policy does not ask. A
@@ -20,14 +23,16 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::backups::destinations;
-use super::guard::{Protection, assess, needs_protection, removed_by_down_v};
+use super::guard::{
+    Protection, assess, checked_backups, checks_at, needs_protection, removed_by_down_v,
+};
 use super::restore::Refused;
 use super::verified::{Verified, recorded};
 use super::{ExitStatus, Session, UsageError, plural};
 use crate::archive::{BackupListing, BackupSummary};
 use crate::cli::PruneArgs;
 use crate::compose::Project;
-use crate::destination::Destination;
+use crate::destination::{Destination, Destinations};
 use crate::engine::Engine;
 use crate::inventory::{self, Inventory};
 use crate::report::{Printer, human_size, prompt, table};
@@ -146,11 +151,6 @@ impl Store {
         self.dest.describe()
     }
 
-    /// The project's own backup directory, the one `check` looks at.
-    fn is_local(&self) -> bool {
-        self.dest.is_local()
-    }
-
     async fn list(&self, project: &str) -> anyhow::Result<BackupListing> {
         self.dest
             .list(project)
@@ -173,9 +173,10 @@ impl Store {
         }
     }
 
-    /// Only files in a directory on this machine carry a verification record.
+    /// Whether `verify` found this exact file intact: a file on this machine by its path, size and time;
+    /// one at a remote destination by its URL and manifest, once `verify --from` read it there.
     fn verified(&self, backup: &BackupSummary) -> bool {
-        self.dest.dir().is_some() && recorded(&backup.path, &backup.manifest) == Some(Verified::Ok)
+        recorded(&backup.path, &backup.manifest) == Some(Verified::Ok)
     }
 
     fn remove_stale_partials(&self, printer: &Printer, project: &str) {
@@ -236,20 +237,64 @@ pub struct PrunedJson {
     pub removed: bool,
 }
 
-/// What `check` counts as protecting, per backup file: assessed on the engine when there is one, else
-/// the conservative [`retention::may_protect`].
+/// How the floor's `check` rule sees the place being pruned.
+pub enum CheckView<'a> {
+    /// `check` does not look there (a destination not marked `default: true`): nothing there protects a
+    /// volume for it.
+    Elsewhere,
+    /// `check` looks there, but the engine cannot be asked: the conservative [`retention::may_protect`].
+    Unknown,
+    /// `check` looks there: it is asked, over every backup it weighs (`weighed`, newest first; the
+    /// backups of the place being pruned among them).
+    Engine {
+        engine: &'a Engine,
+        inventory: &'a Inventory,
+        weighed: Vec<BackupSummary>,
+    },
+}
+
+impl<'a> CheckView<'a> {
+    /// The view for `store`: whether `check` looks there, and what it weighs now. `dir` is `--dir`.
+    pub async fn of(
+        printer: &Printer,
+        known: &Destinations,
+        dir: &Option<PathBuf>,
+        store: &Store,
+        engine: Option<(&'a Engine, &'a Inventory)>,
+    ) -> CheckView<'a> {
+        if !checks_at(known, &store.dest) {
+            return CheckView::Elsewhere;
+        }
+        match engine {
+            None => CheckView::Unknown,
+            Some((engine, inventory)) => CheckView::Engine {
+                engine,
+                inventory,
+                weighed: checked_backups(printer, dir, &inventory.project).await,
+            },
+        }
+    }
+}
+
+/// What `check` counts as protecting, per backup file of the place pruned: assessed on the engine when
+/// there is one, else the conservative [`retention::may_protect`].
 async fn protection(
     printer: &Printer,
-    engine: Option<(&Engine, &Inventory)>,
+    view: &CheckView<'_>,
     backups: &[BackupSummary],
     candidates: &[Candidate],
 ) -> Vec<Vec<String>> {
-    if let Some((engine, inventory)) = engine {
+    if let CheckView::Engine {
+        engine,
+        inventory,
+        weighed,
+    } = view
+    {
         let items: Vec<_> = removed_by_down_v(inventory)
             .into_iter()
             .filter(|i| needs_protection(i.tier()))
             .collect();
-        match assess(engine, printer, &items, backups).await {
+        match assess(engine, printer, &items, weighed).await {
             Ok(assessed) => {
                 let mut by_path: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
                 for a in &assessed {
@@ -272,15 +317,18 @@ async fn protection(
             )),
         }
     }
-    retention::may_protect(candidates)
+    match view {
+        CheckView::Elsewhere => vec![Vec::new(); backups.len()],
+        _ => retention::may_protect(candidates),
+    }
 }
 
-/// Decides, shows and (unless `--dry-run`) removes. `engine` gives `check`'s view of the data; without
-/// it the floor keeps more.
+/// Decides, shows and (unless `--dry-run`) removes. `view` is `check`'s view of the place; without the
+/// engine the floor keeps more.
 pub async fn prune(
     session: &Session<'_>,
     project: &str,
-    engine: Option<(&Engine, &Inventory)>,
+    view: &CheckView<'_>,
     store: &Store,
     settings: &Settings,
     mode: Mode,
@@ -309,12 +357,7 @@ pub async fn prune(
             protects: Vec::new(),
         })
         .collect();
-    // `check` looks at the project's backup directory only: a backup elsewhere protects nothing for it.
-    let protects = if store.is_local() {
-        protection(printer, engine, &backups, &candidates).await
-    } else {
-        vec![Vec::new(); candidates.len()]
-    };
+    let protects = protection(printer, view, &backups, &candidates).await;
     for (c, p) in candidates.iter_mut().zip(protects) {
         c.protects = p;
     }
@@ -355,7 +398,10 @@ pub async fn prune(
         removed: 0,
         freed_bytes: 0,
     };
+    // Oldest first: a prune cut short leaves the newest of the backups it meant to remove, so what is
+    // left is what a longer policy would have kept, and the next prune finishes the job.
     let to_remove: Vec<usize> = (0..backups.len())
+        .rev()
         .filter(|&i| !plan.decisions[i].keep)
         .collect();
     let to_free: u64 = to_remove.iter().map(|&i| backups[i].bytes).sum();
@@ -523,53 +569,145 @@ fn plan_table(backups: &[BackupSummary], plan: &Plan, candidates: &[Candidate]) 
     )
 }
 
-/// The destination `--from` names (`local` by default, `--dir` moving it), and its `retention:` when
-/// it is a configured one.
-fn store_of(
+/// The places `--from` names (`local` by default, `--dir` moving it), each with its settings: the flags'
+/// policy, else its own `retention:`, else `x-persist.retention`. A name that resolves to nothing, or a
+/// place without a policy, is a usage error before anything is pruned.
+fn places_of(
     project: &Project,
+    known: &Destinations,
     args: &PruneArgs,
-) -> anyhow::Result<(Store, Option<(String, serde_json::Value)>)> {
-    let all = destinations(&args.dir, project)?;
-    let dest = all.resolve(args.from.as_deref().unwrap_or("local"))?;
-    let retention = all
-        .configured()
-        .iter()
-        .find(|c| c.name == dest.name())
-        .and_then(|c| c.raw.get("retention").cloned())
-        .filter(|r| !r.is_null())
-        .map(|r| (dest.name().to_string(), r));
-    Ok((Store::new(dest), retention))
+) -> anyhow::Result<Vec<(Store, Settings)>> {
+    let specs: Vec<&str> = if args.from.is_empty() {
+        vec!["local"]
+    } else {
+        args.from.iter().map(String::as_str).collect()
+    };
+    let mut places: Vec<(Store, Settings)> = Vec::new();
+    for spec in specs {
+        let dest = known.resolve(spec)?;
+        if places.iter().any(|(s, _)| s.dest.url() == dest.url()) {
+            continue;
+        }
+        let settings = settings(
+            project,
+            args.policy.policy(),
+            args.tz.as_deref(),
+            retention_of(known, dest.name()).map(|r| (dest.name(), r)),
+        )?;
+        places.push((Store::new(dest), settings));
+    }
+    Ok(places)
 }
 
 pub async fn run(session: &Session<'_>, args: &PruneArgs) -> anyhow::Result<ExitStatus> {
+    let printer = session.printer;
     let project = session.load_project()?;
-    let (store, retention) = store_of(&project, args)?;
-    let settings = settings(
-        &project,
-        args.policy.policy(),
-        args.tz.as_deref(),
-        retention.as_ref().map(|(n, r)| (n.as_str(), r)),
-    )?;
+    let known = destinations(&args.dir, &project)?;
+    let places = places_of(&project, &known, args)?;
     let name = project.name.clone();
-    let engine = if store.is_local() {
+    let engine = if places.iter().any(|(s, _)| checks_at(&known, &s.dest)) {
         check_view(session, project).await
     } else {
         None
     };
-    let (status, _) = prune(
-        session,
-        &name,
-        engine.as_ref().map(|(e, i)| (e, i)),
-        &store,
-        &settings,
-        Mode {
+    let engine = engine.as_ref().map(|(e, i)| (e, i));
+    let mode = Mode {
+        dry_run: args.dry_run,
+        yes: args.yes,
+        print_json: places.len() == 1,
+    };
+    if let [(store, settings)] = places.as_slice() {
+        let view = CheckView::of(printer, &known, &args.dir, store, engine).await;
+        let (status, _) = prune(session, &name, &view, store, settings, mode).await?;
+        return Ok(status);
+    }
+    // Several places: each is pruned on its own; one that fails is reported and the others still are.
+    let mut out = Vec::new();
+    for (store, settings) in &places {
+        let view = CheckView::of(printer, &known, &args.dir, store, engine).await;
+        let result = prune(session, &name, &view, store, settings, mode).await;
+        match place_outcome(printer, store, result, "") {
+            Outcome::Place(place) => out.push(*place),
+            // Declined at the prompt: the places after it are not asked.
+            Outcome::Declined => return Ok(ExitStatus::Refused),
+            Outcome::Stop(e) => return Err(e),
+        }
+    }
+    let failed = out.iter().any(|p| p.outcome == "failed");
+    let status = if !failed {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    };
+    if printer.json_mode() {
+        printer.json(&PlacesJson {
+            schema_version: SCHEMA_VERSION,
+            project: &name,
             dry_run: args.dry_run,
-            yes: args.yes,
-            print_json: true,
-        },
-    )
-    .await?;
+            destinations: &out,
+        })?;
+    }
     Ok(status)
+}
+
+/// `prune --from A --from B --json`: one entry per place, in the order given.
+#[derive(Serialize)]
+struct PlacesJson<'a> {
+    schema_version: u32,
+    project: &'a str,
+    dry_run: bool,
+    destinations: &'a [PlacePruneJson],
+}
+
+/// What one place's prune came to.
+enum Outcome {
+    /// `pruned` with its document, or `failed` with the error.
+    Place(Box<PlacePruneJson>),
+    /// The question was answered no.
+    Declined,
+    /// A refusal (a confirmation needed) or a usage error: it concerns every place.
+    Stop(anyhow::Error),
+}
+
+/// Sorts one place's result into an [`Outcome`]; a failure is warned, naming the place (`also` ends the
+/// warning).
+fn place_outcome(
+    printer: &Printer,
+    store: &Store,
+    result: anyhow::Result<(ExitStatus, PruneJson)>,
+    also: &str,
+) -> Outcome {
+    match result {
+        Ok((ExitStatus::Refused, _)) => Outcome::Declined,
+        Ok((_, report)) => Outcome::Place(Box::new(PlacePruneJson {
+            name: store.dest.name().to_string(),
+            destination: store.describe(),
+            outcome: "pruned",
+            error: None,
+            result: Some(report),
+        })),
+        Err(e) if e.is::<Refused>() || e.is::<UsageError>() => Outcome::Stop(e),
+        Err(e) => Outcome::Place(Box::new(failed_place(
+            printer,
+            store,
+            &format!("{e:#}"),
+            also,
+        ))),
+    }
+}
+
+fn failed_place(printer: &Printer, store: &Store, error: &str, also: &str) -> PlacePruneJson {
+    printer.warn(format!(
+        "could not prune {}: {error}{also}",
+        store.describe()
+    ));
+    PlacePruneJson {
+        name: store.dest.name().to_string(),
+        destination: store.describe(),
+        outcome: "failed",
+        error: Some(error.to_string()),
+        result: None,
+    }
 }
 
 /// The engine and the project's data on it, for `check`'s rule; `None` (with a warning) when either cannot
@@ -713,44 +851,43 @@ pub async fn after_backup(
         local: None,
         destinations: Vec::new(),
     };
+    let dir_arg = Some(dir.to_path_buf());
+    let known = super::backups::destinations(&dir_arg, &inventory.project);
     for (dest, settings, is_local) in places {
         let store = Store::new(dest.clone());
-        let mut place = PlacePruneJson {
-            name: dest.name().to_string(),
-            destination: store.describe(),
-            outcome: "pruned",
-            error: None,
-            result: None,
-        };
         let Some(settings) = settings else {
             let note = "no retention policy (neither its `retention:` nor `x-persist.retention`)";
             printer.status(format!("Not pruning {}: {note}", store.describe()));
-            place.outcome = "skipped";
-            place.error = Some(note.to_string());
-            out.destinations.push(place);
+            out.destinations.push(PlacePruneJson {
+                name: dest.name().to_string(),
+                destination: store.describe(),
+                outcome: "skipped",
+                error: Some(note.to_string()),
+                result: None,
+            });
             continue;
         };
-        let view = is_local.then_some((engine, inventory));
+        let view = match &known {
+            Ok(known) => {
+                CheckView::of(printer, known, &dir_arg, &store, Some((engine, inventory))).await
+            }
+            // The configuration was read before the backup; should it fail now, the floor keeps more.
+            Err(_) => CheckView::Unknown,
+        };
         let mode = Mode {
             dry_run: false,
             yes: true,
             print_json: false,
         };
-        match prune(session, project, view, &store, settings, mode).await {
-            Ok((_, report)) => {
-                if is_local {
-                    out.local = Some(report.clone());
-                }
-                place.result = Some(report);
-            }
-            Err(e) => {
-                printer.warn(format!(
-                    "could not prune {}: {e:#}; the backup itself succeeded",
-                    store.describe()
-                ));
-                place.outcome = "failed";
-                place.error = Some(format!("{e:#}"));
-            }
+        let result = prune(session, project, &view, &store, settings, mode).await;
+        // Without questions (`yes`), nothing is declined; a refusal is this place's failure.
+        let place = match place_outcome(printer, &store, result, "; the backup itself succeeded") {
+            Outcome::Place(place) => *place,
+            Outcome::Declined => failed_place(printer, &store, "declined", ""),
+            Outcome::Stop(e) => failed_place(printer, &store, &format!("{e:#}"), ""),
+        };
+        if is_local && let Some(report) = &place.result {
+            out.local = Some(report.clone());
         }
         out.destinations.push(place);
     }

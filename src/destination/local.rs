@@ -117,12 +117,14 @@ impl DirDestination {
         })
     }
 
+    /// Removes the backup `name` and its `.sha256`: the `.sha256` first, so that however the removal is
+    /// cut short, a `.sha256` never names a file that is gone (see [`super::Destination::remove`]).
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        fs_err::remove_file(self.path(name))?;
         match fs_err::remove_file(self.path(&format!("{name}{SHA256_SUFFIX}"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        fs_err::remove_file(self.path(name))?;
         sync_dir(&self.dir);
         Ok(())
     }

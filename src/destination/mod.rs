@@ -23,8 +23,9 @@
 //!   S3: a multipart upload completed last, aborted on any failure or cancellation), and its SHA-256 is
 //!   computed on the way, stored beside it as `<name>.sha256` (`sha256sum -c` format) and compared with the
 //!   local file's;
-//! - [`Destination::remove`]: removes a backup (and its `.sha256`); in a bucket or on SFTP a backup already
-//!   gone is no error (the removal wanted it gone);
+//! - [`Destination::remove`]: removes a backup's `.sha256`, then the backup, so that an interrupted
+//!   removal never leaves a `.sha256` without its backup; in a bucket or on SFTP a backup already gone is
+//!   no error (the removal wanted it gone);
 //! - [`Destination::check`]: reachable, writable (a probe is written and removed), free space where known.
 //!
 //! Errors ([`DestinationError`]) always name the destination by its URL without credentials; credentials
@@ -690,7 +691,11 @@ impl Destination {
         }
     }
 
-    /// Removes the backup `file_name` and its `.sha256`.
+    /// Removes the backup `file_name` and its `.sha256`: the `.sha256` goes first, then the backup, each in one step (`unlink`, one `DELETE`). Cut short anywhere (Ctrl-C, a dropped
+    /// connection), what is left is what a reader already meets while a file is being stored: a whole
+    /// backup without its `.sha256` (listed, verified and restored as any other; `push` writes the
+    /// `.sha256` again), never a `.sha256` whose backup is gone (`sha256sum -c` would report a missing
+    /// file as a failure) nor a partial backup.
     pub async fn remove(&self, file_name: &str) -> Result<(), DestinationError> {
         check_file_name(file_name).map_err(|reason| self.io_err(Op::Remove, file_name, reason))?;
         match &*self.backend {

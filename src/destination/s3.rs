@@ -257,14 +257,15 @@ impl S3Destination {
 
     pub async fn remove(&self, name: &str) -> Result<(), BoxError> {
         let store = self.store().await?;
-        store.delete(&self.key(name)).await?;
+        // The `.sha256` first (see `Destination::remove`).
         match store
             .delete(&self.key(&format!("{name}{SHA256_SUFFIX}")))
             .await
         {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+        Ok(store.delete(&self.key(name)).await?)
     }
 
     pub async fn check(&self) -> Health {

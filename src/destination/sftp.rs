@@ -394,19 +394,19 @@ impl SftpDestination {
     pub async fn remove(&self, name: &str) -> Result<(), BoxError> {
         let s = self.session().await?;
         let mut fs = s.sftp.fs();
+        // The `.sha256` first (see `Destination::remove`); one already gone is no obstacle.
+        let _ = fs
+            .remove_file(self.remote(&format!("{name}{SHA256_SUFFIX}")))
+            .await;
         // A file already gone (another prune, a hand) is what removing it asked for.
         match fs.remove_file(self.remote(name)).await {
             Ok(())
             | Err(openssh_sftp_client::Error::SftpError(
                 openssh_sftp_client::error::SftpErrorKind::NoSuchFile,
                 _,
-            )) => {}
-            Err(e) => return Err(self.err(&s, e)),
+            )) => Ok(()),
+            Err(e) => Err(self.err(&s, e)),
         }
-        let _ = fs
-            .remove_file(self.remote(&format!("{name}{SHA256_SUFFIX}")))
-            .await;
-        Ok(())
     }
 
     pub async fn check(&self) -> Health {

@@ -540,6 +540,11 @@ pub(crate) struct SshServer {
 
 impl SshServer {
     pub(crate) fn start() -> SshServer {
+        SshServer::start_with("internal-sftp")
+    }
+
+    /// With `sftp` as the SFTP subsystem's command (`internal-sftp -P opendir` refuses listings).
+    pub(crate) fn start_with(sftp: &str) -> SshServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let keygen = |path: &Path| {
@@ -557,7 +562,7 @@ impl SshServer {
         std::fs::write(
             d.join("sshd_config"),
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp {sftp}\n",
                 d = d.display()
             ),
         )
