@@ -634,9 +634,19 @@ fn stores_an_application_keeps_its_own_data_in_follow_that_application() {
     );
 }
 
+/// Each `(image, target, tier)`: a volume that image mounts at target gets that tier from a rule.
+fn assert_rule_tiers(cases: &[(&str, &str, Tier)]) {
+    for &(image, target, tier) in cases {
+        let uses = [use_(image, target, false)];
+        let c = classify(&named("vol", &uses));
+        assert_eq!(c.tier, tier, "{image} at {target}: {c:?}");
+        assert_eq!(c.source, TierSource::Rule, "{image} at {target}");
+    }
+}
+
 #[test]
 fn documented_data_paths_of_applications_without_a_generic_reading() {
-    for (image, target, tier) in [
+    assert_rule_tiers(&[
         // compose-corpus-2 09, 10, 15, 29, 30: application state that fell to `important`.
         ("flowiseai/flowise:latest", "/root/.flowise", Tier::Critical),
         ("asonix/pictrs:0.5", "/mnt", Tier::Critical),
@@ -676,12 +686,7 @@ fn documented_data_paths_of_applications_without_a_generic_reading() {
             "/var/lib/plausible",
             Tier::Important,
         ),
-    ] {
-        let uses = [use_(image, target, false)];
-        let c = classify(&named("vol", &uses));
-        assert_eq!(c.tier, tier, "{image} at {target}: {c:?}");
-        assert_eq!(c.source, TierSource::Rule, "{image} at {target}");
-    }
+    ]);
 }
 
 #[test]
@@ -786,4 +791,87 @@ fn program_files_shared_through_a_volume_are_regenerable() {
     ];
     let c = classify(&named("sogo-web-vol-1", &uses));
     assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("program-files")));
+}
+
+#[test]
+fn keys_and_certificates_in_a_web_servers_config_dir_are_not_configuration() {
+    // compose-corpus-3 02: AppFlowy's nginx TLS key was read as nginx configuration (regenerable).
+    for target in [
+        "/etc/nginx/ssl/private_key.key",
+        "/etc/nginx/ssl/certificate.crt",
+    ] {
+        let uses = [use_("nginx", target, false)];
+        let c = classify(&bind("./nginx/ssl/x", "/srv/p/nginx/ssl/x", &uses));
+        assert_eq!(
+            (c.tier, c.rule),
+            (Tier::Important, Some("key-file")),
+            "{target}"
+        );
+    }
+    let uses = [use_("nginx", "/etc/nginx/nginx.conf", false)];
+    let c = classify(&bind(
+        "./nginx/nginx.conf",
+        "/srv/p/nginx/nginx.conf",
+        &uses,
+    ));
+    assert_eq!(c.tier, Tier::Regenerable);
+}
+
+#[test]
+fn documented_data_paths_found_missing_on_the_third_corpus() {
+    assert_rule_tiers(&[
+        // compose-corpus-3 08, 06, 20, 21, 28, 31.
+        ("cryptpad/cryptpad:latest", "/cryptpad/blob", Tier::Critical),
+        (
+            "cryptpad/cryptpad:latest",
+            "/cryptpad/datastore",
+            Tier::Critical,
+        ),
+        (
+            "cryptpad/cryptpad:latest",
+            "/cryptpad/onlyoffice-conf",
+            Tier::Regenerable,
+        ),
+        ("twinproduction/gatus:latest", "/config", Tier::Regenerable),
+        (
+            "ghcr.io/pterodactyl/panel:latest",
+            "/app/var",
+            Tier::Critical,
+        ),
+        ("rustdesk/rustdesk-server:latest", "/root", Tier::Critical),
+        (
+            "ghcr.io/wg-easy/wg-easy:15",
+            "/etc/wireguard",
+            Tier::Critical,
+        ),
+        (
+            "matrixdotorg/dendrite-monolith:latest",
+            "/etc/dendrite",
+            Tier::Critical,
+        ),
+        // compose-corpus-3 14: PGDATA at `/data/postgres` of a PostgreSQL image with another name.
+        (
+            "getlago/postgres-partman:15.0-alpine",
+            "/data/postgres",
+            Tier::Critical,
+        ),
+        // compose-corpus-3 09: changedetection.io's `/datastore`.
+        (
+            "ghcr.io/dgtlmoon/changedetection.io",
+            "/datastore",
+            Tier::Critical,
+        ),
+    ]);
+}
+
+#[test]
+fn userfiles_are_uploads() {
+    // compose-corpus-3 04: Leantime's `userfiles` fell to `important`.
+    let uses = [use_(
+        "leantime/leantime:latest",
+        "/var/www/html/userfiles",
+        false,
+    )];
+    let c = classify(&named("userfiles", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Critical, Some("uploads")));
 }
