@@ -1210,6 +1210,7 @@ pub const RULES: &[Rule] = &[
             "bundle",
             "__pycache__",
             "next",
+            "pnpm",
         ]),
         tier: Tier::Regenerable,
         reason: "dependencies, build output or cache, rebuilt from source",

@@ -875,3 +875,15 @@ fn userfiles_are_uploads() {
     let c = classify(&named("userfiles", &uses));
     assert_eq!((c.tier, c.rule), (Tier::Critical, Some("uploads")));
 }
+
+#[test]
+fn a_pnpm_store_is_a_dependency_cache() {
+    // compose-corpus-3 13: Etherpad's development file mounts the pnpm store in a volume.
+    let uses = [use_(
+        "etherpad/etherpad",
+        "/home/etherpad/.local/share/pnpm/store/v3",
+        false,
+    )];
+    let c = classify(&named("pnpm-store", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("build-output")));
+}
