@@ -87,11 +87,13 @@ impl Inventory {
     }
 }
 
-/// What classification knows about a project beyond its mounts: which services are one-shot helpers, and
-/// the `VOLUME` paths of the images present locally.
+/// What classification knows about a project beyond its mounts: which services are one-shot helpers, the
+/// images of all its services, and the `VOLUME` paths of the images present locally.
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyFacts {
     pub one_shot: BTreeSet<String>,
+    /// The image of every service of the project (what a search index or cache is used by).
+    pub project_images: Vec<String>,
     /// Image reference (as the Compose file or container names it) → its `VOLUME` paths.
     pub image_volumes: HashMap<String, Vec<String>>,
 }
@@ -101,6 +103,11 @@ impl ClassifyFacts {
     pub fn of_project(project: &Project) -> ClassifyFacts {
         ClassifyFacts {
             one_shot: classify::one_shot_services(project),
+            project_images: project
+                .services
+                .values()
+                .filter_map(|s| s.image.clone())
+                .collect(),
             image_volumes: HashMap::new(),
         }
     }
@@ -397,6 +404,7 @@ fn classify_item(
     facts: &ClassifyFacts,
 ) -> Classification {
     let uses: Vec<Use<'_>> = users.iter().map(|u| facts.use_of(u)).collect();
+    let project_images: Vec<&str> = facts.project_images.iter().map(String::as_str).collect();
     classify::classify(&Subject {
         kind,
         key,
@@ -405,6 +413,7 @@ fn classify_item(
         declared,
         label,
         uses: &uses,
+        project_images: &project_images,
     })
 }
 

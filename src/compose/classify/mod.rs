@@ -85,6 +85,8 @@ pub struct Subject<'a> {
     /// The engine label `persist.tier`, as found on the volume.
     pub label: Option<&'a str>,
     pub uses: &'a [Use<'a>],
+    /// The image of every service of the project: which application a search index or cache serves.
+    pub project_images: &'a [&'a str],
 }
 
 /// Where a tier came from.
@@ -123,6 +125,13 @@ pub enum Matcher {
         images: &'static [&'static str],
         paths: &'static [&'static str],
     },
+    /// Like `ImagePath`, in a project one of whose services runs one of `beside` (named like `images`): a
+    /// search index or cache whose value depends on the application it serves.
+    ImageBeside {
+        images: &'static [&'static str],
+        paths: &'static [&'static str],
+        beside: &'static [&'static str],
+    },
     /// A mount of a single file whose name is one of these (`*.conf` matches by extension).
     File(&'static [&'static str]),
     /// A mount of a single file (known from the host, else guessed from its name).
@@ -151,11 +160,14 @@ pub enum Matcher {
     /// The image declares a `VOLUME` at or above the mount target (when the image is present locally).
     ImageVolume,
     /// A writable mount of a long-running service at a path that looks like its data root: one of
-    /// `exact`, or a path whose last component is one of `last`, or `/var/lib/<name>`.
+    /// `exact`, or a path whose last component is one of `last`.
     DataRoot {
         exact: &'static [&'static str],
         last: &'static [&'static str],
     },
+    /// A writable directory mount of a long-running service at `/var/lib/<name>`: the state directory
+    /// of a system service (a daemon's database, or its cache).
+    VarLibState,
     /// An anonymous volume.
     Anonymous,
 }
@@ -175,6 +187,16 @@ impl Matcher {
             Matcher::ImagePath { images, paths } => {
                 format!("image {} mounting {}", list(images), list(paths))
             }
+            Matcher::ImageBeside {
+                images,
+                paths,
+                beside,
+            } => format!(
+                "image {} mounting {} in a project running {}",
+                list(images),
+                list(paths),
+                list(beside)
+            ),
             Matcher::File(xs) => format!("single file {}", list(xs)),
             Matcher::SingleFile => "a single file".to_string(),
             Matcher::Component(xs) => format!("path or name has the component {}", list(xs)),
@@ -195,10 +217,13 @@ impl Matcher {
             Matcher::Image(xs) => format!("used by image {}", list(xs)),
             Matcher::ImageVolume => "the image declares a `VOLUME` there".to_string(),
             Matcher::DataRoot { exact, last } => format!(
-                "writable, by a long-running service, at {}, `/var/lib/<name>` or `…/{}`",
+                "writable, by a long-running service, at {} or `…/{}`",
                 list(exact),
                 last.join("`, `…/")
             ),
+            Matcher::VarLibState => {
+                "writable, by a long-running service, at `/var/lib/<name>`".to_string()
+            }
             Matcher::Anonymous => "anonymous volume".to_string(),
         }
     }
@@ -484,14 +509,23 @@ fn matches(matcher: &Matcher, s: &Subject<'_>, u: &Use<'_>) -> Option<Option<Str
             .flatten(),
         Matcher::ImagePath { images, paths } => {
             let image = u.image?;
-            let path = image_path(image);
-            let known = images.iter().any(|i| match i.strip_suffix("/*") {
-                Some(ns) => path.strip_prefix(ns).is_some_and(|r| r.starts_with('/')),
-                None => path == *i,
-            });
-            (known && paths.iter().any(|p| under(u.target, p))).then(|| {
+            (image_is(image, images) && paths.iter().any(|p| under(u.target, p))).then(|| {
                 Some(format!(
                     "`{}` of image `{image}` in `{}`",
+                    u.target, u.service
+                ))
+            })
+        }
+        Matcher::ImageBeside {
+            images,
+            paths,
+            beside,
+        } => {
+            let image = u.image?;
+            let app = s.project_images.iter().find(|i| image_is(i, beside))?;
+            (image_is(image, images) && paths.iter().any(|p| under(u.target, p))).then(|| {
+                Some(format!(
+                    "`{}` of image `{image}` in `{}`, beside `{app}`",
                     u.target, u.service
                 ))
             })
@@ -611,15 +645,33 @@ fn matches(matcher: &Matcher, s: &Subject<'_>, u: &Use<'_>) -> Option<Option<Str
             }
             let target = u.target.trim_end_matches('/');
             let name = target.rsplit('/').next().unwrap_or(target);
-            let var_lib = target
+            (exact.contains(&target) || last.contains(&name))
+                .then(at)
+                .flatten()
+        }
+        Matcher::VarLibState => {
+            if u.read_only || u.helper || is_file() {
+                return None;
+            }
+            u.target
+                .trim_end_matches('/')
                 .strip_prefix("/var/lib/")
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
-            (exact.contains(&target) || last.contains(&name) || var_lib)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
                 .then(at)
                 .flatten()
         }
         Matcher::Anonymous => (s.kind == DataKind::Anonymous).then_some(None),
     }
+}
+
+/// Whether `image` is one of `names` (`ns/*`: any image of namespace `ns`), compared without registry
+/// and tag.
+fn image_is(image: &str, names: &[&str]) -> bool {
+    let path = image_path(image);
+    names.iter().any(|i| match i.strip_suffix("/*") {
+        Some(ns) => path.strip_prefix(ns).is_some_and(|r| r.starts_with('/')),
+        None => path == *i,
+    })
 }
 
 /// Whether mount `u` is of a single file: known from the host for a bind, else guessed from the target's
@@ -634,7 +686,16 @@ fn mount_is_file(s: &Subject<'_>, u: &Use<'_>) -> bool {
     let looks = |path: &str| {
         file_name(path).is_some_and(|n| {
             let lower = n.to_ascii_lowercase();
+            let parts: Vec<&str> = lower.split('.').collect();
+            // `rspamd.conf.local`, `app.ini.override`: a file kind followed by a variant; `conf.d` and
+            // `x.conf.d` are directories.
+            let inner_kind = parts.len() > 2
+                && parts.last() != Some(&"d")
+                && parts[1..parts.len() - 1]
+                    .iter()
+                    .any(|p| FILE_EXTENSIONS.contains(p));
             FILE_NAMES.contains(&lower.as_str())
+                || inner_kind
                 || lower
                     .rsplit_once('.')
                     .is_some_and(|(stem, ext)| !stem.is_empty() && FILE_EXTENSIONS.contains(&ext))

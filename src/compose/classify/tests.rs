@@ -12,6 +12,7 @@ fn named<'a>(key: &'a str, uses: &'a [Use<'a>]) -> Subject<'a> {
         declared: None,
         label: None,
         uses,
+        project_images: &[],
     }
 }
 
@@ -24,6 +25,7 @@ fn bind<'a>(key: &'a str, host: &'a str, uses: &'a [Use<'a>]) -> Subject<'a> {
         declared: None,
         label: None,
         uses,
+        project_images: &[],
     }
 }
 
@@ -468,13 +470,13 @@ fn the_data_root_of_a_long_running_service_is_critical() {
 
 #[test]
 fn a_read_only_host_directory_outside_the_project_is_not_configuration() {
-    let uses = [use_("example/media:1", "/music", true)];
+    let uses = [use_("example/archive:1", "/archive", true)];
     assert_eq!(
-        classify(&bind("/srv/music", "/srv/music", &uses)).source,
+        classify(&bind("/srv/archive", "/srv/archive", &uses)).source,
         TierSource::Default
     );
     assert_eq!(
-        classify(&bind("./music", "/p/music", &uses)).rule,
+        classify(&bind("./archive", "/p/archive", &uses)).rule,
         Some("read-only-bind")
     );
 }
@@ -560,4 +562,328 @@ fn one_shot_services_are_found_from_the_compose_file() {
     .unwrap();
     let one_shot: Vec<String> = one_shot_services(&p).into_iter().collect();
     assert_eq!(one_shot, ["db-init", "fix-perms", "migrate"]);
+}
+
+fn in_project<'a>(key: &'a str, uses: &'a [Use<'a>], images: &'a [&'a str]) -> Subject<'a> {
+    Subject {
+        project_images: images,
+        ..named(key, uses)
+    }
+}
+
+#[test]
+fn search_indexes_of_applications_that_rebuild_them_are_regenerable() {
+    // GeoNetwork (compose-corpus-2 07): its Elasticsearch index is rebuilt from the database.
+    let es = [use_(
+        "elasticsearch:8.14.3",
+        "/usr/share/elasticsearch/data",
+        false,
+    )];
+    let images = ["geonetwork:4", "elasticsearch:8.14.3", "postgres:16"];
+    let c = classify(&in_project("esdata", &es, &images));
+    assert_eq!(c.rule, Some("app-search-index"));
+    assert_eq!(c.tier, Tier::Regenerable);
+    assert!(c.reason.contains("beside `geonetwork:4`"), "{}", c.reason);
+    // Karakeep (compose-corpus-2 19): Meilisearch is reindexed from the bookmarks.
+    let meili = [use_("getmeili/meilisearch:v1.41.0", "/meili_data", false)];
+    let images = [
+        "ghcr.io/karakeep-app/karakeep:release",
+        "getmeili/meilisearch:v1.41.0",
+    ];
+    assert_eq!(
+        classify(&in_project("meilisearch", &meili, &images)).tier,
+        Tier::Regenerable
+    );
+    // The same index beside an unknown application keeps its value.
+    let images = ["example/app:1", "elasticsearch:8.14.3"];
+    assert_eq!(
+        classify(&in_project("esdata", &es, &images)).tier,
+        Tier::Important
+    );
+}
+
+#[test]
+fn stores_an_application_keeps_its_own_data_in_follow_that_application() {
+    // Tube Archivist (compose-corpus-2 36): Elasticsearch is the archive's only database.
+    let es = [use_(
+        "bbilly1/tubearchivist-es",
+        "/usr/share/elasticsearch/data",
+        false,
+    )];
+    let images = ["bbilly1/tubearchivist", "bbilly1/tubearchivist-es", "redis"];
+    let c = classify(&in_project("es", &es, &images));
+    assert_eq!(
+        (c.tier, c.rule),
+        (Tier::Critical, Some("app-archive-index"))
+    );
+    // mailcow (compose-corpus-2 25) keeps DKIM keys in Redis; SearXNG (34) only limiter counters.
+    let redis = [use_("redis:7.4.6-alpine", "/data", false)];
+    let images = ["ghcr.io/mailcow/dovecot:2.3", "redis:7.4.6-alpine"];
+    assert_eq!(
+        classify(&in_project("redis-vol-1", &redis, &images)).tier,
+        Tier::Critical
+    );
+    let valkey = [use_("docker.io/valkey/valkey:8-alpine", "/data", false)];
+    let images = [
+        "docker.io/searxng/searxng:latest",
+        "docker.io/valkey/valkey:8-alpine",
+    ];
+    assert_eq!(
+        classify(&in_project("valkey-data2", &valkey, &images)).tier,
+        Tier::Regenerable
+    );
+}
+
+/// Each `(image, target, tier)`: a volume that image mounts at target gets that tier from a rule.
+fn assert_rule_tiers(cases: &[(&str, &str, Tier)]) {
+    for &(image, target, tier) in cases {
+        let uses = [use_(image, target, false)];
+        let c = classify(&named("vol", &uses));
+        assert_eq!(c.tier, tier, "{image} at {target}: {c:?}");
+        assert_eq!(c.source, TierSource::Rule, "{image} at {target}");
+    }
+}
+
+#[test]
+fn documented_data_paths_of_applications_without_a_generic_reading() {
+    assert_rule_tiers(&[
+        // compose-corpus-2 09, 10, 15, 29, 30: application state that fell to `important`.
+        ("flowiseai/flowise:latest", "/root/.flowise", Tier::Critical),
+        ("asonix/pictrs:0.5", "/mnt", Tier::Critical),
+        (
+            "frappe/erpnext:v16.32.3",
+            "/home/frappe/frappe-bench/sites",
+            Tier::Critical,
+        ),
+        (
+            "ghcr.io/nextcloud-releases/all-in-one:latest",
+            "/mnt/docker-aio-config",
+            Tier::Critical,
+        ),
+        (
+            "passbolt/passbolt:latest-ce",
+            "/etc/passbolt/gpg",
+            Tier::Critical,
+        ),
+        // compose-corpus-2 18, 26: `/config` rated too high.
+        ("ghcr.io/jitsi/web:unstable", "/config", Tier::Regenerable),
+        ("ghcr.io/jitsi/web:unstable", "/storage", Tier::Important),
+        ("makeplane/plane-proxy:stable", "/config", Tier::Regenerable),
+        ("makeplane/plane-proxy:stable", "/data", Tier::Important),
+        (
+            "mintplexlabs/anythingllm",
+            "/app/collector/hotdir",
+            Tier::Regenerable,
+        ),
+        // compose-corpus-2 25, compose-corpus 10: `/var/lib/<x>` caches rated too high.
+        (
+            "ghcr.io/mailcow/postfix-tlspol:1.8.23",
+            "/var/lib/postfix-tlspol",
+            Tier::Regenerable,
+        ),
+        (
+            "ghcr.io/plausible/community-edition:v2.1.3",
+            "/var/lib/plausible",
+            Tier::Important,
+        ),
+    ]);
+}
+
+#[test]
+fn rspamd_statistics_are_important_whichever_service_mounts_them() {
+    // compose-corpus-2 25: postfix, dovecot and php-fpm mount rspamd's volume at its own path.
+    let uses = [
+        use_("ghcr.io/mailcow/rspamd:4.1.4-1", "/var/lib/rspamd", false),
+        use_(
+            "ghcr.io/mailcow/postfix:3.10.12-1",
+            "/var/lib/rspamd",
+            false,
+        ),
+    ];
+    let c = classify(&named("rspamd-vol-1", &uses));
+    assert_eq!(
+        (c.tier, c.rule),
+        (Tier::Important, Some("rspamd-statistics"))
+    );
+    // Another service's state under `/var/lib/<name>` stays critical.
+    let uses = [use_(
+        "woodpeckerci/woodpecker-server",
+        "/var/lib/woodpecker",
+        false,
+    )];
+    let c = classify(&named("woodpecker-server-data", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Critical, Some("var-lib-state")));
+}
+
+#[test]
+fn media_libraries_are_critical() {
+    // compose-corpus-2 12: audiobookshelf's libraries fell to `important`.
+    for (key, target) in [("./audiobooks", "/audiobooks"), ("./podcasts", "/podcasts")] {
+        let uses = [use_("ghcr.io/advplyr/audiobookshelf", target, false)];
+        let c = classify(&bind(key, "/srv/p/x", &uses));
+        assert_eq!((c.tier, c.rule), (Tier::Critical, Some("uploads")), "{key}");
+    }
+    // A library mounted read-only is the user's media, not configuration the service reads.
+    let uses = [use_("deluan/navidrome", "/music", true)];
+    for key in ["./music", "/srv/music"] {
+        let c = classify(&bind(key, "/srv/music", &uses));
+        assert_eq!(c.tier, Tier::Critical, "{key}: {c:?}");
+    }
+}
+
+#[test]
+fn a_mail_index_is_regenerable_and_backups_are_important_not_uploads() {
+    // compose-corpus-2 25: `vmail-index-vol-1` read as mail, `sogo-userdata-backup-vol-1` as uploads.
+    let uses = [use_(
+        "ghcr.io/mailcow/dovecot:2.3",
+        "/var/vmail_index",
+        false,
+    )];
+    let c = classify(&named("vmail-index-vol-1", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("search-index")));
+    let uses = [use_("ghcr.io/mailcow/sogo:5", "/sogo_backup", false)];
+    let c = classify(&named("sogo-userdata-backup-vol-1", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Important, Some("backups")));
+}
+
+#[test]
+fn hook_script_binds_are_regenerable() {
+    // compose-corpus-2 25: `./data/hooks/unbound:/hooks` fell to `important`.
+    let uses = [use_("ghcr.io/mailcow/unbound:1", "/hooks", false)];
+    let c = classify(&bind(
+        "./data/hooks/unbound",
+        "/srv/m/data/hooks/unbound",
+        &uses,
+    ));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("hook-scripts")));
+}
+
+#[test]
+fn a_config_file_with_a_variant_suffix_is_a_single_file() {
+    // compose-corpus-2 25: `rspamd.conf.local` was taken for a directory of `/etc` state.
+    let uses = [use_(
+        "ghcr.io/mailcow/rspamd:4",
+        "/etc/rspamd/rspamd.conf.local",
+        false,
+    )];
+    let c = classify(&bind(
+        "./data/conf/rspamd/rspamd.conf.local",
+        "/srv/m/data/conf/rspamd/rspamd.conf.local",
+        &uses,
+    ));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("single-file")));
+    // `conf.d` directories are still directories.
+    let uses = [use_("example/app:1", "/etc/app/x.conf.d", false)];
+    let c = classify(&bind("./x.conf.d", "/srv/p/x.conf.d", &uses));
+    assert_eq!(c.rule, Some("etc-state"));
+}
+
+#[test]
+fn program_files_shared_through_a_volume_are_regenerable() {
+    // compose-corpus-2 25: SOGo copies its web resources into a volume nginx serves.
+    let uses = [
+        use_("ghcr.io/mailcow/sogo:5", "/sogo_web", false),
+        use_(
+            "ghcr.io/mailcow/nginx:1",
+            "/usr/local/lib/GNUstep/SOGo",
+            false,
+        ),
+    ];
+    let c = classify(&named("sogo-web-vol-1", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("program-files")));
+}
+
+#[test]
+fn keys_and_certificates_in_a_web_servers_config_dir_are_not_configuration() {
+    // compose-corpus-3 02: AppFlowy's nginx TLS key was read as nginx configuration (regenerable).
+    for target in [
+        "/etc/nginx/ssl/private_key.key",
+        "/etc/nginx/ssl/certificate.crt",
+    ] {
+        let uses = [use_("nginx", target, false)];
+        let c = classify(&bind("./nginx/ssl/x", "/srv/p/nginx/ssl/x", &uses));
+        assert_eq!(
+            (c.tier, c.rule),
+            (Tier::Important, Some("key-file")),
+            "{target}"
+        );
+    }
+    let uses = [use_("nginx", "/etc/nginx/nginx.conf", false)];
+    let c = classify(&bind(
+        "./nginx/nginx.conf",
+        "/srv/p/nginx/nginx.conf",
+        &uses,
+    ));
+    assert_eq!(c.tier, Tier::Regenerable);
+}
+
+#[test]
+fn documented_data_paths_found_missing_on_the_third_corpus() {
+    assert_rule_tiers(&[
+        // compose-corpus-3 08, 06, 20, 21, 28, 31.
+        ("cryptpad/cryptpad:latest", "/cryptpad/blob", Tier::Critical),
+        (
+            "cryptpad/cryptpad:latest",
+            "/cryptpad/datastore",
+            Tier::Critical,
+        ),
+        (
+            "cryptpad/cryptpad:latest",
+            "/cryptpad/onlyoffice-conf",
+            Tier::Regenerable,
+        ),
+        ("twinproduction/gatus:latest", "/config", Tier::Regenerable),
+        (
+            "ghcr.io/pterodactyl/panel:latest",
+            "/app/var",
+            Tier::Critical,
+        ),
+        ("rustdesk/rustdesk-server:latest", "/root", Tier::Critical),
+        (
+            "ghcr.io/wg-easy/wg-easy:15",
+            "/etc/wireguard",
+            Tier::Critical,
+        ),
+        (
+            "matrixdotorg/dendrite-monolith:latest",
+            "/etc/dendrite",
+            Tier::Critical,
+        ),
+        // compose-corpus-3 14: PGDATA at `/data/postgres` of a PostgreSQL image with another name.
+        (
+            "getlago/postgres-partman:15.0-alpine",
+            "/data/postgres",
+            Tier::Critical,
+        ),
+        // compose-corpus-3 09: changedetection.io's `/datastore`.
+        (
+            "ghcr.io/dgtlmoon/changedetection.io",
+            "/datastore",
+            Tier::Critical,
+        ),
+    ]);
+}
+
+#[test]
+fn userfiles_are_uploads() {
+    // compose-corpus-3 04: Leantime's `userfiles` fell to `important`.
+    let uses = [use_(
+        "leantime/leantime:latest",
+        "/var/www/html/userfiles",
+        false,
+    )];
+    let c = classify(&named("userfiles", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Critical, Some("uploads")));
+}
+
+#[test]
+fn a_pnpm_store_is_a_dependency_cache() {
+    // compose-corpus-3 13: Etherpad's development file mounts the pnpm store in a volume.
+    let uses = [use_(
+        "etherpad/etherpad",
+        "/home/etherpad/.local/share/pnpm/store/v3",
+        false,
+    )];
+    let c = classify(&named("pnpm-store", &uses));
+    assert_eq!((c.tier, c.rule), (Tier::Regenerable, Some("build-output")));
 }
