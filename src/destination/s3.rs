@@ -9,8 +9,12 @@
 //!   `~/.aws/config` (`AWS_CONFIG_FILE`, for `region` and `endpoint_url`); else container or web-identity
 //!   credentials as `object_store` finds them. They are handed to the client in memory only, never to an
 //!   argument, a child process or a message;
+//! - **parts while the file is written** ([`S3Destination::follow`]): object_store's low-level multipart
+//!   API (explicit part numbers), so that a part can be sent as soon as the local file holds it, and sent
+//!   again when the backup writer rewrites it;
 //! - **part size**: 8 MiB by default, raised so that the file fits in `max_parts` parts (10,000 unless the
-//!   provider has a lower limit), with two parts in flight at most: memory stays under ≈24 MB;
+//!   provider has a lower limit; while the file is written, its size is estimated from the data's), with
+//!   two parts in flight at most: memory stays under ≈24 MB;
 //! - **abort**: an upload that fails or is interrupted is aborted, so no parts are left to bill; the object
 //!   appears under its name only when the upload is completed, after the last byte. On Ctrl-C the command's
 //!   future is dropped: the abort is then started on the runtime and [`super::finish_cleanups`] waits for it.
