@@ -795,8 +795,10 @@ bin_version=${bin_version%%$'\n'*}
 bin_desc="$bin (${bin_version:-no --version}, sha256 $(sha256sum "$bin" | cut -c1-12); $source_desc)"
 
 ensure_busybox
-ensure_gnu_image
-ensure_empty_image
+if ((!destinations)); then
+    ensure_gnu_image
+    ensure_empty_image
+fi
 ensure_ref_volume
 
 # The engine must see this machine's files: (a) and (c) write into a bind-mounted directory.

@@ -91,12 +91,14 @@ pub async fn send_following(
         .iter()
         .map(|d| {
             let (d, g) = (d.clone(), growing.clone());
-            AbortOnDrop(tokio::spawn(async move { d.follow(&g, size_hint).await }))
+            AbortOnDrop(Some(tokio::spawn(
+                async move { d.follow(&g, size_hint).await },
+            )))
         })
         .collect();
     let mut results = Vec::new();
     for (d, mut task) in dests.iter().zip(tasks) {
-        let result = (&mut task.0).await.unwrap_or_else(|e| {
+        let result = task.join().await.unwrap_or_else(|e| {
             Err(DestinationError::Failed {
                 op: crate::destination::Op::Write,
                 destination: d.describe(),
@@ -117,12 +119,32 @@ pub async fn send_following(
     results
 }
 
-/// A task that is aborted when this is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A task that is aborted when this is dropped before it was joined. Its future is then dropped on the
+/// runtime a moment later (an upload's guard starts the abort of the upload there): waiting for that is
+/// registered as a cleanup, for [`crate::destination::finish_cleanups`].
+struct AbortOnDrop<T: Send + 'static>(Option<tokio::task::JoinHandle<T>>);
 
-impl<T> Drop for AbortOnDrop<T> {
+impl<T: Send + 'static> AbortOnDrop<T> {
+    async fn join(&mut self) -> Result<T, tokio::task::JoinError> {
+        let Some(handle) = self.0.as_mut() else {
+            unreachable!("a task is joined once")
+        };
+        let joined = handle.await;
+        self.0 = None;
+        joined
+    }
+}
+
+impl<T: Send + 'static> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                crate::destination::register_cleanup(rt.spawn(async move {
+                    let _ = handle.await;
+                }));
+            }
+        }
     }
 }
 

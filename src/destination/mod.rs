@@ -846,14 +846,22 @@ pub(crate) fn register_cleanup(task: tokio::task::JoinHandle<()>) {
 
 /// Waits, up to `limit`, for the cleanups of transfers an interruption cut short: call it before the
 /// process exits after Ctrl-C, so that no multipart upload is left to bill.
+/// A cleanup may register others (a stopped upload task, once its future is dropped, registers the abort
+/// of its upload): they are waited for too, within the same limit.
 pub async fn finish_cleanups(limit: std::time::Duration) {
-    let tasks: Vec<_> = CLEANUPS
-        .lock()
-        .map(|mut c| std::mem::take(&mut *c))
-        .unwrap_or_default();
-    if !tasks.is_empty() {
-        let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
-    }
+    let _ = tokio::time::timeout(limit, async {
+        loop {
+            let tasks: Vec<_> = CLEANUPS
+                .lock()
+                .map(|mut c| std::mem::take(&mut *c))
+                .unwrap_or_default();
+            if tasks.is_empty() {
+                break;
+            }
+            futures_util::future::join_all(tasks).await;
+        }
+    })
+    .await;
 }
 
 /// The entry of `x-persist.destinations` as a map of option names to strings, for messages and tests.
