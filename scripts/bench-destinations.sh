@@ -111,8 +111,11 @@ dest_step() {
     case "$m" in
     local | ours-s3 | ours-sftp)
         local to=()
-        [[ "$m" == ours-s3 ]] && to=(--to "$(s3_url "r$round")")
-        [[ "$m" == ours-sftp ]] && to=(--to "$(sftp_url "$work/sftp/r$round/ours")")
+        if [[ "$m" == ours-s3 ]]; then
+            to=(--to "$(s3_url "r$round")")
+        elif [[ "$m" == ours-sftp ]]; then
+            to=(--to "$(sftp_url "$work/sftp/r$round/ours")")
+        fi
         start_timer
         if ! ours_dest -q backup ref --dir "$out/$m" "${to[@]}" >"$work/dest.out" 2>"$work/dest.log"; then
             ours_failed backup "$m" "$work/dest.log"
@@ -121,7 +124,7 @@ dest_step() {
         local path
         path=$(tail -n 1 "$work/dest.out")
         stop_timer_direct dest "$m" "$round" "$(file_size "$path")"
-        [[ "$m" == local ]] && printf '%s\n' "$path" >"$out/local.path"
+        if [[ "$m" == local ]]; then printf '%s\n' "$path" >"$out/local.path"; fi
         ;;
     s3-copy)
         [[ -n "$local_file" ]] || return 0
@@ -139,8 +142,11 @@ dest_step() {
     push-s3 | push-sftp)
         [[ -n "$local_file" ]] || return 0
         local url
-        url=$(s3_url "r$round/push")
-        [[ "$m" == push-sftp ]] && url=$(sftp_url "$work/sftp/r$round/push")
+        if [[ "$m" == push-sftp ]]; then
+            url=$(sftp_url "$work/sftp/r$round/push")
+        else
+            url=$(s3_url "r$round/push")
+        fi
         start_timer
         if ! ours_dest -q push "$local_file" --to "$url" >"$work/dest.log" 2>&1; then
             ours_failed dest "$m" "$work/dest.log"
@@ -150,8 +156,11 @@ dest_step() {
         ;;
     list-s3 | list-sftp)
         local url n
-        url=$(s3_url list)
-        [[ "$m" == list-sftp ]] && url=$(sftp_url "$work/sftp/list")
+        if [[ "$m" == list-sftp ]]; then
+            url=$(sftp_url "$work/sftp/list")
+        else
+            url=$(s3_url list)
+        fi
         start_timer
         if ! ours_dest backups --from "$url" --json >"$work/list.json" 2>"$work/dest.log"; then
             ours_failed dest "$m" "$work/dest.log"
@@ -159,7 +168,7 @@ dest_step() {
         fi
         stop_timer_direct dest "$m" "$round"
         n=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["backups"]))' "$work/list.json")
-        ((n == 50)) || log "warning: $m listed $n backups, not 50"
+        if ((n != 50)); then log "warning: $m listed $n backups, not 50"; fi
         ;;
     esac
 }
