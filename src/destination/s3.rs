@@ -14,8 +14,7 @@
 //!   again when the backup writer rewrites it;
 //! - **part size**: 8 MiB by default, raised so that the file fits in `max_parts` parts (10,000 unless the
 //!   provider has a lower limit; while the file is written, its size is estimated from the data's), with
-//!   two parts in flight at most while the backup is written (four for a complete file): memory stays
-//!   under ≈24 MB (≈40 MB);
+//!   two parts in flight at most: ≈17 MB of buffers;
 //! - **abort**: an upload that fails or is interrupted is aborted, so no parts are left to bill; the object
 //!   appears under its name only when the upload is completed, after the last byte. On Ctrl-C the command's
 //!   future is dropped: the abort is then started on the runtime and [`super::finish_cleanups`] waits for it.
@@ -50,11 +49,8 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// AWS's limit on the parts of one upload.
 pub const DEFAULT_MAX_PARTS: u64 = 10_000;
-/// Parts uploaded at the same time while the backup is written (its compression needs the memory).
+/// Parts uploaded at the same time (4 for `push` measured no faster against a local server: docs/benchmarks.md).
 const IN_FLIGHT: usize = 2;
-/// Parts uploaded at the same time for a complete file (`push`): as `aws s3 cp` does, more requests in
-/// flight keep the link busy; 4 × 8 MiB of buffers.
-const IN_FLIGHT_COMPLETE: usize = 4;
 /// The size of the tar header a hold announces.
 const HEADER: u64 = 512;
 /// Manifests read at the same time by a listing.
@@ -365,10 +361,6 @@ async fn send_parts(
     let mut stale: BTreeSet<usize> = BTreeSet::new();
     let index = |offset: u64| usize::try_from(offset / part).unwrap_or(usize::MAX);
     let pool = PartBuffers::default();
-    let limit = match growing.snapshot(&mut Cursor::default()).end {
-        Some(End::Complete { .. }) => IN_FLIGHT_COMPLETE,
-        _ => IN_FLIGHT,
-    };
     loop {
         rx.borrow_and_update();
         let snap = growing.snapshot(&mut cursor);
@@ -417,7 +409,7 @@ async fn send_parts(
         }
         let end_of = |i: usize| ((i as u64 + 1) * part).min(complete.unwrap_or(u64::MAX));
         for (i, sent) in done.iter().enumerate().take(known) {
-            if in_flight.len() >= limit {
+            if in_flight.len() >= IN_FLIGHT {
                 break;
             }
             if sent.is_some() || sending.contains(&i) {

@@ -31,11 +31,6 @@ use crate::archive::{Backup, BackupListing, RangeSource};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Bytes of writes in flight on an upload before one waits for the server's answer (the crate's default:
-/// 640 KiB, two or three requests of OpenSSH's 255 KiB). More keep a link with some latency busy, like
-/// OpenSSH's `sftp`/`scp` (64 requests of 32 KiB).
-const WRITE_LIMIT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4 << 20).unwrap();
-
 #[derive(Debug)]
 pub struct SftpDestination {
     url: SftpUrl,
@@ -150,7 +145,7 @@ impl SftpDestination {
         let started = Sftp::new_with_auxiliary(
             stdin,
             stdout,
-            SftpOptions::new().tokio_compat_file_write_limit(WRITE_LIMIT),
+            SftpOptions::new(),
             SftpAuxiliaryData::Boxed(Box::new(std::sync::Mutex::new(child))),
         )
         .await;
