@@ -5,6 +5,7 @@
 #
 # Usage:
 #   scripts/bench.sh [-n RUNS] [--no-build] [--settle SECS] [--results FILE] [--keep] [--only METHODS]
+#                    [--destinations]
 #   scripts/bench.sh --clean
 #
 #   -n, --runs N      measured rounds (default 3); one warm-up round runs first and is not counted
@@ -17,6 +18,9 @@
 #   --keep            keep the work directory (backup files of the last round, logs) for a look afterwards
 #   --only METHODS    run only these methods (comma-separated, e.g. `ours-universal,ours-universal-age`), to
 #                     measure one comparison in less time; the reports leave out what did not run
+#   --destinations    run the destination rounds instead (scripts/bench-destinations.sh): backup --to a local
+#                     moto_server S3 and a local sshd SFTP against backup then boto3 upload_file / scp,
+#                     push against the same copies, peak RSS, and backups --from of 50 backups
 #   --clean           remove everything the benchmark made, the cached reference volume and the GNU
 #                     tar/zstd image included, and exit
 #
@@ -90,6 +94,7 @@ keep=0
 settle_secs=3
 results=""
 only=""
+destinations=0
 work=""
 RUN_ID="$$-$(date +%s)"
 
@@ -124,6 +129,8 @@ clean_all() {
 cleanup() {
     local status=$? ids
     set +e
+    # The destination rounds' servers.
+    declare -F dest_cleanup >/dev/null && dest_cleanup
     ids=$(docker ps -aq --filter "label=persist.bench.run=$RUN_ID" 2>/dev/null)
     # shellcheck disable=SC2086
     [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1
@@ -315,6 +322,21 @@ maxrss_of() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
 cpu_of() {
     awk -F': ' '/User time \(seconds\)/ { u = $2 } /System time \(seconds\)/ { s = $2 }
         END { printf "%.2f", u + s }' "$1"
+}
+
+# The benchmark's Compose project: one service mounting the volume $1 as `ref`.
+bench_compose() {
+    cat <<EOF2
+name: $PROJECT
+services:
+  app:
+    image: $BUSYBOX
+    volumes: [ref:/data]
+volumes:
+  ref:
+    external: true
+    name: $1
+EOF2
 }
 
 persist_plugin() { DOCKER_CONFIG="$work/config" docker persist -f "$work/project/compose.yaml" "$@"; }
@@ -695,6 +717,10 @@ while (($#)); do
         only=",$2,"
         shift 2
         ;;
+    --destinations)
+        destinations=1
+        shift
+        ;;
     --clean)
         pin_endpoint
         clean_all
@@ -769,8 +795,10 @@ bin_version=${bin_version%%$'\n'*}
 bin_desc="$bin (${bin_version:-no --version}, sha256 $(sha256sum "$bin" | cut -c1-12); $source_desc)"
 
 ensure_busybox
-ensure_gnu_image
-ensure_empty_image
+if ((!destinations)); then
+    ensure_gnu_image
+    ensure_empty_image
+fi
 ensure_ref_volume
 
 # The engine must see this machine's files: (a) and (c) write into a bind-mounted directory.
@@ -780,17 +808,7 @@ docker run --rm --network none --label "$LABEL" -v "$work/probe:/probe" "$BUSYBO
 
 mkdir -p "$work/project" "$work/config/cli-plugins"
 ln -s "$bin" "$work/config/cli-plugins/docker-persist"
-cat >"$work/project/compose.yaml" <<EOF2
-name: $PROJECT
-services:
-  app:
-    image: $BUSYBOX
-    volumes: [ref:/data]
-volumes:
-  ref:
-    external: true
-    name: $REF_VOLUME
-EOF2
+bench_compose "$REF_VOLUME" >"$work/project/compose.yaml"
 persist_plugin --help >/dev/null 2>&1 || die "\`docker persist\` does not run through $work/config/cli-plugins"
 
 restore_available=1
@@ -822,7 +840,14 @@ if [[ -n "$only" ]]; then
     log "only: ${backup_methods[*]}"
 fi
 ext_loads=()
-for ((round = 0; round <= runs; round++)); do
+main_runs=$runs
+if ((destinations)); then
+    # shellcheck source=scripts/bench-destinations.sh
+    source "$repo/scripts/bench-destinations.sh"
+    dest_main
+    main_runs=-1
+fi
+for ((round = 0; round <= main_runs; round++)); do
     mkdir -p "$work/out/$round"
     chmod 0777 "$work/out/$round"
     ext_loads+=("$(external_load)")
@@ -870,7 +895,11 @@ done
     if [[ -n "$mismatches" ]]; then
         printf '\nWARNING: a restored tree differed from the reference (< reference, > restored):\n%s' "$mismatches"
     fi
-    report
+    if ((destinations)); then
+        dest_report
+    else
+        report
+    fi
 }
 
 if [[ -n "$results" ]]; then

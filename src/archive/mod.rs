@@ -17,6 +17,7 @@
 pub mod crypt;
 pub mod digest;
 pub mod format;
+pub mod growing;
 pub mod reader;
 pub mod rebase;
 pub mod rootfs;

@@ -38,6 +38,7 @@ use super::format::{
     PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, encrypted_member,
     member_for_key, split_sealed,
 };
+use super::growing::{Growing, TrackedFile};
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
 
@@ -184,7 +185,7 @@ pub fn remove_stale_partials(dir: &Path, project: &str) -> Result<Vec<PathBuf>, 
 /// Writes one backup file; see the module docs.
 #[derive(Debug)]
 pub struct BackupWriter {
-    out: Option<BufWriter<fs_err::File>>,
+    out: Option<BufWriter<TrackedFile>>,
     dir: PathBuf,
     partial: PathBuf,
     target: PathBuf,
@@ -208,6 +209,18 @@ impl BackupWriter {
         name: &BackupName,
         engine: EngineInfo,
         options: WriterOptions,
+    ) -> Result<BackupWriter, ArchiveError> {
+        Self::create_followed(dir, name, engine, options, None)
+    }
+
+    /// Like [`BackupWriter::create`], telling `growing` (when given) every write, so that the file can be
+    /// copied to destinations while it is written ([`super::growing`]).
+    pub fn create_followed(
+        dir: impl AsRef<Path>,
+        name: &BackupName,
+        engine: EngineInfo,
+        options: WriterOptions,
+        growing: Option<std::sync::Arc<Growing>>,
     ) -> Result<BackupWriter, ArchiveError> {
         let dir = dir.as_ref().to_path_buf();
         ensure_dir(&dir)?;
@@ -236,6 +249,10 @@ impl BackupWriter {
         // `.partial` nobody holds is left by a writer that died ([`remove_stale_partials`]). Best effort: a
         // filesystem without locks only loses that clean-up.
         let _ = fs4::FileExt::try_lock(file.file());
+        if let Some(g) = &growing {
+            g.begin(partial.clone(), name.file_name());
+        }
+        let file = TrackedFile::new(file, growing);
         let manifest = Manifest {
             format: FORMAT,
             tool: Tool::current(),
@@ -562,12 +579,20 @@ impl BackupWriter {
             .into_inner()
             .map_err(|e| finish_err(&self.partial)(e.into_error()))?;
         file.sync_all().map_err(finish_err(&self.partial))?;
+        let growing = file.growing().cloned();
         drop(file);
         publish(&self.partial, &self.target)?;
         self.done = true;
-        fs_err::File::open(&self.dir)
+        let synced = fs_err::File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(finish_err(&self.target))?;
+            .map_err(finish_err(&self.target));
+        if let Some(g) = growing {
+            match &synced {
+                Ok(()) => g.complete_at(self.pos),
+                Err(e) => g.abandon(&e.to_string()),
+            }
+        }
+        synced?;
         Ok(FinishedBackup {
             path: self.target.clone(),
             manifest: self.manifest.clone(),
@@ -599,7 +624,7 @@ impl BackupWriter {
         u64::try_from(self.manifest.created.as_second()).unwrap_or(0)
     }
 
-    fn out(&mut self) -> io::Result<&mut BufWriter<fs_err::File>> {
+    fn out(&mut self) -> io::Result<&mut BufWriter<TrackedFile>> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("the backup file is closed"))
@@ -629,6 +654,9 @@ impl BackupWriter {
             self.write_raw(&pax)?;
         }
         let header_pos = self.pos;
+        if let Some(g) = self.growing() {
+            g.hold(Some(header_pos));
+        }
         self.write_raw(header.as_bytes())?;
         Ok(header_pos)
     }
@@ -648,7 +676,17 @@ impl BackupWriter {
         out.seek(SeekFrom::Start(header_pos))?;
         out.write_all(header.as_bytes())?;
         out.seek(SeekFrom::Start(end))?;
+        if let Some(g) = self.growing() {
+            g.hold(None);
+        }
         Ok(())
+    }
+
+    /// The followers' state, when the file is followed.
+    fn growing(&self) -> Option<std::sync::Arc<Growing>> {
+        self.out
+            .as_ref()
+            .and_then(|o| o.get_ref().growing().cloned())
     }
 
     fn stream_volume<R: Read>(
@@ -709,6 +747,9 @@ impl BackupWriter {
             out.get_ref().set_len(start)?;
             Ok(())
         })();
+        if let Some(g) = self.growing() {
+            g.hold(None);
+        }
         match cut {
             Ok(()) => self.pos = start,
             Err(_) => self.poisoned = true,
@@ -719,6 +760,9 @@ impl BackupWriter {
 impl Drop for BackupWriter {
     fn drop(&mut self) {
         if !self.done {
+            if let Some(g) = self.growing() {
+                g.abandon("the backup did not finish");
+            }
             drop(self.out.take());
             let _ = std::fs::remove_file(&self.partial);
         }
@@ -884,7 +928,7 @@ impl Write for MemberSink<'_> {
 
 /// Hashes and counts what passes through on the way to the file.
 struct HashingWriter<'a> {
-    out: &'a mut BufWriter<fs_err::File>,
+    out: &'a mut BufWriter<TrackedFile>,
     sha: Sha256,
     bytes: u64,
 }

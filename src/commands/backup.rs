@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use futures_util::TryStreamExt;
@@ -16,6 +17,7 @@ use super::consistency::{self, Resolved};
 use super::dump::{self, DumpChoice};
 use super::hooks::{self, Phase};
 use super::{ExitStatus, Session, UsageError, plural, quoted};
+use crate::archive::growing::Growing;
 use crate::archive::{
     BackupName, BackupWriter, DumpSpec, EngineInfo, FinishedBackup, VolumeRecord, VolumeSpec,
     VolumeUser, WriterOptions,
@@ -190,29 +192,55 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     }
 
     let fast = fastpath::select(&engine, printer, args.data_path).await?;
-    let (finished, records) = write_backup_with(
-        session,
-        &engine,
-        &inventory.project,
-        &plan.items,
-        &Destination {
-            dir: &dir,
-            tag: args.tag.as_deref(),
-            options: WriterOptions {
-                level: args.level,
-                workers: args.threads.unwrap_or(WriterOptions::auto().workers),
+    // The destinations get the file while it is written: one pass over the data (DESIGN.md).
+    let growing = (!remote.is_empty()).then(Growing::new);
+    let backup = async {
+        let written = write_backup_with(
+            session,
+            &engine,
+            &inventory.project,
+            &plan.items,
+            &Destination {
+                dir: &dir,
+                tag: args.tag.as_deref(),
+                options: WriterOptions {
+                    level: args.level,
+                    workers: args.threads.unwrap_or(WriterOptions::auto().workers),
+                },
+                fast: fast.as_ref(),
+                consistency: args.consistency.map(Consistency::from),
+                hooks: true,
+                follow: growing.clone(),
             },
-            fast: fast.as_ref(),
-            consistency: args.consistency.map(Consistency::from),
-            hooks: true,
-        },
-        encryption.as_ref(),
-    )
-    .await?;
+            encryption.as_ref(),
+        )
+        .await;
+        if let Some(g) = &growing {
+            g.set_sha256(match &written {
+                Ok((finished, _)) => {
+                    let path = finished.path.clone();
+                    tokio::task::spawn_blocking(move || crate::destination::local::hash_file(&path))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map(|(_, sha)| sha).map_err(|e| e.to_string()))
+                }
+                Err(e) => Err(format!("{e:#}")),
+            });
+        }
+        written
+    };
+    let (written, sent) = match &growing {
+        Some(g) => {
+            let size_hint = size_hint(&plan.items);
+            tokio::join!(
+                backup,
+                super::push::send_following(printer, &remote, g.clone(), size_hint)
+            )
+        }
+        None => (backup.await, Vec::new()),
+    };
+    let (finished, records) = written?;
     session.record_backup(&finished, &records, &dir);
-
-    // The services are running again: the copies to the destinations take as long as they take.
-    let sent = super::push::send(printer, &remote, &finished.path).await;
     for (d, result) in &sent {
         session.record_destination(
             d.name(),
@@ -264,6 +292,17 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     Ok(ExitStatus::Success)
 }
 
+/// At most what the backup file of `items` will hold, for the part size of an upload: their size as the
+/// engine measured it (compressed, the file is smaller; incompressible data grows a little), with room for
+/// the headers and the manifest. `None` when a size is unknown.
+fn size_hint(items: &[&DataItem]) -> Option<u64> {
+    let mut total = 0u64;
+    for i in items {
+        total = total.saturating_add(i.size_bytes?);
+    }
+    Some(total.saturating_add(total / 20).saturating_add(16 << 20))
+}
+
 /// Where and how a backup file is written.
 pub struct Destination<'a> {
     pub dir: &'a Path,
@@ -276,6 +315,8 @@ pub struct Destination<'a> {
     /// Whether the `x-persist` hooks run (not for the safety backup of a restore, whose services are
     /// stopped already).
     pub hooks: bool,
+    /// Told every write, when the file is sent to destinations while it is written.
+    pub follow: Option<Arc<Growing>>,
 }
 
 /// The consistency mode of each item, with the dump recipe of those in `dump` mode; a usage error when a
@@ -419,6 +460,7 @@ async fn write_items(
         fast,
         consistency: _,
         hooks: run_hooks,
+        ref follow,
     } = *dest;
     let version = engine.version().await?;
     let engine_info = EngineInfo {
@@ -431,7 +473,13 @@ async fn write_items(
     let mut attempts = 0;
     let mut writer = loop {
         let name = BackupName::new(&project.name, jiff::Timestamp::now(), tag)?;
-        match BackupWriter::create(dir, &name, engine_info.clone(), options) {
+        match BackupWriter::create_followed(
+            dir,
+            &name,
+            engine_info.clone(),
+            options,
+            follow.clone(),
+        ) {
             Err(crate::archive::ArchiveError::Exists { .. }) if attempts < 30 => {
                 attempts += 1;
                 let into_second =

@@ -715,6 +715,7 @@ async fn down_with_backup(
             consistency: Some(Consistency::Stop),
             // The services are stopped: hooks, which run inside them, have nothing to run in.
             hooks: false,
+            follow: None,
         },
     )
     .await

@@ -289,6 +289,7 @@ pub async fn run(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<Ex
                 consistency: Some(crate::compose::Consistency::Stop),
                 // Its services are stopped already.
                 hooks: false,
+                follow: None,
             },
         )
         .await
@@ -1214,6 +1215,7 @@ async fn rollback(session: &Session<'_>, args: &MigrateArgs) -> anyhow::Result<E
                 consistency: Some(crate::compose::Consistency::Stop),
                 // Its services are stopped already.
                 hooks: false,
+                follow: None,
             },
         )
         .await

@@ -1,12 +1,14 @@
-//! `push BACKUP --to D…`: copies an existing backup file to destinations. `backup --to` uses the same
-//! [`send`] once its local file is complete. What is already at a destination (same size and recorded
+//! `push BACKUP --to D…`: copies an existing backup file to destinations ([`send`]); `backup --to` sends
+//! its file while it is written ([`send_following`]). What is already at a destination (same size and recorded
 //! SHA-256) is not sent again, so a `push` after a failed `backup --to` sends only what is missing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::{ExitStatus, Session, UsageError};
+use crate::archive::growing::Growing;
 use crate::archive::{Backup, BackupName};
 use crate::cli::PushArgs;
 use crate::destination::{Destination, DestinationError, Destinations, Stored};
@@ -66,7 +68,88 @@ pub async fn send(
             .map(|d| async move { (d.clone(), d.put_file(local).await) }),
     )
     .await;
-    for (d, r) in &results {
+    report(printer, &results);
+    results
+}
+
+/// Sends the backup file that `growing` follows to every destination while it is written (`backup --to`),
+/// each on a task of its own so that no destination slows the backup or another destination. Dropping the
+/// returned future (Ctrl-C) stops the tasks, whose uploads are then aborted.
+pub async fn send_following(
+    printer: &Printer,
+    dests: &[Destination],
+    growing: Arc<Growing>,
+    size_hint: Option<u64>,
+) -> Vec<(Destination, Result<Stored, DestinationError>)> {
+    for d in dests {
+        printer.status(format!(
+            "Sending to {} while the backup is written",
+            d.describe()
+        ));
+    }
+    let tasks: Vec<_> = dests
+        .iter()
+        .map(|d| {
+            let (d, g) = (d.clone(), growing.clone());
+            AbortOnDrop(Some(tokio::spawn(
+                async move { d.follow(&g, size_hint).await },
+            )))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for (d, mut task) in dests.iter().zip(tasks) {
+        let result = task.join().await.unwrap_or_else(|e| {
+            Err(DestinationError::Failed {
+                op: crate::destination::Op::Write,
+                destination: d.describe(),
+                file: growing.file_name().unwrap_or_else(|| "the backup".into()),
+                source: format!("the upload stopped unexpectedly: {e}").into(),
+            })
+        });
+        results.push((d.clone(), result));
+    }
+    // A backup that failed says so itself; that its destinations got nothing goes without saying.
+    let abandoned = matches!(
+        growing.snapshot(&mut Default::default()).end,
+        Some(crate::archive::growing::End::Abandoned(_))
+    );
+    if !abandoned {
+        report(printer, &results);
+    }
+    results
+}
+
+/// A task that is aborted when this is dropped before it was joined. Its future is then dropped on the
+/// runtime a moment later (an upload's guard starts the abort of the upload there): waiting for that is
+/// registered as a cleanup, for [`crate::destination::finish_cleanups`].
+struct AbortOnDrop<T: Send + 'static>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T: Send + 'static> AbortOnDrop<T> {
+    async fn join(&mut self) -> Result<T, tokio::task::JoinError> {
+        let Some(handle) = self.0.as_mut() else {
+            unreachable!("a task is joined once")
+        };
+        let joined = handle.await;
+        self.0 = None;
+        joined
+    }
+}
+
+impl<T: Send + 'static> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                crate::destination::register_cleanup(rt.spawn(async move {
+                    let _ = handle.await;
+                }));
+            }
+        }
+    }
+}
+
+fn report(printer: &Printer, results: &[(Destination, Result<Stored, DestinationError>)]) {
+    for (d, r) in results {
         match r {
             Ok(s) if s.already_there => printer.status(format!(
                 "  {} already holds it (SHA-256 {})",
@@ -82,7 +165,6 @@ pub async fn send(
             Err(e) => printer.warn(chain(e)),
         }
     }
-    results
 }
 
 /// The `--json` form of [`send`]'s results.

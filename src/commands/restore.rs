@@ -351,6 +351,7 @@ pub async fn run(session: &Session<'_>, args: &RestoreArgs) -> anyhow::Result<Ex
                 // database whose dump is loaded back is copied as files, with its service stopped).
                 consistency: Some(crate::compose::Consistency::Stop),
                 hooks: false,
+                follow: None,
             },
         )
         .await

@@ -611,6 +611,7 @@ impl Upgrade<'_> {
                 consistency: Some(Consistency::Stop),
                 // The services are stopped: hooks, which run inside them, have nothing to run in.
                 hooks: false,
+                follow: None,
             },
         )
         .await

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Health, Stored};
+use super::{Health, Stored, stream};
 use crate::archive::format::PARTIAL_SUFFIX;
+use crate::archive::growing::Growing;
 use crate::archive::writer::{ensure_dir, publish};
 use crate::archive::{ArchiveError, BackupListing, list_backups};
 
@@ -17,6 +18,8 @@ use crate::archive::{ArchiveError, BackupListing, list_backups};
 pub const SHA256_SUFFIX: &str = ".sha256";
 
 const COPY_BUFFER: usize = 1024 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct DirDestination {
@@ -36,82 +39,98 @@ impl DirDestination {
         list_backups(&self.dir, project)
     }
 
-    /// Copies `local` to `<dir>/<name>` through a `.partial`, hashing it on the way, then records its SHA-256.
-    pub fn put_file(
-        &self,
-        local: &Path,
-        name: &str,
-    ) -> Result<Stored, Box<dyn std::error::Error + Send + Sync>> {
+    /// What is at `<dir>/<name>` before `local` is stored there: the same file (nothing to send), or
+    /// nothing (send it, with its size and SHA-256); a different file is an error.
+    fn before_put(&self, local: &Path, name: &str) -> Result<(Stored, bool), BoxError> {
         let target = self.path(name);
         let same = fs_err::canonicalize(local)
             .ok()
             .zip(fs_err::canonicalize(&target).ok());
+        let (bytes, sha256) = hash_file(local)?;
+        let stored = |already_there| Stored {
+            location: target.clone(),
+            bytes,
+            sha256: sha256.clone(),
+            already_there,
+        };
         if let Some((a, b)) = &same
             && a == b
         {
             // The file is already here (pushing `local` to itself).
-            let (bytes, sha256) = hash_file(local)?;
-            return Ok(Stored {
-                location: target,
-                bytes,
-                sha256,
-                already_there: true,
-            });
+            return Ok((stored(true), true));
         }
-        ensure_dir(&self.dir)?;
-        let (bytes, sha256) = hash_file(local)?;
         if target.symlink_metadata().is_ok() {
             let (there_bytes, there_sha) = hash_file(&target)?;
             if (there_bytes, &there_sha) == (bytes, &sha256) {
+                ensure_dir(&self.dir)?;
                 write_sha256(&self.dir, name, &sha256)?;
-                return Ok(Stored {
-                    location: target,
-                    bytes,
-                    sha256,
-                    already_there: true,
-                });
+                return Ok((stored(true), true));
             }
             return Err(Box::new(ArchiveError::Exists { path: target }));
         }
+        Ok((stored(false), false))
+    }
+
+    /// Copies the complete file `local` to `<dir>/<name>` (see [`DirDestination::follow`]), unless it is
+    /// there already.
+    pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
+        let (this, l, n) = (self.clone(), local.to_path_buf(), name.to_string());
+        let (stored, there) =
+            tokio::task::spawn_blocking(move || this.before_put(&l, &n)).await??;
+        if there {
+            return Ok(stored);
+        }
+        let growing = Growing::complete(
+            local.to_path_buf(),
+            name.to_string(),
+            stored.bytes,
+            stored.sha256,
+        );
+        self.follow(&growing).await
+    }
+
+    /// Copies the file `growing` follows to `<dir>/<name>` through a `.partial` as it is written (see
+    /// [`super::stream`]), then gives it its name and records its SHA-256.
+    pub async fn follow(&self, growing: &Growing) -> Result<Stored, BoxError> {
+        let local = stream::open_followed(growing).await?;
+        let name = local.name.clone();
+        let target = self.path(&name);
+        if target.symlink_metadata().is_ok() {
+            return Err(Box::new(ArchiveError::Exists { path: target }));
+        }
+        ensure_dir(&self.dir)?;
         let partial = self.path(&format!("{name}{PARTIAL_SUFFIX}"));
-        let mut guard = PartialGuard(Some(partial.clone()));
-        let mut out = fs_err::OpenOptions::new()
+        let mut out = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&partial)?;
-        let mut input = fs_err::File::open(local)?;
-        let mut sha = Sha256::new();
-        let mut buf = vec![0u8; COPY_BUFFER];
-        let mut copied = 0u64;
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Box::new(e)),
-            };
-            sha.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            copied += n as u64;
+            .open(&partial)
+            .await
+            .map_err(|e| format!("cannot create `{}`: {e}", partial.display()))?;
+        let mut guard = PartialGuard(Some(partial.clone()));
+        let copied = stream::copy_following(growing, &local, &mut out).await?;
+        if copied.written > copied.len {
+            out.set_len(copied.len).await?;
         }
-        out.sync_all()?;
+        out.sync_all().await?;
         drop(out);
-        let copied_sha = hex::encode(sha.finalize());
-        if (copied, &copied_sha) != (bytes, &sha256) {
+        let sha256 = stream::wait_sha256(growing).await?;
+        let there = fs_err::metadata(&partial)?.len();
+        if there != copied.len {
             return Err(format!(
-                "`{}` changed while it was copied ({copied} bytes with SHA-256 {copied_sha}, {bytes} bytes with {sha256} before)",
-                local.display()
+                "`{}` holds {there} bytes after the copy, {} were sent",
+                partial.display(),
+                copied.len
             )
             .into());
         }
         publish(&partial, &target)?;
         guard.0 = None;
-        write_sha256(&self.dir, name, &sha256)?;
+        write_sha256(&self.dir, &name, &sha256)?;
         sync_dir(&self.dir);
         Ok(Stored {
             location: target,
-            bytes,
+            bytes: copied.len,
             sha256,
             already_there: false,
         })
@@ -234,13 +253,16 @@ impl Drop for PartialGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn put_copies_through_a_partial_records_the_sha256_and_never_replaces() {
+    #[tokio::test]
+    async fn put_copies_through_a_partial_records_the_sha256_and_never_replaces() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("app-20261122T101500Z.tar");
         std::fs::write(&src, vec![7u8; 3_000_000]).unwrap();
         let dest = DirDestination::new(tmp.path().join("usb/persist"));
-        let stored = dest.put_file(&src, "app-20261122T101500Z.tar").unwrap();
+        let stored = dest
+            .put_file(&src, "app-20261122T101500Z.tar")
+            .await
+            .unwrap();
         assert!(!stored.already_there);
         assert_eq!(
             std::fs::read(&stored.location).unwrap(),
@@ -255,13 +277,18 @@ mod tests {
         // Again: identical, nothing sent.
         assert!(
             dest.put_file(&src, "app-20261122T101500Z.tar")
+                .await
                 .unwrap()
                 .already_there
         );
         // A different file under the same name is refused, and the one there is kept.
         let other = tmp.path().join("other.tar");
         std::fs::write(&other, b"different").unwrap();
-        assert!(dest.put_file(&other, "app-20261122T101500Z.tar").is_err());
+        assert!(
+            dest.put_file(&other, "app-20261122T101500Z.tar")
+                .await
+                .is_err()
+        );
         assert_eq!(std::fs::read(&stored.location).unwrap().len(), 3_000_000);
         let names: Vec<_> = std::fs::read_dir(dest.path(""))
             .unwrap()

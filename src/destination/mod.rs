@@ -23,6 +23,9 @@
 //!   S3: a multipart upload completed last, aborted on any failure or cancellation), and its SHA-256 is
 //!   computed on the way, stored beside it as `<name>.sha256` (`sha256sum -c` format) and compared with the
 //!   local file's;
+//! - [`Destination::follow`]: the same, for a backup file while it is written (`backup --to`): the
+//!   destination's copy follows the local file as it grows ([`stream`]), so the local file and every
+//!   destination are written in one pass over the data;
 //! - [`Destination::remove`]: removes a backup's `.sha256`, then the backup, so that an interrupted
 //!   removal never leaves a `.sha256` without its backup; in a bucket or on SFTP a backup already gone is
 //!   no error (the removal wanted it gone);
@@ -37,12 +40,14 @@
 pub mod local;
 pub mod s3;
 pub mod sftp;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::archive::growing::Growing;
 use crate::archive::{ArchiveError, Backup, BackupListing};
 
 /// The name of the project's own backup directory as a destination.
@@ -673,13 +678,10 @@ impl Destination {
             .to_string();
         check_file_name(&file_name).map_err(|reason| self.io_err(Op::Write, &file_name, reason))?;
         match &*self.backend {
-            Backend::Dir(d) => {
-                let (d, local, name) = (d.clone(), local.to_path_buf(), file_name.clone());
-                tokio::task::spawn_blocking(move || d.put_file(&local, &name))
-                    .await
-                    .map_err(|e| self.io_err(Op::Write, &file_name, e.to_string()))?
-                    .map_err(|e| self.wrap(Op::Write, &file_name, e))
-            }
+            Backend::Dir(d) => d
+                .put_file(local, &file_name)
+                .await
+                .map_err(|e| self.wrap(Op::Write, &file_name, e)),
             Backend::Sftp(d) => d
                 .put_file(local, &file_name)
                 .await
@@ -689,6 +691,25 @@ impl Destination {
                 .await
                 .map_err(|e| self.wrap(Op::Write, &file_name, e)),
         }
+    }
+
+    /// Stores the backup file that `growing` follows here while it is written (`backup --to`), in the same
+    /// way as [`Destination::put_file`]; `size_hint` (at most what the file will hold) chooses the S3 part
+    /// size. When the file is abandoned, nothing is left here.
+    pub async fn follow(
+        &self,
+        growing: &Growing,
+        size_hint: Option<u64>,
+    ) -> Result<Stored, DestinationError> {
+        let result = match &*self.backend {
+            Backend::Dir(d) => d.follow(growing).await,
+            Backend::Sftp(d) => d.follow(growing).await,
+            Backend::S3(d) => d.follow(growing, size_hint).await,
+        };
+        result.map_err(|e| {
+            let name = growing.file_name().unwrap_or_else(|| "the backup".into());
+            self.wrap(Op::Write, &name, e)
+        })
     }
 
     /// Removes the backup `file_name` and its `.sha256`: the `.sha256` goes first, then the backup, each in one step (`unlink`, one `DELETE`). Cut short anywhere (Ctrl-C, a dropped
@@ -830,14 +851,22 @@ pub(crate) fn register_cleanup(task: tokio::task::JoinHandle<()>) {
 
 /// Waits, up to `limit`, for the cleanups of transfers an interruption cut short: call it before the
 /// process exits after Ctrl-C, so that no multipart upload is left to bill.
+/// A cleanup may register others (a stopped upload task, once its future is dropped, registers the abort
+/// of its upload): they are waited for too, within the same limit.
 pub async fn finish_cleanups(limit: std::time::Duration) {
-    let tasks: Vec<_> = CLEANUPS
-        .lock()
-        .map(|mut c| std::mem::take(&mut *c))
-        .unwrap_or_default();
-    if !tasks.is_empty() {
-        let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
-    }
+    let _ = tokio::time::timeout(limit, async {
+        loop {
+            let tasks: Vec<_> = CLEANUPS
+                .lock()
+                .map(|mut c| std::mem::take(&mut *c))
+                .unwrap_or_default();
+            if tasks.is_empty() {
+                break;
+            }
+            futures_util::future::join_all(tasks).await;
+        }
+    })
+    .await;
 }
 
 /// The entry of `x-persist.destinations` as a map of option names to strings, for messages and tests.

@@ -9,12 +9,17 @@
 //!   `~/.aws/config` (`AWS_CONFIG_FILE`, for `region` and `endpoint_url`); else container or web-identity
 //!   credentials as `object_store` finds them. They are handed to the client in memory only, never to an
 //!   argument, a child process or a message;
+//! - **parts while the file is written** ([`S3Destination::follow`]): object_store's low-level multipart
+//!   API (explicit part numbers), so that a part can be sent as soon as the local file holds it, and sent
+//!   again when the backup writer rewrites it;
 //! - **part size**: 8 MiB by default, raised so that the file fits in `max_parts` parts (10,000 unless the
-//!   provider has a lower limit), with two parts in flight at most: memory stays under ≈24 MB;
+//!   provider has a lower limit; while the file is written, its size is estimated from the data's), with
+//!   two parts in flight at most: ≈17 MB of buffers;
 //! - **abort**: an upload that fails or is interrupted is aborted, so no parts are left to bill; the object
 //!   appears under its name only when the upload is completed, after the last byte. On Ctrl-C the command's
 //!   future is dropped: the abort is then started on the runtime and [`super::finish_cleanups`] waits for it.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -23,18 +28,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, FuturesUnordered};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, RetryConfig,
-    WriteMultipart,
+    ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt as _, RetryConfig,
 };
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt as _;
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
-use super::{Health, S3Url, Stored};
+use super::{Health, S3Url, Stored, stream};
+use crate::archive::growing::{Cursor, End, Growing, Rewrite};
 use crate::archive::{Backup, BackupListing, RangeSource};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,9 +49,10 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// AWS's limit on the parts of one upload.
 pub const DEFAULT_MAX_PARTS: u64 = 10_000;
-/// Parts uploaded at the same time.
+/// Parts uploaded at the same time (4 for `push` measured no faster against a local server: docs/benchmarks.md).
 const IN_FLIGHT: usize = 2;
-const READ_CHUNK: usize = 1 << 20;
+/// The size of the tar header a hold announces.
+const HEADER: u64 = 512;
 /// Manifests read at the same time by a listing.
 const LIST_CONCURRENCY: usize = 8;
 
@@ -163,16 +168,13 @@ impl S3Destination {
     pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
         let store = self.store().await?;
         let key = self.key(name);
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
-        let len = file.metadata().await?.len();
+        let p = local.to_path_buf();
+        let (local_len, local_sha) =
+            tokio::task::spawn_blocking(move || super::local::hash_file(&p))
+                .await?
+                .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
         match store.head(&key).await {
             Ok(meta) => {
-                let (local_len, local_sha) = {
-                    let p = local.to_path_buf();
-                    tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??
-                };
                 let recorded = self.recorded_sha256(name).await?;
                 if meta.size == local_len && recorded.as_deref() == Some(local_sha.as_str()) {
                     return Ok(Stored {
@@ -192,47 +194,67 @@ impl S3Destination {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let part = part_size(len, self.url.part_size, self.url.max_parts);
-        let upload = store.put_multipart(&key).await?;
-        let mut writer = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(
-            upload,
-            usize::try_from(part).unwrap_or(usize::MAX),
-        )));
-        let mut sha = Sha256::new();
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; READ_CHUNK];
-        let result: Result<(), BoxError> = async {
-            loop {
-                if crate::cancel::is_cancelled() {
-                    return Err(crate::cancel::interrupted_error().into());
-                }
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                sha.update(&buf[..n]);
-                sent += n as u64;
-                let w = writer.get();
-                w.wait_for_capacity(IN_FLIGHT).await?;
-                w.write(&buf[..n]);
+        let growing =
+            Growing::complete(local.to_path_buf(), name.to_string(), local_len, local_sha);
+        self.follow(&growing, Some(local_len)).await
+    }
+
+    /// Uploads the file `growing` follows as it is written (see [`super::stream`]): one multipart upload
+    /// whose parts are sent as soon as the file holds them, at most [`IN_FLIGHT`] at a time, read back from
+    /// the local file. A part that the writer rewrites after it was sent is sent again; the part holding a
+    /// header still to be rewritten waits for it. The upload is completed (the object appears under its
+    /// name) only once the file is complete and its SHA-256 known; it is aborted on every other path.
+    /// `size_hint` (at most what the file will hold) chooses the part size.
+    pub async fn follow(
+        &self,
+        growing: &Growing,
+        size_hint: Option<u64>,
+    ) -> Result<Stored, BoxError> {
+        let store = self.store().await?;
+        let local = stream::open_followed(growing).await?;
+        let name = local.name.clone();
+        let key = self.key(&name);
+        match store.head(&key).await {
+            Ok(_) => {
+                return Err(
+                    format!("a different `{name}` is already there; it is left as it is").into(),
+                );
             }
-            Ok(())
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let part = part_size(
+            size_hint.unwrap_or(0),
+            self.url.part_size,
+            self.url.max_parts,
+        );
+        let max_parts = self.url.max_parts.unwrap_or(DEFAULT_MAX_PARTS);
+        let id = store.create_multipart(&key).await?;
+        let mut upload = AbortOnDrop(Some(Upload {
+            store: store.clone(),
+            key: key.clone(),
+            id,
+        }));
+        let sent = async {
+            let parts = send_parts(growing, &local, upload.get(), part, max_parts).await?;
+            let sha256 = stream::wait_sha256(growing).await?;
+            Ok::<_, BoxError>((parts, sha256))
         }
         .await;
-        let sha256 = hex::encode(sha.finalize());
-        if let Err(e) = result {
-            writer.abort().await;
-            return Err(e);
-        }
-        if sent != len {
-            writer.abort().await;
-            return Err(format!("`{}` changed size while it was sent", local.display()).into());
-        }
-        let done = writer.take().finish().await;
-        if let Err(e) = done {
-            // `finish` aborted the upload itself: a part or the completion failed.
+        let (parts, sha256) = match sent {
+            Ok(done) => done,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        let len = parts.1;
+        let u = upload.get();
+        if let Err(e) = store.complete_multipart(&u.key, &u.id, parts.0).await {
+            upload.abort().await;
             return Err(e.into());
         }
+        upload.0 = None;
         let meta = store.head(&key).await?;
         if meta.size != len {
             return Err(format!(
@@ -244,11 +266,11 @@ impl S3Destination {
         store
             .put(
                 &self.key(&format!("{name}{SHA256_SUFFIX}")),
-                Bytes::from(sha256_line(name, &sha256)).into(),
+                Bytes::from(sha256_line(&name, &sha256)).into(),
             )
             .await?;
         Ok(Stored {
-            location: self.locate(name),
+            location: self.locate(&name),
             bytes: len,
             sha256,
             already_there: false,
@@ -315,36 +337,201 @@ pub fn part_size(len: u64, configured: Option<u64>, max_parts: Option<u64>) -> u
     needed.div_ceil(1 << 20) * (1 << 20)
 }
 
+/// A multipart upload under way.
+struct Upload {
+    store: Arc<AmazonS3>,
+    key: ObjectPath,
+    id: MultipartId,
+}
+
+/// Sends the parts of the followed file as it grows; returns them in order, with the file's length, once
+/// the file is complete and every part is sent.
+async fn send_parts(
+    growing: &Growing,
+    local: &stream::LocalFile,
+    upload: &Upload,
+    part: u64,
+    max_parts: u64,
+) -> Result<(Vec<PartId>, u64), BoxError> {
+    let mut rx = growing.subscribe();
+    let mut cursor = Cursor::default();
+    let mut done: Vec<Option<PartId>> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut sending: BTreeSet<usize> = BTreeSet::new();
+    // Parts rewritten while they were being sent: what comes back for them is stale.
+    let mut stale: BTreeSet<usize> = BTreeSet::new();
+    let index = |offset: u64| usize::try_from(offset / part).unwrap_or(usize::MAX);
+    let pool = PartBuffers::default();
+    loop {
+        rx.borrow_and_update();
+        let snap = growing.snapshot(&mut cursor);
+        stream::check_going(&snap)?;
+        for rewrite in &snap.rewrites {
+            let (first, last) = match rewrite {
+                Rewrite::Patch(r) if r.start < r.end => (index(r.start), index(r.end - 1)),
+                Rewrite::Patch(_) => continue,
+                Rewrite::Cut(len) => (index(*len), usize::MAX),
+            };
+            for i in first..=last.min(done.len().max(sending.last().map_or(0, |l| l + 1))) {
+                if let Some(d) = done.get_mut(i) {
+                    *d = None;
+                }
+                if sending.contains(&i) {
+                    stale.insert(i);
+                }
+            }
+        }
+        let complete = match snap.end {
+            Some(End::Complete { len }) => Some(len),
+            _ => None,
+        };
+        // The parts known so far: the whole ones, and once complete the last one, however short.
+        let known = match complete {
+            Some(len) => len.div_ceil(part).max(1),
+            None => snap.len / part,
+        };
+        if known > max_parts {
+            return Err(format!(
+                "the backup outgrew {max_parts} parts of {}: set a larger `part_size`",
+                crate::report::human_size(part)
+            )
+            .into());
+        }
+        let known = usize::try_from(known).unwrap_or(usize::MAX);
+        if done.len() < known {
+            done.resize(known, None);
+        }
+        if let Some(len) = complete
+            && sending.is_empty()
+            && done[..known].iter().all(Option::is_some)
+        {
+            let parts = done.into_iter().take(known).flatten().collect();
+            return Ok((parts, len));
+        }
+        let end_of = |i: usize| ((i as u64 + 1) * part).min(complete.unwrap_or(u64::MAX));
+        for (i, sent) in done.iter().enumerate().take(known) {
+            if in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            if sent.is_some() || sending.contains(&i) {
+                continue;
+            }
+            let range = i as u64 * part..end_of(i);
+            // The header there will be rewritten: the part waits for it.
+            if complete.is_none()
+                && snap
+                    .hold
+                    .is_some_and(|h| h < range.end && h + HEADER > range.start)
+            {
+                continue;
+            }
+            sending.insert(i);
+            let file = local.file.clone();
+            let (store, key, id) = (upload.store.clone(), upload.key.clone(), upload.id.clone());
+            let pool = pool.clone();
+            in_flight.push(async move {
+                let sent = async {
+                    let bytes = pool.read(&file, range).await?;
+                    Ok::<_, BoxError>(store.put_part(&key, &id, i, bytes.into()).await?)
+                }
+                .await;
+                (i, sent)
+            });
+        }
+        if in_flight.is_empty() {
+            stream::changed(&mut rx).await;
+            continue;
+        }
+        tokio::select! {
+            Some((i, sent)) = in_flight.next() => {
+                sending.remove(&i);
+                let part_id = sent?;
+                if !stale.remove(&i) {
+                    done[i] = Some(part_id);
+                }
+            }
+            _ = stream::changed(&mut rx) => {}
+        }
+    }
+}
+
+/// The buffers of the parts in flight, reused from part to part: memory stays at [`IN_FLIGHT`] parts,
+/// rather than what the allocator keeps of every part's buffer once freed (measured: ≈25 MB more).
+#[derive(Clone, Default)]
+struct PartBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// A part's bytes; its buffer goes back to the pool when the request no longer holds them.
+struct PooledPart {
+    buf: Vec<u8>,
+    pool: PartBuffers,
+}
+
+impl AsRef<[u8]> for PooledPart {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledPart {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.pool.0.lock() {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl PartBuffers {
+    /// Bytes `range` of the local file, in a buffer of the pool.
+    async fn read(&self, file: &Arc<std::fs::File>, range: Range<u64>) -> io::Result<Bytes> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        let file = file.clone();
+        let buf = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            buf.resize(usize::try_from(range.end - range.start).unwrap_or(0), 0);
+            file.read_exact_at(&mut buf, range.start).map(|()| buf)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Bytes::from_owner(PooledPart {
+            buf,
+            pool: self.clone(),
+        }))
+    }
+}
+
 /// Holds an upload until it completes; aborts it on every other path, including a dropped future.
-struct AbortOnDrop(Option<WriteMultipart>);
+struct AbortOnDrop(Option<Upload>);
 
 impl AbortOnDrop {
-    fn get(&mut self) -> &mut WriteMultipart {
+    fn get(&self) -> &Upload {
         self.0
-            .as_mut()
-            .expect("the upload is held until finished or aborted")
-    }
-
-    fn take(&mut self) -> WriteMultipart {
-        self.0
-            .take()
-            .expect("the upload is held until finished or aborted")
+            .as_ref()
+            .expect("the upload is held until completed or aborted")
     }
 
     async fn abort(&mut self) {
-        if let Some(w) = self.0.take() {
-            let _ = w.abort().await;
+        if let Some(u) = self.0.take() {
+            let _ = u.store.abort_multipart(&u.key, &u.id).await;
         }
     }
 }
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        if let Some(w) = self.0.take()
+        if let Some(u) = self.0.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let task = handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(30), w.abort()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    u.store.abort_multipart(&u.key, &u.id),
+                )
+                .await;
             });
             super::register_cleanup(task);
         }

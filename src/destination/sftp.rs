@@ -21,17 +21,15 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::{Sftp, SftpAuxiliaryData, SftpOptions};
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
-use super::{Health, SftpUrl, Stored};
+use super::{Health, SftpUrl, Stored, stream};
 use crate::archive::format::PARTIAL_SUFFIX;
+use crate::archive::growing::Growing;
 use crate::archive::{Backup, BackupListing, RangeSource};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct SftpDestination {
@@ -269,16 +267,10 @@ impl SftpDestination {
 
     pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
         let s = self.session().await?;
-        let mut fs = s.sftp.fs();
-        let target = self.remote(name);
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
-        let len = file.metadata().await?.len();
-        if let Ok(meta) = fs.metadata(&target).await {
-            let p = local.to_path_buf();
-            let (local_len, local_sha) =
-                tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??;
+        let p = local.to_path_buf();
+        let (local_len, local_sha) =
+            tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??;
+        if let Ok(meta) = s.sftp.fs().metadata(self.remote(name)).await {
             let recorded = self.recorded_sha256(&s, name).await;
             if meta.len() == Some(local_len) && recorded.as_deref() == Some(local_sha.as_str()) {
                 return Ok(Stored {
@@ -288,6 +280,24 @@ impl SftpDestination {
                     already_there: true,
                 });
             }
+            return Err(
+                format!("a different `{name}` is already there; it is left as it is").into(),
+            );
+        }
+        let growing =
+            Growing::complete(local.to_path_buf(), name.to_string(), local_len, local_sha);
+        self.follow(&growing).await
+    }
+
+    /// Copies the file `growing` follows to the server's `<path>/<name>.partial` as it is written (see
+    /// [`super::stream`]), then gives it its name and records its SHA-256.
+    pub async fn follow(&self, growing: &Growing) -> Result<Stored, BoxError> {
+        let s = self.session().await?;
+        let local = stream::open_followed(growing).await?;
+        let name = local.name.clone();
+        let mut fs = s.sftp.fs();
+        let target = self.remote(&name);
+        if fs.metadata(&target).await.is_ok() {
             return Err(
                 format!("a different `{name}` is already there; it is left as it is").into(),
             );
@@ -322,26 +332,16 @@ impl SftpDestination {
             .await
             .map_err(|e| self.err(&s, format!("cannot create `{}`: {e}", partial.display())))?;
         let mut out = Box::pin(TokioCompatFile::new(out));
-        let mut sha = Sha256::new();
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            if crate::cancel::is_cancelled() {
-                return Err(crate::cancel::interrupted_error().into());
-            }
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .await
-                .map_err(|e| self.err(&s, format!("write failed: {e}")))?;
-            sent += n as u64;
-        }
-        out.flush()
+        let copied = stream::copy_following(growing, &local, &mut out)
             .await
-            .map_err(|e| self.err(&s, format!("write failed: {e}")))?;
+            .map_err(|e| self.err(&s, e))?;
+        if copied.written > copied.len {
+            out.as_mut()
+                .as_mut_file()
+                .set_len(copied.len)
+                .await
+                .map_err(|e| self.err(&s, format!("cannot truncate: {e}")))?;
+        }
         if s.sftp.support_fsync() {
             out.as_mut()
                 .as_mut_file()
@@ -350,9 +350,8 @@ impl SftpDestination {
                 .map_err(|e| self.err(&s, format!("fsync failed: {e}")))?;
         }
         drop(out);
-        if sent != len {
-            return Err(format!("`{}` changed size while it was sent", local.display()).into());
-        }
+        let len = copied.len;
+        let sha256 = stream::wait_sha256(growing).await?;
         let there = fs
             .metadata(&partial)
             .await
@@ -364,7 +363,6 @@ impl SftpDestination {
             )
             .into());
         }
-        let sha256 = hex::encode(sha.finalize());
         // Never replace: the name was free a moment ago; a hard link (when offered) fails if it was taken since.
         if s.sftp.support_hardlink() {
             fs.hard_link(&partial, &target)
@@ -379,12 +377,12 @@ impl SftpDestination {
         guard.session = None;
         fs.write(
             self.remote(&format!("{name}{SHA256_SUFFIX}")),
-            sha256_line(name, &sha256).as_bytes(),
+            sha256_line(&name, &sha256).as_bytes(),
         )
         .await
         .map_err(|e| self.err(&s, e))?;
         Ok(Stored {
-            location: self.locate(name),
+            location: self.locate(&name),
             bytes: len,
             sha256,
             already_there: false,

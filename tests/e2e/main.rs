@@ -11,6 +11,7 @@ mod backup;
 mod crash;
 mod crypt;
 mod destinations;
+mod destinations_stream;
 mod dumps;
 mod fastpath;
 mod guard;
