@@ -56,6 +56,9 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 struct State {
     file: Option<(PathBuf, String)>,
+    /// The `.partial` opened for reading when it was created: it stays readable through this handle once
+    /// the writer has renamed it, however soon that happens.
+    reader: Option<Arc<std::fs::File>>,
     len: u64,
     hold: Option<u64>,
     rewrites: Vec<Rewrite>,
@@ -101,9 +104,20 @@ impl Growing {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The writer created `partial`, which will be named `name`.
+    /// The writer created `partial`, which will be named `name`. It is opened for reading here, before the
+    /// writer can rename it: a follower that starts late (an SFTP session still being set up) may find a
+    /// small backup already complete under its final name.
     pub fn begin(&self, partial: PathBuf, name: String) {
-        self.update(|s| s.file = Some((partial, name)));
+        let reader = std::fs::File::open(&partial).ok().map(Arc::new);
+        self.update(|s| {
+            s.file = Some((partial, name));
+            s.reader = reader;
+        });
+    }
+
+    /// The handle opened by [`Growing::begin`], if it could open the file.
+    pub fn reader(&self) -> Option<Arc<std::fs::File>> {
+        self.state.lock().ok().and_then(|s| s.reader.clone())
     }
 
     /// The writer is about to write a header at `at` that it will rewrite; `None` once it has.

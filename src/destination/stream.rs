@@ -37,11 +37,11 @@ pub async fn open_followed(growing: &Growing) -> Result<LocalFile, BoxError> {
         rx.borrow_and_update();
         let snap = growing.snapshot(&mut Cursor::default());
         if let Some((path, name)) = snap.file {
-            let file = fs_err::File::open(&path)?.into_parts().0;
-            return Ok(LocalFile {
-                file: Arc::new(file),
-                name,
-            });
+            let file = match growing.reader() {
+                Some(file) => file,
+                None => Arc::new(fs_err::File::open(&path)?.into_parts().0),
+            };
+            return Ok(LocalFile { file, name });
         }
         if let Some(End::Abandoned(why)) = snap.end {
             return Err(abandoned(&why));
@@ -225,6 +225,30 @@ mod tests {
             std::fs::read(copy_path).unwrap(),
             std::fs::read(final_path).unwrap()
         );
+    }
+
+    /// A small backup can be complete and renamed before a slow follower (an SFTP session being set up)
+    /// first looks at it: the follower still reads it, through the handle opened when it was created.
+    #[tokio::test]
+    async fn a_follower_that_starts_after_the_rename_still_copies_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let partial = tmp.path().join("b.tar.partial");
+        let growing = Growing::new();
+        let f = fs_err::File::create(&partial).unwrap();
+        growing.begin(partial.clone(), "b.tar".into());
+        let mut t = TrackedFile::new(f, Some(growing.clone()));
+        t.write_all(b"a small backup").unwrap();
+        drop(t);
+        let final_path = tmp.path().join("b.tar");
+        std::fs::rename(&partial, &final_path).unwrap();
+        growing.complete_at(14);
+        let local = open_followed(&growing).await.unwrap();
+        let copy_path = tmp.path().join("copy");
+        let mut out = tokio::fs::File::create(&copy_path).await.unwrap();
+        let copied = copy_following(&growing, &local, &mut out).await.unwrap();
+        drop(out);
+        assert_eq!(copied.len, 14);
+        assert_eq!(std::fs::read(copy_path).unwrap(), b"a small backup");
     }
 
     #[tokio::test]
