@@ -95,6 +95,22 @@ pub struct DestinationEncryption {
     pub require: bool,
 }
 
+/// The recipients of a destination's own `encrypt:` (none when it has none: the project's then apply),
+/// `file:` paths read relative to `base` (the project directory).
+pub fn destination_recipients(
+    name: &str,
+    raw: &serde_json::Value,
+    base: &Path,
+) -> anyhow::Result<Vec<Recipient>> {
+    let location = format!("destination `{name}`");
+    match EncryptConfig::from_persist(raw, &location)? {
+        Some(own) if !own.is_empty() => Ok(own
+            .resolve(base)
+            .with_context(|| format!("in the `encrypt:` of {location}"))?),
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Reads a destination entry's `encrypt:` and `require_encryption:` (`raw` is the entry as written; `local`
 /// whether the destination is a directory on this machine; `project` the project's `encrypt:`).
 pub fn for_destination(
@@ -160,6 +176,28 @@ impl EncryptPlan {
     /// A sealer for one backup file (passphrase mode makes a key per file).
     pub fn sealer(&self) -> Result<Sealer, CryptError> {
         Sealer::new(self.recipients.clone(), self.passphrase.as_ref())
+    }
+
+    /// Adds recipients (a destination's own `encrypt:`), each once, to `plan` — or makes a plan of them
+    /// alone when there was none. The one file goes to every destination, so it is encrypted to them all.
+    pub fn with_recipients(
+        plan: Option<EncryptPlan>,
+        extra: Vec<Recipient>,
+    ) -> Option<EncryptPlan> {
+        if extra.is_empty() {
+            return plan;
+        }
+        let mut plan = plan.unwrap_or(EncryptPlan {
+            recipients: Vec::new(),
+            passphrase: None,
+        });
+        for r in extra {
+            let fp = r.info().fingerprint;
+            if !plan.recipients.iter().any(|h| h.info().fingerprint == fp) {
+                plan.recipients.push(r);
+            }
+        }
+        Some(plan)
     }
 
     /// "to SHA256:… (x25519) and a passphrase".

@@ -136,7 +136,7 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
         });
     }
     let dir = super::backups::backup_dir(&args.dir, &inventory.project.directory);
-    let encryption =
+    let mut encryption =
         crate::encryption::plan(&inventory.project, &args.encrypt, |w| printer.warn(w))?;
     // Where the file goes besides the local directory: resolved first, so a bad name stops before any
     // service is stopped.
@@ -163,17 +163,33 @@ pub async fn run(session: &Session<'_>, args: &BackupArgs) -> anyhow::Result<Exi
     } else {
         None
     };
-    // A destination that requires encryption refuses a plain backup before anything is stopped.
+    // A destination's own `encrypt:` recipients: the one file goes everywhere, so it is encrypted to the
+    // recipients of every place it goes (unless `--no-encrypt`). Then a destination that requires
+    // encryption refuses a plain backup, before anything is stopped.
     {
         let project_config = crate::encryption::EncryptConfig::of_project(&inventory.project)?;
         let known = super::backups::destinations(&args.dir, &inventory.project)?;
-        for d in &remote {
-            let raw = known
+        let raw_of = |name: &str| {
+            known
                 .configured()
                 .iter()
-                .find(|c| c.name == d.name())
+                .find(|c| c.name == name)
                 .map(|c| c.raw.clone())
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        if !args.encrypt.no_encrypt {
+            let mut extra = Vec::new();
+            for d in &remote {
+                extra.extend(crate::encryption::destination_recipients(
+                    d.name(),
+                    &raw_of(d.name()),
+                    &inventory.project.directory,
+                )?);
+            }
+            encryption = EncryptPlan::with_recipients(encryption, extra);
+        }
+        for d in &remote {
+            let raw = raw_of(d.name());
             let rule = crate::encryption::for_destination(
                 d.name(),
                 &raw,

@@ -277,6 +277,16 @@ fn flip_middle(file: &Path, member: &str) {
 }
 
 /// Makes an ssh key with `ssh-keygen` in the project directory: (private key, public key line).
+/// The kinds of the recipients a manifest lists, in order.
+fn recipient_kinds(m: &serde_json::Value) -> Vec<&str> {
+    m["encryption"]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect()
+}
+
 fn ssh_key(env: &TestEnv, kind: &str) -> (PathBuf, String) {
     let key = env.project_dir.join(format!("id_{kind}"));
     let bits: &[&str] = if kind == "rsa" { &["-b", "2048"] } else { &[] };
@@ -318,12 +328,7 @@ fn a_dump_round_trips_through_ssh_keys_and_a_passphrase_and_bad_keys_change_noth
         ]
     );
     let m = manifest(&env, &file);
-    let kinds: Vec<&str> = m["encryption"]["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds = recipient_kinds(&m);
     assert_eq!(kinds, ["ssh-ed25519", "ssh-rsa", "passphrase"]);
     assert!(m["dumps"][0].get("content_sha256").is_none(), "{m:#}");
     // The age CLI decrypts the dump with the ssh key to exactly what pg_dumpall wrote.
@@ -410,4 +415,102 @@ fn a_dump_round_trips_through_ssh_keys_and_a_passphrase_and_bad_keys_change_noth
     .assert_code(1)
     .assert_stderr_contains("nothing was changed");
     assert!(stdin_of_psql().is_empty());
+}
+
+/// A destination with recipients of its own (the project has none): the one file written for it is
+/// encrypted to them, the destination's copy decrypts with their identity through the `age` CLI, and
+/// restores with it; `--no-encrypt` sends it plain, and a destination that requires encryption without
+/// any recipient anywhere refuses a plain backup before anything is stopped.
+#[test]
+fn a_destination_with_its_own_recipients_gets_its_copy_encrypted_to_them() {
+    let env = TestEnv::new();
+    let offsite = env.project_dir.join("offsite");
+    let strict = env.project_dir.join("strict");
+    let (ed, _) = ssh_key(&env, "ed25519");
+    let compose = format!(
+        "{}x-persist:\n  destinations:\n    offsite:\n      url: {}\n      encrypt:\n        recipients: [\"file:./id_ed25519.pub\"]\n    strict:\n      url: {}\n      require_encryption: true\n",
+        crate::restore::PROJECT,
+        utf8(&offsite),
+        utf8(&strict)
+    );
+    crate::restore::up_with_data(&env);
+    env.write_project(&compose, None);
+    let before = tree_digest(&env, PGDATA);
+
+    let ran = env.persist(["backup", "--to", "offsite", "dbdata"]);
+    ran.assert_success();
+    let local = printed_path(&ran);
+    let copies = crate::restore::backups_in(&offsite);
+    assert_eq!(copies.len(), 1, "{ran}");
+    assert_eq!(
+        fs::read(&copies[0]).unwrap(),
+        fs::read(&local).unwrap(),
+        "the destination holds the local file"
+    );
+    assert_eq!(
+        member_names(&copies[0]),
+        [
+            "compose/compose.yaml.age",
+            "volumes/dbdata.tar.zst.age",
+            "manifest.json"
+        ],
+        "{ran}"
+    );
+    let m = manifest(&env, &copies[0]);
+    let kinds = recipient_kinds(&m);
+    assert_eq!(kinds, ["ssh-ed25519"], "{m:#}");
+    // The destination's key holder reads it by hand, and restores it.
+    let tar = member_plain(&env, &copies[0], "volumes/dbdata.tar.zst.age", Some(&ed));
+    assert!(
+        tar.windows(10).any(|w| w == b"random.bin"),
+        "{} bytes",
+        tar.len()
+    );
+    exec_db(&env, "rm -rf \"$1\"/*", PGDATA);
+    env.persist(["restore", "--yes", "--no-safety-backup", utf8(&copies[0])])
+        .assert_code(1)
+        .assert_stderr_contains("no identity was given");
+    env.persist([
+        "restore",
+        "--yes",
+        "--no-safety-backup",
+        "--identity",
+        utf8(&ed),
+        utf8(&copies[0]),
+        "dbdata",
+    ])
+    .assert_success();
+    assert_eq!(tree_digest(&env, PGDATA), before);
+
+    // `--no-encrypt`: plain, as asked.
+    let ran = env.persist(["backup", "--no-encrypt", "--to", "offsite", "dbdata"]);
+    ran.assert_success();
+    let plain = printed_path(&ran);
+    assert_eq!(
+        member_names(&plain),
+        [
+            "compose/compose.yaml",
+            "volumes/dbdata.tar.zst",
+            "manifest.json"
+        ]
+    );
+
+    // `require_encryption: true` and nobody to encrypt to: refused before the service is stopped.
+    let started_at = || {
+        env.docker([
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}}",
+            &env.service_container("db"),
+        ])
+        .stdout()
+        .trim()
+        .to_string()
+    };
+    let started = started_at();
+    env.persist(["backup", "--to", "strict", "dbdata"])
+        .assert_code(3)
+        .assert_stderr_contains("requires encryption");
+    assert!(crate::restore::backups_in(&strict).is_empty());
+    assert_eq!(started_at(), started);
 }
