@@ -381,9 +381,14 @@ impl Writer {
 
 /// Writes `record` to `path` whole: a temporary file fsynced, renamed over it, and the directory fsynced.
 pub fn write_record(path: &Path, record: &Record) -> std::io::Result<()> {
+    write_json(path, record)
+}
+
+/// Writes `value` as JSON to `path` the way [`write_record`] writes a record (the directory made 0700).
+pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
-    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    let json = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".intent-")
         .tempfile_in(dir)?;

@@ -50,6 +50,14 @@ pub async fn run(
         post_hooks: std::sync::Mutex::new(Vec::new()),
         run: std::sync::Mutex::new(recorded_run(&cli.command)),
     };
+    // Uploads a killed command left open at a destination are aborted first (parts left to bill,
+    // `.partial` files), by every command that may use a destination.
+    if !matches!(
+        cli.command,
+        Command::Rules | Command::ShellInit(_) | Command::Key(_)
+    ) {
+        destination::unfinished::resolve_abandoned(printer).await;
+    }
     let command = async {
         match &cli.command {
             Command::Ls(args) => commands::ls::run(&session, args).await,

@@ -41,6 +41,7 @@ pub mod local;
 pub mod s3;
 pub mod sftp;
 pub mod stream;
+pub mod unfinished;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,7 +66,8 @@ pub enum DestinationUrl {
 }
 
 /// `s3://bucket/prefix?endpoint=URL&region=R&profile=P&path_style=true&part_size=16MiB&max_parts=10000`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Serialized in the records of unfinished uploads ([`unfinished`]): it holds no credential.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct S3Url {
     pub bucket: String,
     /// Key prefix without leading or trailing `/`; empty for the bucket's root.
@@ -84,7 +86,7 @@ pub struct S3Url {
 }
 
 /// `sftp://[user@]host[:port]/path?identity=/path/to/key`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SftpUrl {
     pub user: Option<String>,
     pub host: String,
@@ -629,7 +631,7 @@ impl Destination {
                 .await
                 .map_err(|source| DestinationError::List {
                     destination: self.describe(),
-                    source,
+                    source: s3::describe(source),
                 }),
             Backend::Sftp(d) => d
                 .list(project)
@@ -659,7 +661,7 @@ impl Destination {
             Backend::S3(d) => d
                 .open(file_name)
                 .await
-                .map_err(|e| self.wrap(Op::Read, file_name, e)),
+                .map_err(|e| self.wrap(Op::Read, file_name, s3::describe(e))),
         }
     }
 
@@ -689,7 +691,7 @@ impl Destination {
             Backend::S3(d) => d
                 .put_file(local, &file_name)
                 .await
-                .map_err(|e| self.wrap(Op::Write, &file_name, e)),
+                .map_err(|e| self.wrap(Op::Write, &file_name, s3::describe(e))),
         }
     }
 
@@ -704,7 +706,7 @@ impl Destination {
         let result = match &*self.backend {
             Backend::Dir(d) => d.follow(growing).await,
             Backend::Sftp(d) => d.follow(growing).await,
-            Backend::S3(d) => d.follow(growing, size_hint).await,
+            Backend::S3(d) => d.follow(growing, size_hint).await.map_err(s3::describe),
         };
         result.map_err(|e| {
             let name = growing.file_name().unwrap_or_else(|| "the backup".into());
@@ -730,7 +732,7 @@ impl Destination {
             Backend::S3(d) => d
                 .remove(file_name)
                 .await
-                .map_err(|e| self.wrap(Op::Remove, file_name, e)),
+                .map_err(|e| self.wrap(Op::Remove, file_name, s3::describe(e))),
         }
     }
 

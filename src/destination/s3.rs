@@ -37,6 +37,7 @@ use object_store::{
 };
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
+use super::unfinished;
 use super::{Health, S3Url, Stored, stream};
 use crate::archive::growing::{Cursor, End, Growing, Rewrite};
 use crate::archive::{Backup, BackupListing, RangeSource};
@@ -230,10 +231,21 @@ impl S3Destination {
         );
         let max_parts = self.url.max_parts.unwrap_or(DEFAULT_MAX_PARTS);
         let id = store.create_multipart(&key).await?;
+        // From here a kill -9 would leave the upload open: the next command aborts it.
+        let mark = unfinished::Mark::record(
+            &format!("`{}`", self.display),
+            &name,
+            unfinished::Left::S3Upload {
+                url: self.url.clone(),
+                key: key.to_string(),
+                upload_id: id.clone(),
+            },
+        );
         let mut upload = AbortOnDrop(Some(Upload {
             store: store.clone(),
             key: key.clone(),
             id,
+            mark: Some(mark),
         }));
         let sent = async {
             let parts = send_parts(growing, &local, upload.get(), part, max_parts).await?;
@@ -254,7 +266,9 @@ impl S3Destination {
             upload.abort().await;
             return Err(e.into());
         }
-        upload.0 = None;
+        if let Some(mut u) = upload.0.take() {
+            u.done();
+        }
         let meta = store.head(&key).await?;
         if meta.size != len {
             return Err(format!(
@@ -300,14 +314,14 @@ impl S3Destination {
         let store = match self.store().await {
             Ok(s) => s,
             Err(e) => {
-                health.error = Some(chain(&*e));
+                health.error = Some(describe(e).to_string());
                 return health;
             }
         };
         let prefix =
             (!self.url.prefix.is_empty()).then(|| ObjectPath::from(self.url.prefix.as_str()));
         if let Err(e) = store.list_with_delimiter(prefix.as_ref()).await {
-            health.error = Some(chain(&e));
+            health.error = Some(said(&e));
             return health;
         }
         health.reachable = true;
@@ -319,7 +333,7 @@ impl S3Destination {
                     health.error = Some("a probe could be written but not removed".into());
                 }
             }
-            Err(e) => health.error = Some(chain(&e)),
+            Err(e) => health.error = Some(said(&e)),
         }
         health
     }
@@ -342,6 +356,38 @@ struct Upload {
     store: Arc<AmazonS3>,
     key: ObjectPath,
     id: MultipartId,
+    /// Its record for the next command, should this one be killed.
+    mark: Option<unfinished::Mark>,
+}
+
+impl Upload {
+    /// Completed or aborted: its record goes.
+    fn done(&mut self) {
+        if let Some(m) = self.mark.take() {
+            m.done();
+        }
+    }
+
+    /// Aborts it; its record goes once the server agreed (or the upload was gone already).
+    async fn abort(mut self) {
+        match self.store.abort_multipart(&self.key, &self.id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => self.done(),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Aborts the multipart upload `upload_id` of `key` in `url`'s bucket (one left by a killed command); one
+/// already gone is fine.
+pub async fn abort_upload(url: &S3Url, key: &str, upload_id: &str) -> Result<(), BoxError> {
+    let store = build_store(url, &|k| std::env::var(k).ok())?;
+    match store
+        .abort_multipart(&ObjectPath::from(key), &upload_id.to_string())
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(describe(e.into())),
+    }
 }
 
 /// Sends the parts of the followed file as it grows; returns them in order, with the file's length, once
@@ -516,7 +562,7 @@ impl AbortOnDrop {
 
     async fn abort(&mut self) {
         if let Some(u) = self.0.take() {
-            let _ = u.store.abort_multipart(&u.key, &u.id).await;
+            u.abort().await;
         }
     }
 }
@@ -527,11 +573,7 @@ impl Drop for AbortOnDrop {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let task = handle.spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    u.store.abort_multipart(&u.key, &u.id),
-                )
-                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(30), u.abort()).await;
             });
             super::register_cleanup(task);
         }
@@ -617,7 +659,7 @@ impl RangeSource for ObjectSource {
         let got = self
             .handle
             .block_on(self.store.get_opts(&self.key, options))
-            .map_err(|e| io::Error::other(chain(&e)))?;
+            .map_err(|e| io::Error::other(said(&e)))?;
         Ok(Box::new(StreamReader {
             stream: got.into_stream(),
             buf: Bytes::new(),
@@ -642,7 +684,7 @@ impl Read for StreamReader {
             match self.handle.block_on(self.stream.next()) {
                 None => return Ok(0),
                 Some(Ok(b)) => self.buf = b,
-                Some(Err(e)) => return Err(io::Error::other(chain(&e))),
+                Some(Err(e)) => return Err(io::Error::other(said(&e))),
             }
         }
         let n = out.len().min(self.buf.len());
@@ -885,6 +927,75 @@ fn build_store(url: &S3Url, env: &dyn Fn(&str) -> Option<String>) -> Result<Amaz
     Ok(builder.build()?)
 }
 
+/// A server's refusal said plainly: `object_store` reports an HTTP error with the request, its timing and
+/// the raw XML body, repeated at each level of the error chain. This keeps what the operator needs — the
+/// status, S3's error code and message, and what to check — and leaves an error without an HTTP answer
+/// (a connection refused, a timeout) as it was.
+pub fn describe(e: BoxError) -> BoxError {
+    match refusal(&chain(&*e)) {
+        Some(text) => text.into(),
+        None => e,
+    }
+}
+
+/// What [`describe`] says for a chain of error messages holding an HTTP status, if it holds one.
+fn refusal(chain: &str) -> Option<String> {
+    let at = chain.find("status code: ")? + "status code: ".len();
+    let status: u16 = chain.get(at..at + 3)?.parse().ok()?;
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = chain.find(&open)? + open.len();
+        let end = chain[start..].find(&format!("</{name}>"))? + start;
+        Some(chain[start..end].trim().to_string())
+    };
+    let code = tag("Code").unwrap_or_default();
+    let message = tag("Message").unwrap_or_default();
+    let answer = match (code.is_empty(), message.is_empty()) {
+        (true, _) => format!("HTTP {status}"),
+        (false, true) => format!("HTTP {status} {code}"),
+        (false, false) => format!("HTTP {status} {code}: {message}"),
+    };
+    let said = match code.as_str() {
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "InvalidToken"
+        | "TokenRefreshRequired"
+        | "InvalidSecurity" => format!(
+            "the server refused the credentials ({answer}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE variables), AWS_SESSION_TOKEN, or the AWS_PROFILE in use"
+        ),
+        "AccessDenied" | "AllAccessDisabled" => format!(
+            "the server denied access ({answer}): these credentials may not use this bucket or prefix"
+        ),
+        "NoSuchBucket" => format!("the bucket does not exist ({answer})"),
+        "QuotaExceeded"
+        | "StorageQuotaExceeded"
+        | "XMinioStorageFull"
+        | "XMinioAdminBucketQuotaExceeded"
+        | "InsufficientStorage"
+        | "StorageFull" => {
+            format!(
+                "the bucket's storage or quota is full ({answer}); nothing was stored under the final name"
+            )
+        }
+        _ if status == 507 => {
+            format!("the server has no room ({answer}); nothing was stored under the final name")
+        }
+        // A HEAD has no body to say which: wrong keys or keys without the right.
+        _ if status == 401 || status == 403 => format!(
+            "the server refused the credentials or what they may do ({answer}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE variables), AWS_SESSION_TOKEN, the AWS_PROFILE in use, and that they may use this bucket"
+        ),
+        _ => format!("the server answered {answer}"),
+    };
+    Some(said)
+}
+
+/// An error's chain of messages, a server's refusal said as [`describe`] says it.
+fn said(e: &dyn std::error::Error) -> String {
+    let c = chain(e);
+    refusal(&c).unwrap_or(c)
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
@@ -910,6 +1021,58 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    /// What object_store printed for a listing with an unknown access key (moto's answer, as AWS gives
+    /// it), and for a bucket over its quota (MinIO's code).
+    #[test]
+    fn a_refusal_is_said_without_the_request_or_the_xml() {
+        let body = |code: &str, msg: &str| {
+            format!(
+                "Error performing GET http://127.0.0.1:5055/bkt1?delimiter=%2F&list-type=2&prefix=app%2F in 39ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message><BucketName>bkt1</BucketName><RequestId>9J9L</RequestId></Error>"
+            )
+        };
+        let said = refusal(&body(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ))
+        .unwrap();
+        assert_eq!(
+            said,
+            "the server refused the credentials (HTTP 403 InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records.); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE variables), AWS_SESSION_TOKEN, or the AWS_PROFILE in use"
+        );
+        let denied = refusal(&body("AccessDenied", "Access Denied")).unwrap();
+        assert!(
+            denied.starts_with("the server denied access (HTTP 403 AccessDenied"),
+            "{denied}"
+        );
+        let full = refusal(&body(
+            "XMinioAdminBucketQuotaExceeded",
+            "Bucket quota exceeded",
+        ))
+        .unwrap();
+        assert!(
+            full.starts_with("the bucket's storage or quota is full"),
+            "{full}"
+        );
+        let bare =
+            refusal("Server returned non-2xx status code: 507 Insufficient Storage: ").unwrap();
+        assert_eq!(
+            bare,
+            "the server has no room (HTTP 507); nothing was stored under the final name"
+        );
+        let head = refusal(
+            "Error performing HEAD http://127.0.0.1:5055/b/k in 3ms - Server returned non-2xx status code: 403 Forbidden: ",
+        )
+        .unwrap();
+        assert!(
+            head.starts_with("the server refused the credentials or what they may do (HTTP 403); check AWS_ACCESS_KEY_ID"),
+            "{head}"
+        );
+        assert_eq!(
+            refusal("error sending request: Connection refused (os error 111)"),
+            None
+        );
     }
 
     #[test]

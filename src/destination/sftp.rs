@@ -24,10 +24,21 @@ use openssh_sftp_client::{Sftp, SftpAuxiliaryData, SftpOptions};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::local::{SHA256_SUFFIX, parse_sha256_line, sha256_line};
+use super::unfinished;
 use super::{Health, SftpUrl, Stored, stream};
 use crate::archive::format::PARTIAL_SUFFIX;
 use crate::archive::growing::Growing;
 use crate::archive::{Backup, BackupListing, RangeSource};
+
+/// The pattern of a server's answer that a file does not exist.
+macro_rules! NO_SUCH_FILE {
+    () => {
+        openssh_sftp_client::Error::SftpError(
+            openssh_sftp_client::error::SftpErrorKind::NoSuchFile,
+            _,
+        )
+    };
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -317,9 +328,19 @@ impl SftpDestination {
             }
         }
         let partial = self.remote(&format!("{name}{PARTIAL_SUFFIX}"));
+        // Recorded before it exists: a kill -9 from here leaves it to the next command to remove.
+        let mark = unfinished::Mark::record(
+            &format!("`{}`", self.display),
+            &name,
+            unfinished::Left::SftpPartial {
+                url: self.url.clone(),
+                path: partial.to_string_lossy().into_owned(),
+            },
+        );
         let mut guard = RemovePartial {
             session: Some(s.clone()),
             path: partial.clone(),
+            mark: Some(mark),
         };
         let out = s
             .sftp
@@ -332,9 +353,18 @@ impl SftpDestination {
             .await
             .map_err(|e| self.err(&s, format!("cannot create `{}`: {e}", partial.display())))?;
         let mut out = Box::pin(TokioCompatFile::new(out));
-        let copied = stream::copy_following(growing, &local, &mut out)
-            .await
-            .map_err(|e| self.err(&s, e))?;
+        let copied = match stream::copy_following(growing, &local, &mut out).await {
+            Ok(c) => c,
+            Err(e) => {
+                // SFTP has no "disk full" status (the server says `Failure`): ask the server for its free
+                // space, so that a full disk is said as such.
+                drop(out);
+                return Err(match self.no_space(&s).await {
+                    Some(full) => full.into(),
+                    None => self.err(&s, e),
+                });
+            }
+        };
         if copied.written > copied.len {
             out.as_mut()
                 .as_mut_file()
@@ -375,6 +405,9 @@ impl SftpDestination {
                 .map_err(|e| self.err(&s, format!("cannot give `{name}` its name: {e}")))?;
         }
         guard.session = None;
+        if let Some(m) = guard.mark.take() {
+            m.done();
+        }
         fs.write(
             self.remote(&format!("{name}{SHA256_SUFFIX}")),
             sha256_line(&name, &sha256).as_bytes(),
@@ -398,13 +431,26 @@ impl SftpDestination {
             .await;
         // A file already gone (another prune, a hand) is what removing it asked for.
         match fs.remove_file(self.remote(name)).await {
-            Ok(())
-            | Err(openssh_sftp_client::Error::SftpError(
-                openssh_sftp_client::error::SftpErrorKind::NoSuchFile,
-                _,
-            )) => Ok(()),
+            Ok(()) | Err(NO_SUCH_FILE!()) => Ok(()),
             Err(e) => Err(self.err(&s, e)),
         }
+    }
+
+    /// After a failed write: "no space left on the server …" when the destination's filesystem has less
+    /// than a follower's chunk free (statvfs, where the server offers it); `None` otherwise.
+    async fn no_space(&self, s: &Session) -> Option<String> {
+        if !s.sftp.support_statvfs() {
+            return None;
+        }
+        let v = s.sftp.fs().statvfs(&self.url.path).await.ok()?;
+        let free = v.bavail.saturating_mul(v.frsize);
+        (free < stream::CHUNK).then(|| {
+            format!(
+                "no space left on the server ({} free in `{}`); the partial copy is removed",
+                crate::report::human_size(free),
+                self.url.path
+            )
+        })
     }
 
     pub async fn check(&self) -> Health {
@@ -450,6 +496,8 @@ impl SftpDestination {
 struct RemovePartial {
     session: Option<Arc<Session>>,
     path: PathBuf,
+    /// Its record for the next command, removed once the file is.
+    mark: Option<unfinished::Mark>,
 }
 
 impl Drop for RemovePartial {
@@ -458,15 +506,30 @@ impl Drop for RemovePartial {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let path = std::mem::take(&mut self.path);
+            let mark = self.mark.take();
             let task = handle.spawn(async move {
-                let _ = tokio::time::timeout(
+                let removed = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
                     s.sftp.fs().remove_file(&path),
                 )
                 .await;
+                if let (Ok(Ok(()) | Err(NO_SUCH_FILE!())), Some(m)) = (removed, mark) {
+                    m.done();
+                }
             });
             super::register_cleanup(task);
         }
+    }
+}
+
+/// Removes the `.partial` at `path` on `url`'s server (one left by a killed command); one already gone is
+/// fine.
+pub async fn remove_partial(url: &SftpUrl, path: &str) -> Result<(), BoxError> {
+    let d = SftpDestination::new(url.clone());
+    let s = d.session().await?;
+    match s.sftp.fs().remove_file(path).await {
+        Ok(()) | Err(NO_SUCH_FILE!()) => Ok(()),
+        Err(e) => Err(d.err(&s, e)),
     }
 }
 

@@ -49,8 +49,18 @@ pub(crate) struct S3Server {
 
 impl S3Server {
     pub(crate) fn start() -> S3Server {
+        S3Server::start_checking_keys(None)
+    }
+
+    /// With `Some(n)`, the server checks credentials after its first `n` requests (moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`): the test's keys are then unknown to it, as a revoked key is.
+    pub(crate) fn start_checking_keys(after: Option<u32>) -> S3Server {
         let port = free_port();
-        let mut child = Command::new("moto_server")
+        let mut cmd = Command::new("moto_server");
+        if let Some(n) = after {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let mut child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -351,6 +361,53 @@ fn unreachable_endpoint_missing_credentials_and_missing_bucket_fail_clearly_and_
     env.persist(["backup", "--to", "nowhere"]).assert_code(2);
 }
 
+/// Keys the server does not accept (a revoked or mistyped key): `backup --to`, `backups --from` and
+/// `destinations` each say that the server refused the credentials, with S3's code and no raw XML or
+/// request line, the local file is complete and kept, the service runs again, and nothing is stored.
+#[test]
+fn credentials_the_server_refuses_are_said_plainly_and_keep_the_local_file() {
+    let s3 = S3Server::start_checking_keys(Some(1));
+    s3.create_bucket("persist");
+    let env = TestEnv::new();
+    let url = s3_url(&s3.endpoint(), "persist", "");
+    env.write_project(
+        &format!("{PROJECT}x-persist:\n  destinations:\n    offsite:\n      url: \"{url}\"\n"),
+        None,
+    );
+    std::fs::create_dir_all(env.project_dir.join("uploads")).unwrap();
+    env.compose_v2(["up", "-d"]).assert_success();
+    exec_db(&env, "echo hello > \"$1\"/f", PGDATA);
+    let refused = "the server refused the credentials (HTTP 403 InvalidAccessKeyId";
+
+    let ran = persist_s3(&env, &["backup", "--to", "offsite", "--json"]);
+    ran.assert_code(1);
+    assert_no_secret(&ran);
+    // Its first request is a HEAD, whose answer has no body to say which of S3's codes it is.
+    ran.assert_stderr_contains("the server refused the credentials or what they may do (HTTP 403)")
+        .assert_stderr_contains("check AWS_ACCESS_KEY_ID")
+        .assert_stderr_contains("`offsite`")
+        .assert_stderr_contains("is complete and kept");
+    assert!(!ran.stderr().contains("<?xml"), "{ran}");
+    let doc = ran.json();
+    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
+    let local = PathBuf::from(doc["path"].as_str().unwrap());
+    env.persist(["verify", local.to_str().unwrap()])
+        .assert_success();
+    let ps = env.compose_v2(["ps", "--status", "running", "-q", "db"]);
+    assert!(!ps.stdout().trim().is_empty(), "db is not running");
+
+    let listed = persist_s3(&env, &["backups", "--from", "offsite"]);
+    listed.assert_code(1).assert_stderr_contains(refused);
+    assert!(!listed.stderr().contains("<?xml"), "{listed}");
+    let health = persist_s3(&env, &["destinations", "--json"]);
+    let d = health.json();
+    assert_eq!(d["destinations"][1]["name"], "offsite", "{d}");
+    assert_eq!(d["destinations"][1]["health"]["writable"], false, "{d}");
+    let error = d["destinations"][1]["health"]["error"].as_str().unwrap();
+    assert!(error.starts_with(refused), "{error}");
+    assert_no_secret(&health);
+}
+
 /// A TCP proxy to `upstream` that forwards at `rate` bytes/s and, with `cut_after`, drops every connection
 /// once that many bytes went upstream and refuses new ones.
 struct Proxy {
@@ -615,6 +672,72 @@ pub(crate) fn persist_ssh(env: &TestEnv, ssh: &str, args: &[&str]) -> Ran {
     let mut cmd = env.command("docker");
     cmd.env("DOCKER_PERSIST_SSH", ssh).arg("persist").args(args);
     env.run(cmd)
+}
+
+/// Unmounts the tmpfs at its path when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// A 2 MiB tmpfs at `dir` (the tests run as root, as the engine needs).
+    fn mount(dir: &Path) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ran = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// An SFTP server whose disk fills up mid-upload: `backup --to` says there is no space left on the
+/// server, names the destination, keeps the local file complete, leaves neither a `.partial` nor a backup
+/// there, and the service runs again.
+#[test]
+fn a_full_disk_at_an_sftp_destination_is_said_and_leaves_nothing_there() {
+    let sshd = SshServer::start();
+    let remote = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&remote.path().join("disk"));
+    let url = sshd.url(&disk.0);
+    let ssh = sshd.ssh_command(&sshd.dir.path().join("known_hosts"));
+    let env = TestEnv::new();
+    up_with_data(&env);
+    // More than the disk holds, and incompressible.
+    exec_db(
+        &env,
+        "head -c 4194304 /dev/urandom > \"$1\"/big.bin",
+        PGDATA,
+    );
+
+    let ran = persist_ssh(&env, &ssh, &["backup", "--to", &url, "--json"]);
+    ran.assert_code(1)
+        .assert_stderr_contains("no space left on the server")
+        .assert_stderr_contains(&url)
+        .assert_stderr_contains("is complete and kept");
+    let doc = ran.json();
+    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
+    let local = PathBuf::from(doc["path"].as_str().unwrap());
+    assert!(std::fs::metadata(&local).unwrap().len() > 4 << 20);
+    env.persist(["verify", local.to_str().unwrap()])
+        .assert_success();
+    let left: Vec<_> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left on the server: {left:?}");
+    let ps = env.compose_v2(["ps", "--status", "running", "-q", "db"]);
+    assert!(!ps.stdout().trim().is_empty(), "db is not running");
 }
 
 #[test]

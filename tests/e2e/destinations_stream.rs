@@ -293,3 +293,71 @@ fn a_slow_destination_does_not_keep_the_services_stopped_and_every_copy_is_the_l
     assert!(partials_in(&usb).is_empty());
     assert_eq!(open_uploads(&s3, "persist"), 0);
 }
+
+/// The records of unfinished uploads in the test's state directory.
+fn upload_records(env: &TestEnv) -> Vec<PathBuf> {
+    let dir = env.home.join(".local/state/docker-persist/intents/uploads");
+    std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+/// `kill -9` while a part is on its way: the multipart upload stays open (nothing ran to abort it) and
+/// its record says so; the next command (`ls`, which uses no destination) aborts it, says so, and starts
+/// the stopped database again; no object, no open upload and no record are left.
+#[test]
+fn a_backup_killed_mid_upload_leaves_an_upload_the_next_command_aborts() {
+    use std::os::unix::process::CommandExt as _;
+    let (s3, proxy, env, url) = set_up(Some(4 << 20));
+    let mut cmd = env.command(&env.binary);
+    cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args([
+            "persist",
+            "backup",
+            "--to",
+            &url,
+            "--level",
+            "19",
+            "--threads",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while proxy.sent() < 6 << 20 || upload_records(&env).is_empty() {
+        assert!(Instant::now() < deadline, "no part went to the server");
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(open_uploads(&s3, "persist"), 1, "the killed run's upload");
+    let record = std::fs::read_to_string(&upload_records(&env)[0]).unwrap();
+    assert!(record.contains("\"kind\": \"s3_upload\""), "{record}");
+    assert!(!record.contains(SECRET), "{record}");
+
+    let mut next = env.command("docker");
+    next.env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(["persist", "ls"]);
+    let ran = env.run(next);
+    ran.assert_success()
+        .assert_stderr_contains("was killed while it sent")
+        .assert_stderr_contains("unfinished multipart upload is removed");
+    assert_eq!(open_uploads(&s3, "persist"), 0, "the upload is still open");
+    assert!(s3.keys("persist").is_empty(), "{:?}", s3.keys("persist"));
+    assert!(
+        upload_records(&env).is_empty(),
+        "{:?}",
+        upload_records(&env)
+    );
+    assert!(db_running(&env), "db is not running");
+    // A local `.partial` of the killed run is not a backup.
+    assert!(backups_in(&env.project_dir.join("backups")).is_empty());
+}
