@@ -5,10 +5,12 @@
 //! replaces; stop the containers that use it; recreate each volume with its name, driver, options and
 //! labels (containers that still reference it are removed first, and Compose recreates them); stream the
 //! decoded tar into the engine; compare the content digest; bring back what was running.
+//!
+//! Here: the plan, the confirmation and the order of the steps; `choose.rs` picks the backup and its
+//! records; `data.rs` writes one volume or directory from its member and checks its digest.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -21,21 +23,23 @@ use super::compose_cli::ComposeCli;
 use super::restore_dump;
 use super::verify::problem_text;
 use super::{ExitStatus, Session, UsageError, plural, quoted};
-use crate::archive::{
-    Backup, ContentDigest, DigestOptions, VolumeRecord, VolumeStream,
-    digest::{digest_tar, has_more_entries_than},
-    rebase_tar,
-};
-use crate::cancel::CancellableReader;
+use crate::archive::{VolumeRecord, digest::has_more_entries_than};
 use crate::cli::RestoreArgs;
 use crate::compose::classify::DataKind;
 use crate::engine::helper::HelperMount;
 use crate::engine::{ContainerInfo, Engine};
-use crate::fastpath::{self, FastPath, HelperRun, Op};
+use crate::fastpath::{self};
 use crate::intent::{Step, StepState};
 use crate::inventory::{self, DataItem, bind_mounts};
-use crate::report::progress::Progress;
 use crate::report::{Printer, human_size, prompt};
+
+mod choose;
+mod data;
+
+use choose::{choose_backup, select_records, split_args};
+pub(crate) use data::put_back;
+pub use data::restore_into_scratch;
+use data::restore_one;
 
 /// The refusal when a confirmation is needed and cannot be asked.
 #[derive(Debug, thiserror::Error)]
@@ -537,117 +541,6 @@ fn data_step(t: &Target, safety: Option<&Path>, source: &Path) -> Step {
     }
 }
 
-/// The backup file (when the first argument names one) and the volume arguments.
-fn split_args(args: &[String]) -> (Option<PathBuf>, Vec<String>) {
-    match args.first() {
-        Some(first) if first.ends_with(".tar") || Path::new(first).is_file() => {
-            (Some(PathBuf::from(first)), args[1..].to_vec())
-        }
-        _ => (None, args.to_vec()),
-    }
-}
-
-/// Tags of the copies a command takes of data it is about to replace.
-const SAFETY_TAGS: [&str; 2] = ["pre-restore", "pre-rollback"];
-
-/// Without a backup named: pick one on a terminal; off a terminal the newest (safety copies aside, unless
-/// there is nothing else), only with `--yes`.
-fn choose_backup(
-    printer: &Printer,
-    backups: Vec<crate::archive::BackupSummary>,
-    place: &str,
-    project: &str,
-    yes: bool,
-) -> anyhow::Result<PathBuf> {
-    if backups.is_empty() {
-        bail!(UsageError {
-            message: format!("project `{project}` has no backups in `{place}`"),
-            hint: Some("name a backup file, or `--dir` where they are".to_string()),
-        });
-    }
-    // The newest backup that is not a safety copy: restoring a `pre-restore` copy by default would undo
-    // the last restore, which nobody means by "the newest backup". They stay available by name.
-    let newest = backups
-        .iter()
-        .find(|b| !b.tag().is_some_and(|t| SAFETY_TAGS.contains(&t)))
-        .unwrap_or(&backups[0]);
-    if yes {
-        printer.status(format!(
-            "Using the newest backup, `{}`",
-            newest.path.display()
-        ));
-        return Ok(newest.path.clone());
-    }
-    if !prompt::interactive() {
-        return Err(Refused {
-            message: format!("no backup named; the newest is `{}`", newest.path.display()),
-            hint: "name the backup file, or pass `--yes` to restore the newest".to_string(),
-        }
-        .into());
-    }
-    let now = jiff::Timestamp::now();
-    let items: Vec<String> = backups
-        .iter()
-        .map(|b| {
-            format!(
-                "{}  {}  {}  {}",
-                b.created().strftime("%Y-%m-%d %H:%M:%S"),
-                super::backups::age(now, b.created()),
-                b.tag().unwrap_or("-"),
-                b.manifest.keys().collect::<Vec<_>>().join(", ")
-            )
-        })
-        .collect();
-    match prompt::select("Restore from which backup?", &items)? {
-        Some(i) => Ok(backups[i].path.clone()),
-        None => bail!(Refused {
-            message: "no backup chosen; nothing was changed".to_string(),
-            hint: "name the backup file on the command line".to_string(),
-        }),
-    }
-}
-
-/// The manifest records to restore: the named ones, else those of the given tiers, else all.
-fn select_records(
-    all: &[VolumeRecord],
-    wanted: &[String],
-    args: &RestoreArgs,
-    allow_empty: bool,
-) -> anyhow::Result<Vec<VolumeRecord>> {
-    let mut out = Vec::new();
-    if !wanted.is_empty() {
-        let mut seen = BTreeSet::new();
-        for w in wanted {
-            let r = all
-                .iter()
-                .find(|r| &r.key == w || &r.name == w)
-                .ok_or_else(|| UsageError {
-                    message: format!("the backup holds no volume `{w}`"),
-                    hint: Some(format!(
-                        "it holds: {}",
-                        quoted(all.iter().map(|r| r.key.as_str()))
-                    )),
-                })?;
-            if seen.insert(r.key.clone()) {
-                out.push(r.clone());
-            }
-        }
-    } else {
-        out = all
-            .iter()
-            .filter(|r| args.tiers.is_empty() || args.tiers.contains(&r.tier))
-            .cloned()
-            .collect();
-    }
-    if out.is_empty() && !allow_empty {
-        bail!(UsageError {
-            message: "nothing to restore: no volume of the backup is selected".to_string(),
-            hint: None,
-        });
-    }
-    Ok(out)
-}
-
 async fn plan_target(
     engine: &Engine,
     project_containers: &[ContainerInfo],
@@ -762,325 +655,8 @@ fn print_plan(
     }
 }
 
-/// Recreates (for a volume) and fills one target, then checks its content digest.
-async fn restore_one(
-    engine: &Engine,
-    printer: &Printer,
-    fast: Option<&FastPath>,
-    backup: &Arc<Backup>,
-    t: &Target,
-) -> anyhow::Result<ContentDigest> {
-    let mount = if t.is_bind() {
-        if t.has_data {
-            empty_host_dir(Path::new(&t.name))?;
-        } else {
-            fs_err::create_dir_all(&t.name)?;
-        }
-        HelperMount::Bind {
-            path: t.name.clone(),
-            read_only: false,
-        }
-    } else {
-        let (driver, opts, labels) = match &t.existing {
-            Some(v) => (v.driver.clone(), v.options.clone(), v.labels.clone()),
-            None => (
-                if t.record.driver.is_empty() {
-                    "local".to_string()
-                } else {
-                    t.record.driver.clone()
-                },
-                t.record.driver_opts.clone(),
-                t.record.labels.clone(),
-            ),
-        };
-        if t.existing.is_some() {
-            engine.remove_volume(&t.name).await?;
-        }
-        // A volume this restore creates carries its mark until it is complete (see `crate::intent`).
-        let mut labels = labels;
-        if t.existing.is_none() && !labels.contains_key(SCRATCH_LABEL) {
-            labels.insert(
-                crate::intent::RESTORING_LABEL.to_string(),
-                crate::intent::Owner::this().tag(),
-            );
-        }
-        engine
-            .create_volume(&t.name, &driver, &opts, &labels)
-            .await?;
-        HelperMount::Volume {
-            name: t.name.clone(),
-            read_only: false,
-        }
-    };
-    if let Some((run, socket)) = fastpath::launch(
-        fast,
-        printer,
-        Op::Unpack(t.record.digest_version()),
-        &mount,
-        t.record.tar_prefix.as_deref(),
-    )
-    .await?
-    {
-        printer.verbose(format!("writing `{}` on the fast path", t.record.key));
-        return restore_fast(printer, backup, t, run, socket).await;
-    }
-    printer.verbose(format!(
-        "writing `{}` through the engine's archive API",
-        t.record.key
-    ));
-    let helper = engine.create_helper(&mount).await?;
-
-    // The helper goes whatever happens, before anything else is done with the volume.
-    let result = async {
-        // decoded member → re-rooted under `data/` → channel → the engine.
-        let (writer, body) = crate::pipe::stream_of();
-        let (progress, member) = MemberSource::new(printer, backup, t);
-        let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let failer = writer.clone();
-            let fail =
-                |e: &dyn std::fmt::Display| failer.fail(std::io::Error::other(e.to_string()));
-            let mut reader = member.open()?;
-            let sink = std::io::BufWriter::with_capacity(256 * 1024, writer);
-            let rebased =
-                rebase_tar(&mut reader, sink, "data").and_then(|mut w| w.flush().map(|()| w));
-            let w = match rebased {
-                Ok(w) => w,
-                Err(e) => {
-                    fail(&e);
-                    return Err(e.into());
-                }
-            };
-            // The member's checksum is checked before the upload stream ends.
-            if let Err(e) = reader.into_inner().finish() {
-                fail(&e);
-                return Err(e.into());
-            }
-            drop(w);
-            Ok(())
-        });
-        let upload = engine.with_long_timeout().upload_root(&helper, body).await;
-        let produced = producer
-            .await
-            .context("the restore reader stopped unexpectedly")?;
-        progress.finish();
-        produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
-        upload?;
-
-        // Read it back from the engine and compare.
-        let stream = engine
-            .with_long_timeout()
-            .download_data(&helper)
-            .map_err(std::io::Error::other);
-        let reader = crate::pipe::reader_of(stream);
-        // The digest of the version the manifest has: a backup written before `tree-v2` has `tree-v1`.
-        let options = DigestOptions::default().with_version(t.record.digest_version());
-        let summary = tokio::task::spawn_blocking(move || digest_tar(reader, &options)).await??;
-        anyhow::Ok(summary)
-    }
-    .await;
-    let removed = helper.remove().await;
-    let summary = result?;
-    removed?;
-    checked_digest(t, summary.digest, "the engine")
-}
-
-/// The digest of what a restore wrote, or an error naming `writer` when it is not the backup's.
-fn checked_digest(t: &Target, found: ContentDigest, writer: &str) -> anyhow::Result<ContentDigest> {
-    if Some(found) != t.record.content_digest {
-        bail!(
-            "the restored content of `{}` differs from the backup (digest {found} instead of {}): {writer} did not write it exactly",
-            t.name,
-            t.record.digest_text()
-        );
-    }
-    Ok(found)
-}
-
-/// What opens the decoded member of one target on the blocking thread that streams it, counting bytes on
-/// the target's progress bar.
-struct MemberSource {
-    backup: Arc<Backup>,
-    key: String,
-    unverified: bool,
-    bar: Progress,
-}
-
-type MemberReader = CancellableReader<VolumeStream, Box<dyn FnMut(u64) + Send>>;
-
-impl MemberSource {
-    fn new(printer: &Printer, backup: &Arc<Backup>, t: &Target) -> (Progress, MemberSource) {
-        let progress = Progress::bytes(
-            printer.progress_enabled(),
-            &t.record.key,
-            Some(t.record.uncompressed_bytes),
-        );
-        let source = MemberSource {
-            backup: Arc::clone(backup),
-            key: t.record.key.clone(),
-            unverified: t.verified_as_it_streams(),
-            bar: progress.clone(),
-        };
-        (progress, source)
-    }
-
-    fn open(self) -> Result<MemberReader, crate::archive::ArchiveError> {
-        let stream = if self.unverified {
-            self.backup.volume_stream_unverified(&self.key)?
-        } else {
-            self.backup.volume_stream(&self.key)?
-        };
-        let bar = self.bar;
-        Ok(CancellableReader::new(
-            stream,
-            Box::new(move |n| bar.inc(n)),
-        ))
-    }
-}
-
-/// The fast path of [`restore_one`]: the decoded member goes over the helper's socket, the helper unpacks
-/// it on disk and digests what landed there.
-async fn restore_fast(
-    printer: &Printer,
-    backup: &Arc<Backup>,
-    t: &Target,
-    run: HelperRun,
-    socket: std::os::unix::net::UnixStream,
-) -> anyhow::Result<ContentDigest> {
-    let (progress, member) = MemberSource::new(printer, backup, t);
-    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let sent = (|| -> anyhow::Result<()> {
-            let mut reader = member.open()?;
-            let mut sink = std::io::BufWriter::with_capacity(1024 * 1024, &socket);
-            std::io::copy(&mut reader, &mut sink)
-                .context("failed to send the data to the helper")?;
-            sink.flush()
-                .context("failed to send the data to the helper")?;
-            drop(sink);
-            // The member's checksum is checked before the stream ends: a damaged member never looks
-            // complete to the helper.
-            reader.into_inner().finish()?;
-            Ok(())
-        })();
-        let how = if sent.is_ok() {
-            std::net::Shutdown::Write
-        } else {
-            std::net::Shutdown::Both
-        };
-        let _ = socket.shutdown(how);
-        sent
-    });
-    let produced = producer
-        .await
-        .context("the restore reader stopped unexpectedly")?;
-    progress.finish();
-    let report = run.finish().await;
-    produced.with_context(|| format!("failed to read `{}` from the backup", t.record.key))?;
-    let report = report?;
-    let digest = report
-        .digest
-        .context("the helper did not report the restored content's digest")?;
-    checked_digest(t, digest, "the helper")
-}
-
-/// Puts `key` of the backup `file` back into `name`, a volume (recreated with `spec`'s driver, options
-/// and labels) or a host directory (emptied first), and checks its digest: how a killed restore is undone
-/// from its safety backup.
-pub(crate) async fn put_back(
-    engine: &Engine,
-    printer: &Printer,
-    file: &Path,
-    key: &str,
-    name: &str,
-    bind: bool,
-    spec: crate::engine::VolumeInfo,
-) -> anyhow::Result<ContentDigest> {
-    let backup = {
-        let p = file.to_path_buf();
-        Arc::new(tokio::task::spawn_blocking(move || Backup::open(&p)).await??)
-    };
-    let record = backup
-        .manifest()
-        .volumes
-        .iter()
-        .find(|r| r.key == key)
-        .cloned()
-        .with_context(|| format!("`{}` holds no `{key}`", file.display()))?;
-    let report = {
-        let b = Arc::clone(&backup);
-        let k = key.to_string();
-        tokio::task::spawn_blocking(move || b.verify_volumes(&[k.as_str()])).await??
-    };
-    if !report.is_ok() {
-        bail!("`{}` is damaged", file.display());
-    }
-    let fast = fastpath::select(engine, printer, None).await?;
-    let target = Target {
-        kind: if bind { DataKind::Bind } else { record.kind },
-        name: name.to_string(),
-        // Recreated with what it had (the resolution does not mark it: it is being put back).
-        existing: (!bind).then_some(spec),
-        has_data: bind && Path::new(name).exists(),
-        containers: Vec::new(),
-        record,
-    };
-    restore_one(engine, printer, fast.as_ref(), &backup, &target).await
-}
-
 /// The label on scratch volumes of `verify --restore-test`.
 pub const SCRATCH_LABEL: &str = "persist.scratch";
-
-/// Restores one volume of a verified backup into a new scratch volume, reads it back through the engine
-/// and returns the digest found; the scratch volume is removed whatever happens.
-pub async fn restore_into_scratch(
-    engine: &Engine,
-    printer: &Printer,
-    fast: Option<&FastPath>,
-    backup: &Arc<Backup>,
-    record: &VolumeRecord,
-) -> anyhow::Result<ContentDigest> {
-    let name = format!(
-        "persist-scratch-{}-{}",
-        std::process::id(),
-        crate::archive::member_for_key(&record.key)
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(40)
-            .collect::<String>()
-    );
-    let mut scratch = record.clone();
-    scratch.kind = DataKind::Named;
-    scratch.driver = "local".to_string();
-    scratch.driver_opts = BTreeMap::new();
-    scratch.labels = BTreeMap::from([(SCRATCH_LABEL.to_string(), "true".to_string())]);
-    let target = Target {
-        record: scratch,
-        name: name.clone(),
-        kind: DataKind::Named,
-        existing: None,
-        has_data: false,
-        containers: Vec::new(),
-    };
-    let result = restore_one(engine, printer, fast, backup, &target).await;
-    let removed = engine.remove_volume(&name).await;
-    let digest = result?;
-    removed?;
-    Ok(digest)
-}
-
-/// Empties a local host directory before a bind mount is restored into it (a safety backup holds what was
-/// there).
-fn empty_host_dir(path: &Path) -> anyhow::Result<()> {
-    for entry in fs_err::read_dir(path)? {
-        let entry = entry?;
-        let p = entry.path();
-        if entry.file_type()?.is_dir() {
-            fs_err::remove_dir_all(&p)?;
-        } else {
-            fs_err::remove_file(&p)?;
-        }
-    }
-    Ok(())
-}
 
 /// Starts what was running; has Compose recreate the containers that were removed.
 async fn bring_back(
