@@ -2,7 +2,8 @@
 //! streaming a volume's tar out for a restore, and listing a project's backups.
 //!
 //! A file is a backup only if it is a tar whose `manifest.json` parses as format 1; anything else — a
-//! `.partial`, a truncated file, a foreign tar — is [`ArchiveError::NotABackup`], and listings skip it.
+//! `.partial`, a truncated file, a foreign tar — is [`ArchiveError::NotABackup`](super::ArchiveError::NotABackup),
+//! and listings skip it.
 //!
 //! Reading a volume back ([`Backup::volume_stream`]) requires that volume to have been verified through the
 //! same [`Backup`] first (a restore must know the member is sound before it destroys anything), and it checks

@@ -14,7 +14,8 @@ use super::{BLOCK, MAX_MANIFEST};
 /// `manifest.json`, followed by the end-of-archive zero blocks. This costs one ranged read (a few for a very
 /// large manifest) instead of reading the file, which is what listing a remote destination needs. It checks
 /// the manifest's header (name, checksum, that its data ends the archive) and the manifest itself, but not the
-/// rest of the file: [`Backup::open_source`] and [`Backup::verify`] do that.
+/// rest of the file: [`Backup::open_source`](super::Backup::open_source) and
+/// [`Backup::verify`](super::Backup::verify) do that.
 pub fn read_tail_manifest(path: &Path, source: &dyn RangeSource) -> Result<Manifest, ArchiveError> {
     let not_a_backup = |reason: String| ArchiveError::NotABackup {
         path: path.to_path_buf(),
