@@ -773,10 +773,10 @@ mod tests {
     use super::unpack::set_mtime;
     use super::*;
     use crate::archive::digest::DigestOptions;
-    use rustix::fs::{CWD, FileType, Mode, XattrFlags};
-    use std::os::unix::fs::PermissionsExt;
     use crate::archive::digest::digest_tar;
     use crate::archive::rebase_tar;
+    use rustix::fs::{CWD, FileType, Mode, XattrFlags};
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::fs::{lchown, symlink};
     use std::os::unix::net::UnixListener;
     use std::process::Command;
