@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 use crate::restore::{PROJECT, backups_in, exec_db, tree_digest, up_with_data};
-use crate::support::{Ran, TestEnv};
+use crate::support::{Ran, SmallTmpfs, TestEnv};
 
 const PGDATA: &str = "/var/lib/postgresql/data";
 pub(crate) const KEY_ID: &str = "AKIAPERSISTTEST";
@@ -674,33 +674,6 @@ pub(crate) fn persist_ssh(env: &TestEnv, ssh: &str, args: &[&str]) -> Ran {
     env.run(cmd)
 }
 
-/// Unmounts the tmpfs at its path when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    /// A 2 MiB tmpfs at `dir` (the tests run as root, as the engine needs).
-    fn mount(dir: &Path) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let ran = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            ran.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&ran.stderr)
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// An SFTP server whose disk fills up mid-upload: `backup --to` says there is no space left on the
 /// server, names the destination, keeps the local file complete, leaves neither a `.partial` nor a backup
 /// there, and the service runs again.
@@ -708,7 +681,7 @@ impl Drop for SmallDisk {
 fn a_full_disk_at_an_sftp_destination_is_said_and_leaves_nothing_there() {
     let sshd = SshServer::start();
     let remote = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&remote.path().join("disk"));
+    let disk = SmallTmpfs::new(&remote.path().join("disk"));
     let url = sshd.url(&disk.0);
     let ssh = sshd.ssh_command(&sshd.dir.path().join("known_hosts"));
     let env = TestEnv::new();

@@ -4,10 +4,10 @@
 //! full file system leaves the service running on its volume with nothing changed; refusals change nothing.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::restore::{TORTURE, helpers_on};
-use crate::support::{Ran, TestEnv, tree_digest_in_container, volume_entry};
+use crate::support::{Ran, SmallTmpfs, TestEnv, tree_digest_in_container, volume_entry};
 
 const PGDATA: &str = "/var/lib/postgresql/data";
 
@@ -212,31 +212,6 @@ fn torture_tree_migrates_with_compose_v1_on_the_fast_path_and_rolls_back() {
 #[test]
 fn torture_tree_migrates_with_compose_v2_on_the_universal_path_and_rolls_back() {
     migrate_and_roll_back(Compose::V2, "universal");
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct SmallTmpfs(PathBuf);
-
-impl SmallTmpfs {
-    fn new(dir: &Path) -> SmallTmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a tmpfs (the tests run as root)");
-        SmallTmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 fn a_failed_copy_changes_nothing(path: &str) {

@@ -904,3 +904,29 @@ pub fn volume_entry<'a>(doc: &'a serde_json::Value, key: &str) -> &'a serde_json
         .find(|v| v["key"] == key)
         .unwrap_or_else(|| panic!("no `{key}` in the volumes of:\n{doc:#}"))
 }
+
+/// A 2 MiB tmpfs mounted at a directory for one test (a file system to fill: a migration's copy, an SFTP
+/// server's disk), unmounted when dropped. The tests run as root, as the engine needs.
+pub struct SmallTmpfs(pub PathBuf);
+
+impl SmallTmpfs {
+    pub fn new(dir: &Path) -> SmallTmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs (the tests run as root)");
+        SmallTmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
