@@ -60,6 +60,12 @@ impl Owner {
         format!("{}:{}", self.machine, self.pid)
     }
 
+    /// Whether this owner is a process of `me`'s machine, not `me`, that no longer runs (by `alive`): its
+    /// records are left for the next command to resolve.
+    pub fn is_gone(&self, me: &Owner, alive: impl Fn(&Owner) -> bool) -> bool {
+        self.machine == me.machine && self != me && !alive(self)
+    }
+
     /// Whether the process still runs: same boot, the pid exists and started when the record says.
     pub fn is_alive(&self) -> bool {
         if self.machine != machine_name() {
@@ -408,20 +414,29 @@ pub struct Found {
 
 /// Every record in `dir` for `host`, oldest first. Files that cannot be read or parsed are skipped.
 pub fn records(dir: &Path, host: &str) -> Vec<Found> {
-    let Ok(read) = fs_err::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<Found> = read
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
-        .filter_map(|e| {
-            let path = e.path();
-            let record: Record = serde_json::from_slice(&fs_err::read(&path).ok()?).ok()?;
-            (record.host == host).then_some(Found { path, record })
-        })
+    let mut found: Vec<Found> = read_json_files::<Record>(dir)
+        .into_iter()
+        .filter(|(_, record)| record.host == host)
+        .map(|(path, record)| Found { path, record })
         .collect();
     found.sort_by(|a, b| (&a.record.started_at, &a.path).cmp(&(&b.record.started_at, &b.path)));
     found
+}
+
+/// Every `*.json` file in `dir` that parses as a `T`, with its path; files that cannot be read or parsed
+/// are skipped.
+pub fn read_json_files<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<(PathBuf, T)> {
+    let Ok(read) = fs_err::read_dir(dir) else {
+        return Vec::new();
+    };
+    read.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+        .filter_map(|e| {
+            let path = e.path();
+            let value = serde_json::from_slice(&fs_err::read(&path).ok()?).ok()?;
+            Some((path, value))
+        })
+        .collect()
 }
 
 /// The records in `dir` for `host` whose process is gone (by `alive`), this process's aside.
@@ -429,8 +444,7 @@ pub fn abandoned(dir: &Path, host: &str, alive: impl Fn(&Owner) -> bool) -> Vec<
     let me = Owner::this();
     records(dir, host)
         .into_iter()
-        .filter(|f| f.record.owner.machine == me.machine)
-        .filter(|f| f.record.owner != me && !alive(&f.record.owner))
+        .filter(|f| f.record.owner.is_gone(&me, &alive))
         .collect()
 }
 

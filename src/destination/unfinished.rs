@@ -98,19 +98,10 @@ fn dir() -> Option<PathBuf> {
 
 /// The records in `dir` whose process is gone (by `alive`), oldest first.
 pub fn abandoned(dir: &Path, alive: impl Fn(&Owner) -> bool) -> Vec<(PathBuf, Unfinished)> {
-    let Ok(read) = fs_err::read_dir(dir) else {
-        return Vec::new();
-    };
     let me = Owner::this();
-    let mut found: Vec<(PathBuf, Unfinished)> = read
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
-        .filter_map(|e| {
-            let path = e.path();
-            let record: Unfinished = serde_json::from_slice(&fs_err::read(&path).ok()?).ok()?;
-            Some((path, record))
-        })
-        .filter(|(_, r)| r.owner.machine == me.machine && r.owner != me && !alive(&r.owner))
+    let mut found: Vec<(PathBuf, Unfinished)> = intent::read_json_files::<Unfinished>(dir)
+        .into_iter()
+        .filter(|(_, r)| r.owner.is_gone(&me, &alive))
         .collect();
     found.sort_by(|a, b| (&a.1.started_at, &a.0).cmp(&(&b.1.started_at, &b.0)));
     found

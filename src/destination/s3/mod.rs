@@ -377,24 +377,33 @@ impl Upload {
 
     /// Aborts it; its record goes once the server agreed (or the upload was gone already).
     async fn abort(mut self) {
-        match self.store.abort_multipart(&self.key, &self.id).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => self.done(),
-            Err(_) => {}
+        if abort_multipart(&self.store, &self.key, &self.id)
+            .await
+            .is_ok()
+        {
+            self.done();
         }
     }
 }
 
-/// Aborts the multipart upload `upload_id` of `key` in `url`'s bucket (one left by a killed command); one
-/// already gone is fine.
+/// Aborts a multipart upload; one already gone (aborted, completed) is fine.
+async fn abort_multipart(
+    store: &AmazonS3,
+    key: &ObjectPath,
+    id: &MultipartId,
+) -> object_store::Result<()> {
+    match store.abort_multipart(key, id).await {
+        Err(object_store::Error::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Aborts the multipart upload `upload_id` of `key` in `url`'s bucket (one left by a killed command).
 pub async fn abort_upload(url: &S3Url, key: &str, upload_id: &str) -> Result<(), BoxError> {
     let store = build_store(url, &|k| std::env::var(k).ok())?;
-    match store
-        .abort_multipart(&ObjectPath::from(key), &upload_id.to_string())
+    abort_multipart(&store, &ObjectPath::from(key), &upload_id.to_string())
         .await
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(describe(e.into())),
-    }
+        .map_err(|e| describe(e.into()))
 }
 
 /// Sends the parts of the followed file as it grows; returns them in order, with the file's length, once
