@@ -103,9 +103,13 @@ fn compose_bytes() -> Vec<u8> {
 
 /// Writes a backup of the fixed data into `dir`, encrypted with `sealer` when given.
 fn write(dir: &Path, stamp: &str, sealer: Option<Sealer>) -> PathBuf {
+    write_with(dir, stamp, sealer, WriterOptions::default())
+}
+
+/// The same with `options`: with zstd workers, the stored bytes are encrypted on a thread of their own.
+fn write_with(dir: &Path, stamp: &str, sealer: Option<Sealer>, options: WriterOptions) -> PathBuf {
     let name = BackupName::new("app", stamp.parse().unwrap(), None).unwrap();
-    let mut w =
-        BackupWriter::create(dir, &name, EngineInfo::default(), WriterOptions::default()).unwrap();
+    let mut w = BackupWriter::create(dir, &name, EngineInfo::default(), options).unwrap();
     if let Some(s) = sealer {
         w.encrypt(s).unwrap();
     }
@@ -278,6 +282,15 @@ fn an_age_key_made_by_age_keygen_round_trips() {
     let info = backup.manifest().encryption.as_ref().unwrap();
     assert_eq!(info.recipients.len(), 1);
     assert_eq!(info.recipients[0].kind, "x25519");
+
+    // With zstd workers (the default on two cores or more) the members are encrypted on another thread.
+    let sealer = Sealer::new(vec![Recipient::parse(&public).unwrap()], None).unwrap();
+    let workers = WriterOptions {
+        level: 3,
+        workers: 2,
+    };
+    let path = write_with(tmp.path(), "2026-11-22T10:16:00Z", Some(sealer), workers);
+    check_round_trip(&path, &keys_from(&key));
 }
 
 #[test]

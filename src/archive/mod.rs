@@ -8,7 +8,8 @@
 //!
 //! - [`format`]: the manifest, file and member names;
 //! - [`digest`]: the order-independent content digest of a tree, computed from a tar stream as it passes;
-//! - [`writer`]: writing a backup file (`.partial`, fsync, rename);
+//! - [`writer`]: writing a backup file (`.partial`, fsync, rename), with the stored bytes written on a thread
+//!   of their own (`handoff`);
 //! - [`reader`]: opening, verifying and listing backup files, and reading a volume back;
 //! - [`crypt`]: age encryption of members and of the manifest's secret fields (the only `age` user);
 //! - [`tree`]: a volume's tree on disk packed to, unpacked from and digested like the engine's tar (the fast
@@ -18,6 +19,7 @@ pub mod crypt;
 pub mod digest;
 pub mod format;
 pub mod growing;
+mod handoff;
 pub mod reader;
 pub mod rebase;
 pub mod rootfs;

@@ -33,6 +33,7 @@ use sha2::{Digest as _, Sha256};
 use super::ArchiveError;
 use super::crypt::{EncryptingWriter, Sealer};
 use super::digest::{DigestError, DigestOptions, digest_tar_into};
+use super::handoff::{self, Handoff};
 use super::format::{
     BackupName, DumpRecord, EngineInfo, FORMAT, HookRecord, MANIFEST_MEMBER, Manifest,
     PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, encrypted_member,
@@ -458,26 +459,26 @@ impl BackupWriter {
             let sink_err = |e| (true, e);
             let mtime = self.mtime();
             let header_pos = self.start_member(&member, mtime).map_err(sink_err)?;
-            let mut encoder = self.member_encoder().map_err(sink_err)?;
-            let mut content = Sha256::new();
-            let mut bytes = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = match data.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err((false, e)),
-                };
-                content.update(&buf[..n]);
-                bytes += n as u64;
-                encoder.write_all(&buf[..n]).map_err(sink_err)?;
-            }
-            let sink = encoder
-                .finish()
-                .and_then(MemberSink::finish)
-                .map_err(sink_err)?;
-            let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
+            let ((bytes, content), stored, sha) = self.compress(
+                |encoder| {
+                    let mut content = Sha256::new();
+                    let mut bytes = 0u64;
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = match data.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err((false, e)),
+                        };
+                        content.update(&buf[..n]);
+                        bytes += n as u64;
+                        encoder.write_all(&buf[..n]).map_err(sink_err)?;
+                    }
+                    Ok((bytes, content))
+                },
+                sink_err,
+            )?;
             self.pos += stored;
             self.end_member(header_pos, &member, stored, mtime)
                 .map_err(sink_err)?;
@@ -699,44 +700,64 @@ impl BackupWriter {
         let header_pos = self
             .start_member(member, mtime)
             .map_err(DigestError::Sink)?;
-        let mut encoder = self.member_encoder().map_err(DigestError::Sink)?;
-        let summary = digest_tar_into(data, &mut encoder, digest_options)?;
-        let sink = encoder
-            .finish()
-            .and_then(MemberSink::finish)
-            .map_err(DigestError::Sink)?;
-        let (stored, sha) = (sink.bytes, hex::encode(sink.sha.finalize()));
+        let (summary, stored, sha) = self.compress(
+            |encoder| digest_tar_into(data, encoder, digest_options),
+            DigestError::Sink,
+        )?;
         self.pos += stored;
         self.end_member(header_pos, member, stored, mtime)
             .map_err(DigestError::Sink)?;
         Ok((summary, stored, sha))
     }
 
-    /// The zstd encoder of a streamed member, writing through age (when encrypted) and the SHA-256 of the
-    /// stored bytes into the file.
-    fn member_encoder(
+    /// Compresses what `feed` writes into the member being written, through age (when encrypted) and the
+    /// SHA-256 of the stored bytes into the file; returns what `feed` returned, the stored bytes' count and
+    /// their SHA-256. With zstd workers the stored bytes are written on a thread of their own
+    /// ([`super::handoff`]), so that encryption, hashing and writing do not hold up the thread that feeds
+    /// zstd. A write error wins over the error it caused in `feed` (which then only saw the writing stop).
+    fn compress<T, E>(
         &mut self,
-    ) -> io::Result<zstd::stream::write::Encoder<'static, MemberSink<'_>>> {
+        feed: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+        sink_err: impl Fn(io::Error) -> E,
+    ) -> Result<(T, u64, String), E> {
         let options = self.options;
+        let sink = self.member_sink().map_err(&sink_err)?;
+        let (fed, written) = if options.workers > 0 {
+            std::thread::scope(|scope| {
+                let (handoff, writing) = Handoff::start(scope, sink);
+                let fed = (|| {
+                    let mut encoder = member_encoder(handoff, options).map_err(&sink_err)?;
+                    let fed = feed(&mut encoder)?;
+                    let handoff = encoder.finish().map_err(&sink_err)?;
+                    handoff.finish().map_err(&sink_err)?;
+                    Ok(fed)
+                })();
+                (fed, handoff::join(writing))
+            })
+        } else {
+            let mut encoder = member_encoder(sink, options).map_err(&sink_err)?;
+            let fed = feed(&mut encoder)?;
+            (Ok(fed), encoder.finish())
+        };
+        let written = written.map_err(&sink_err)?;
+        let fed = fed?;
+        let hashing = written.finish().map_err(&sink_err)?;
+        Ok((fed, hashing.bytes, hex::encode(hashing.sha.finalize())))
+    }
+
+    /// Where a member's zstd output goes: through age (when encrypted) and the SHA-256 of the stored bytes
+    /// into the file.
+    fn member_sink(&mut self) -> io::Result<MemberSink<'_>> {
         let sealer = self.sealer.clone();
         let hashing = HashingWriter {
             out: self.out()?,
             sha: Sha256::new(),
             bytes: 0,
         };
-        let sink = match sealer {
+        Ok(match sealer {
             Some(sealer) => MemberSink::Sealed(sealer.wrap(hashing)?),
             None => MemberSink::Plain(hashing),
-        };
-        let mut encoder = zstd::stream::write::Encoder::new(sink, options.level)?;
-        encoder.include_checksum(true)?;
-        if options.workers > 0 {
-            encoder.multithread(options.workers)?;
-            if MT_SMALL_JOB_LEVELS.contains(&options.level) {
-                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))?;
-            }
-        }
-        Ok(encoder)
+        })
     }
 
     /// Cuts the file back to `start` after a failed member; poisons the writer if even that fails.
@@ -892,6 +913,22 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// The zstd encoder of a streamed member, writing into `sink`.
+fn member_encoder<W: Write>(
+    sink: W,
+    options: WriterOptions,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(sink, options.level)?;
+    encoder.include_checksum(true)?;
+    if options.workers > 0 {
+        encoder.multithread(options.workers)?;
+        if MT_SMALL_JOB_LEVELS.contains(&options.level) {
+            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(MT_JOB_SIZE))?;
+        }
+    }
+    Ok(encoder)
 }
 
 /// Where a member's zstd output goes: straight to the hashing writer, or through age first.
@@ -1155,6 +1192,13 @@ pub(crate) mod tests {
 
     #[test]
     fn failed_volume_is_cut_off_and_writer_goes_on() {
+        // On the calling thread, and with zstd workers and the stored bytes written on a thread of their own.
+        for options in [WriterOptions::default(), WriterOptions { level: 3, workers: 2 }] {
+            a_failed_volume_is_cut_off(options);
+        }
+    }
+
+    fn a_failed_volume_is_cut_off(options: WriterOptions) {
         struct Broken(Vec<u8>, usize);
         impl Read for Broken {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -1172,7 +1216,7 @@ pub(crate) mod tests {
             tmp.path(),
             &name(),
             EngineInfo::default(),
-            WriterOptions::default(),
+            options,
         )
         .unwrap();
         let big = build(&[dir("."), file("x", &vec![7u8; 100_000])]);
@@ -1200,12 +1244,18 @@ pub(crate) mod tests {
 
     #[test]
     fn dumps_round_trip_and_a_failed_dump_leaves_nothing() {
+        for options in [WriterOptions::default(), WriterOptions { level: 3, workers: 2 }] {
+            dumps_round_trip(options);
+        }
+    }
+
+    fn dumps_round_trip(options: WriterOptions) {
         let tmp = tempfile::tempdir().unwrap();
         let mut w = BackupWriter::create(
             tmp.path(),
             &name(),
             EngineInfo::default(),
-            WriterOptions::default(),
+            options,
         )
         .unwrap();
         struct Failing(usize);
