@@ -161,7 +161,9 @@ mod tests {
         };
         let (fed, back) = std::thread::scope(|scope| {
             let (mut handoff, writing) = Handoff::start(scope, sink);
-            let fed = input.chunks(CHUNK / 3).try_for_each(|p| handoff.write_all(p));
+            let fed = input
+                .chunks(CHUNK / 3)
+                .try_for_each(|p| handoff.write_all(p));
             drop(handoff);
             (fed, join(writing))
         });

@@ -33,22 +33,25 @@ use sha2::{Digest as _, Sha256};
 use super::ArchiveError;
 use super::crypt::{EncryptingWriter, Sealer};
 use super::digest::{DigestError, DigestOptions, digest_tar_into};
-use super::handoff::{self, Handoff};
 use super::format::{
     BackupName, DumpRecord, EngineInfo, FORMAT, HookRecord, MANIFEST_MEMBER, Manifest,
     PARTIAL_SUFFIX, Tool, VolumeRecord, VolumeUser, compose_member, dump_member, encrypted_member,
     member_for_key, split_sealed,
 };
 use super::growing::{Growing, TrackedFile};
+use super::handoff::{self, Handoff};
 use crate::compose::Tier;
 use crate::compose::classify::DataKind;
 
 const BLOCK: u64 = 512;
 const OUT_BUFFER: usize = 1024 * 1024;
 /// zstd's default multithreading job is 4× its window: 8 MiB at levels 3 to 8 (2 MiB window), which with two
-/// workers peaked at ≈100 MB. Jobs of 1.5× the window ran as fast here and peaked at ≈46 MB
-/// (`docs/format.md`, "Measurements"); below level 3 the default jobs are already smaller.
-const MT_JOB_SIZE: u32 = 3 << 20;
+/// workers peaked at ≈100 MB. zstd holds about ten jobs' worth of buffers with two workers (its round buffer
+/// and the output buffers of the jobs under way), so the job size sets the memory of a backup: measured on the
+/// reference tar (`examples/archive_bench.rs write`, 2 workers, docs/benchmarks.md), 3 MiB jobs peaked at
+/// 49 MB, 1.5 MiB at 31 MB and 1 MiB at 23 MB, in 1.31, 1.34 and 1.43 s (medians of 5), the stored size within
+/// 0.05 %. 1.5 MiB leaves room under the 64 MB target for a destination's buffers (an S3 upload's parts).
+const MT_JOB_SIZE: u32 = 3 << 19;
 const MT_SMALL_JOB_LEVELS: std::ops::RangeInclusive<i32> = 3..=8;
 /// The largest size ustar's 11 octal digits hold.
 const MAX_OCTAL_SIZE: u64 = (1 << 33) - 1;
@@ -65,7 +68,7 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// Level 3 with two zstd workers when the machine has two cores or more, else on the calling thread.
     /// Measured on 2 cores (docs/benchmarks.md): two workers cut a backup's time by ≈12% on the universal
-    /// path and ≈30% on the fast path, for a peak of ≈50 MB instead of ≈22 MB.
+    /// path and ≈30% on the fast path, for ≈23 MB more memory (zstd's job buffers, see [`MT_JOB_SIZE`]).
     pub fn auto() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         WriterOptions {
@@ -78,7 +81,7 @@ impl WriterOptions {
 impl Default for WriterOptions {
     /// Level 3 on the calling thread. Measured on 2 cores (`docs/format.md`, "Measurements"): one thread
     /// writes ≈310 MB/s of tar at a 7.5 MB peak, about twice what the engine's archive endpoint delivers; two
-    /// workers reach ≈530 MB/s at ≈46 MB, worth it only where the source is that fast (the local fast path).
+    /// workers reach ≈500 MB/s at ≈31 MB, worth it only where the source is that fast (the local fast path).
     fn default() -> Self {
         WriterOptions {
             level: 3,
@@ -1193,7 +1196,13 @@ pub(crate) mod tests {
     #[test]
     fn failed_volume_is_cut_off_and_writer_goes_on() {
         // On the calling thread, and with zstd workers and the stored bytes written on a thread of their own.
-        for options in [WriterOptions::default(), WriterOptions { level: 3, workers: 2 }] {
+        for options in [
+            WriterOptions::default(),
+            WriterOptions {
+                level: 3,
+                workers: 2,
+            },
+        ] {
             a_failed_volume_is_cut_off(options);
         }
     }
@@ -1212,13 +1221,8 @@ pub(crate) mod tests {
             }
         }
         let tmp = tempfile::tempdir().unwrap();
-        let mut w = BackupWriter::create(
-            tmp.path(),
-            &name(),
-            EngineInfo::default(),
-            options,
-        )
-        .unwrap();
+        let mut w =
+            BackupWriter::create(tmp.path(), &name(), EngineInfo::default(), options).unwrap();
         let big = build(&[dir("."), file("x", &vec![7u8; 100_000])]);
         let err = w.add_volume(spec("db"), Broken(big, 0)).unwrap_err();
         assert!(
@@ -1244,20 +1248,21 @@ pub(crate) mod tests {
 
     #[test]
     fn dumps_round_trip_and_a_failed_dump_leaves_nothing() {
-        for options in [WriterOptions::default(), WriterOptions { level: 3, workers: 2 }] {
+        for options in [
+            WriterOptions::default(),
+            WriterOptions {
+                level: 3,
+                workers: 2,
+            },
+        ] {
             dumps_round_trip(options);
         }
     }
 
     fn dumps_round_trip(options: WriterOptions) {
         let tmp = tempfile::tempdir().unwrap();
-        let mut w = BackupWriter::create(
-            tmp.path(),
-            &name(),
-            EngineInfo::default(),
-            options,
-        )
-        .unwrap();
+        let mut w =
+            BackupWriter::create(tmp.path(), &name(), EngineInfo::default(), options).unwrap();
         struct Failing(usize);
         impl Read for Failing {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -79,7 +79,7 @@ pub struct S3Url {
     pub profile: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`); default: on with a custom endpoint, off for AWS.
     pub path_style: Option<bool>,
-    /// Size of a multipart upload's parts; default: 16 MiB, raised so that any file stays within `max_parts`.
+    /// Size of a multipart upload's parts; default: 5 MiB, raised so that any file stays within `max_parts`.
     pub part_size: Option<u64>,
     /// The provider's part-count limit; default 10,000 (AWS).
     pub max_parts: Option<u64>,

@@ -12,9 +12,10 @@
 //! - **parts while the file is written** ([`S3Destination::follow`]): object_store's low-level multipart
 //!   API (explicit part numbers), so that a part can be sent as soon as the local file holds it, and sent
 //!   again when the backup writer rewrites it;
-//! - **part size**: 8 MiB by default, raised so that the file fits in `max_parts` parts (10,000 unless the
-//!   provider has a lower limit; while the file is written, its size is estimated from the data's), with
-//!   two parts in flight at most: ≈17 MB of buffers;
+//! - **part size**: 5 MiB by default (S3's smallest), raised so that the file fits in `max_parts` parts
+//!   (10,000 unless the provider has a lower limit; while the file is written, its size is estimated from
+//!   the data's), with two parts in flight at most: ≈10 MB of buffers, so that `backup --to` a bucket stays
+//!   under 64 MB beside zstd's workers (docs/benchmarks.md);
 //! - **abort**: an upload that fails or is interrupted is aborted, so no parts are left to bill; the object
 //!   appears under its name only when the upload is completed, after the last byte. On Ctrl-C the command's
 //!   future is dropped: the abort is then started on the runtime and [`super::finish_cleanups`] waits for it.
@@ -51,8 +52,10 @@ use refusal::said;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The default part size of a multipart upload.
-pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// The default part size of a multipart upload: S3's smallest, as rclone's. 8 MiB parts sent a file to a
+/// local server ≈5 % faster and took 6 MB more during `backup --to`, which the 64 MB budget has no room for
+/// (docs/benchmarks.md).
+pub const DEFAULT_PART_SIZE: u64 = MIN_PART_SIZE;
 /// The smallest part S3 accepts (but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// AWS's limit on the parts of one upload.
