@@ -194,6 +194,10 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut n_total = 0u64;
     loop {
+        // Ctrl-C: a large file is not read to its end first (`push` hashes on a thread of its own).
+        if crate::cancel::is_cancelled() {
+            return Err(crate::cancel::interrupted_error());
+        }
         let n = match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

@@ -278,10 +278,10 @@ impl SftpDestination {
 
     pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
         let s = self.session().await?;
-        let p = local.to_path_buf();
-        let (local_len, local_sha) =
-            tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??;
         if let Ok(meta) = s.sftp.fs().metadata(self.remote(name)).await {
+            let p = local.to_path_buf();
+            let (local_len, local_sha) =
+                tokio::task::spawn_blocking(move || super::local::hash_file(&p)).await??;
             let recorded = self.recorded_sha256(&s, name).await;
             if meta.len() == Some(local_len) && recorded.as_deref() == Some(local_sha.as_str()) {
                 return Ok(Stored {
@@ -295,8 +295,7 @@ impl SftpDestination {
                 format!("a different `{name}` is already there; it is left as it is").into(),
             );
         }
-        let growing =
-            Growing::complete(local.to_path_buf(), name.to_string(), local_len, local_sha);
+        let (growing, _) = stream::complete_file(local, name)?;
         self.follow(&growing).await
     }
 

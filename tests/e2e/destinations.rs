@@ -55,10 +55,24 @@ impl S3Server {
     /// With `Some(n)`, the server checks credentials after its first `n` requests (moto's
     /// `INITIAL_NO_AUTH_ACTION_COUNT`): the test's keys are then unknown to it, as a revoked key is.
     pub(crate) fn start_checking_keys(after: Option<u32>) -> S3Server {
+        S3Server::start_with(after, None)
+    }
+
+    /// With its storage in `storage`: moto keeps every object and part of more than ≈5 MiB in a temporary
+    /// file (Python's `tempfile`, `TMPDIR`), so a small file system there is a server whose storage is
+    /// full, as a bucket over its quota refuses what is sent to it.
+    pub(crate) fn start_with_storage(storage: &Path) -> S3Server {
+        S3Server::start_with(None, Some(storage))
+    }
+
+    fn start_with(after: Option<u32>, storage: Option<&Path>) -> S3Server {
         let port = free_port();
         let mut cmd = Command::new("moto_server");
         if let Some(n) = after {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        if let Some(dir) = storage {
+            cmd.env("TMPDIR", dir);
         }
         let mut child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -361,12 +375,8 @@ fn unreachable_endpoint_missing_credentials_and_missing_bucket_fail_clearly_and_
     env.persist(["backup", "--to", "nowhere"]).assert_code(2);
 }
 
-/// Keys the server does not accept (a revoked or mistyped key): `backup --to`, `backups --from` and
-/// `destinations` each say that the server refused the credentials, with S3's code and no raw XML or
-/// request line, the local file is complete and kept, the service runs again, and nothing is stored.
-#[test]
-fn credentials_the_server_refuses_are_said_plainly_and_keep_the_local_file() {
-    let s3 = S3Server::start_checking_keys(Some(1));
+/// The project up, with bucket `persist` of `s3` as its destination `offsite`.
+fn up_with_offsite(s3: &S3Server) -> TestEnv {
     s3.create_bucket("persist");
     let env = TestEnv::new();
     let url = s3_url(&s3.endpoint(), "persist", "");
@@ -376,6 +386,16 @@ fn credentials_the_server_refuses_are_said_plainly_and_keep_the_local_file() {
     );
     std::fs::create_dir_all(env.project_dir.join("uploads")).unwrap();
     env.compose_v2(["up", "-d"]).assert_success();
+    env
+}
+
+/// Keys the server does not accept (a revoked or mistyped key): `backup --to`, `backups --from` and
+/// `destinations` each say that the server refused the credentials, with S3's code and no raw XML or
+/// request line, the local file is complete and kept, the service runs again, and nothing is stored.
+#[test]
+fn credentials_the_server_refuses_are_said_plainly_and_keep_the_local_file() {
+    let s3 = S3Server::start_checking_keys(Some(1));
+    let env = up_with_offsite(&s3);
     exec_db(&env, "echo hello > \"$1\"/f", PGDATA);
     let refused = "the server refused the credentials (HTTP 403 InvalidAccessKeyId";
 
@@ -406,6 +426,46 @@ fn credentials_the_server_refuses_are_said_plainly_and_keep_the_local_file() {
     let error = d["destinations"][1]["health"]["error"].as_str().unwrap();
     assert!(error.starts_with(refused), "{error}");
     assert_no_secret(&health);
+}
+
+/// A bucket whose server has no room left (its storage a full 2 MiB file system) refuses the parts of
+/// `backup --to`: the error names the destination and says that the server failed, the local
+/// file is complete and kept, the multipart upload is aborted (no parts left to bill), no object is under
+/// the backup's name, and the service runs again.
+#[test]
+fn a_server_without_room_for_the_backup_leaves_nothing_in_the_bucket() {
+    let storage = tempfile::tempdir().unwrap();
+    let full = SmallTmpfs::new(&storage.path().join("storage"));
+    let s3 = S3Server::start_with_storage(&full.0);
+    let env = up_with_offsite(&s3);
+    // Several parts' worth, incompressible: more than the server's storage holds.
+    exec_db(
+        &env,
+        "head -c 12582912 /dev/urandom > \"$1\"/big.bin",
+        PGDATA,
+    );
+
+    let ran = persist_s3(&env, &["backup", "--to", "offsite", "--json"]);
+    ran.assert_code(1)
+        .assert_stderr_contains("`offsite`")
+        .assert_stderr_contains("the server failed (HTTP 500): it may be out of storage")
+        .assert_stderr_contains("is complete and kept");
+    assert_no_secret(&ran);
+    assert!(!ran.stderr().contains("<!doctype"), "{ran}");
+    let doc = ran.json();
+    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
+    let local = PathBuf::from(doc["path"].as_str().unwrap());
+    assert!(std::fs::metadata(&local).unwrap().len() > 12 << 20);
+    env.persist(["verify", local.to_str().unwrap()])
+        .assert_success();
+    let keys = s3.keys("persist");
+    assert!(
+        keys.iter().all(|k| !k.ends_with(".tar")),
+        "a backup is in the bucket: {keys:?}"
+    );
+    assert_eq!(s3.open_uploads("persist"), 0, "the upload was left open");
+    let ps = env.compose_v2(["ps", "--status", "running", "-q", "db"]);
+    assert!(!ps.stdout().trim().is_empty(), "db is not running");
 }
 
 /// A TCP proxy to `upstream` that forwards at `rate` bytes/s and, with `cut_after`, drops every connection

@@ -244,7 +244,8 @@ fn ctrl_c_while_the_backup_is_written_aborts_the_upload_and_leaves_no_file() {
     assert_eq!(
         open_uploads(&s3, "persist"),
         0,
-        "the multipart upload was left open"
+        "the multipart upload was left open; the command said:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(s3.keys("persist").is_empty(), "{:?}", s3.keys("persist"));
     // No file that looks like a backup, no `.partial`, and the database runs again.

@@ -179,13 +179,13 @@ impl S3Destination {
     pub async fn put_file(&self, local: &Path, name: &str) -> Result<Stored, BoxError> {
         let store = self.store().await?;
         let key = self.key(name);
-        let p = local.to_path_buf();
-        let (local_len, local_sha) =
-            tokio::task::spawn_blocking(move || super::local::hash_file(&p))
-                .await?
-                .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
         match store.head(&key).await {
             Ok(meta) => {
+                let p = local.to_path_buf();
+                let (local_len, local_sha) =
+                    tokio::task::spawn_blocking(move || super::local::hash_file(&p))
+                        .await?
+                        .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
                 let recorded = self.recorded_sha256(name).await?;
                 if meta.size == local_len && recorded.as_deref() == Some(local_sha.as_str()) {
                     return Ok(Stored {
@@ -205,9 +205,8 @@ impl S3Destination {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let growing =
-            Growing::complete(local.to_path_buf(), name.to_string(), local_len, local_sha);
-        self.follow(&growing, Some(local_len)).await
+        let (growing, len) = stream::complete_file(local, name)?;
+        self.follow(&growing, Some(len)).await
     }
 
     /// Uploads the file `growing` follows as it is written (see [`super::stream`]): one multipart upload
@@ -579,12 +578,24 @@ impl AbortOnDrop {
             .expect("the upload is held until completed or aborted")
     }
 
+    /// Aborts the upload and waits for the server's answer. The abort runs on a task of its own, registered
+    /// as a cleanup: Ctrl-C arrives here first (the upload sees the cancellation) and then stops the task
+    /// this runs in, which would cut an abort awaited here short and leave the upload open.
     async fn abort(&mut self) {
         if let Some(u) = self.0.take() {
-            u.abort().await;
+            let (done, aborted) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(async move {
+                let _ = tokio::time::timeout(ABORT_TIMEOUT, u.abort()).await;
+                let _ = done.send(());
+            });
+            super::register_cleanup(task);
+            let _ = aborted.await;
         }
     }
 }
+
+/// How long an abort may take when the command is stopping.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -592,7 +603,7 @@ impl Drop for AbortOnDrop {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let task = handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(30), u.abort()).await;
+                let _ = tokio::time::timeout(ABORT_TIMEOUT, u.abort()).await;
             });
             super::register_cleanup(task);
         }

@@ -61,6 +61,11 @@ fn refusal(chain: &str) -> Option<String> {
         _ if status == 401 || status == 403 => format!(
             "the server refused the credentials or what they may do ({answer}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE variables), AWS_SESSION_TOKEN, the AWS_PROFILE in use, and that they may use this bucket"
         ),
+        // The server's own failure (S3's InternalError, a proxy's 502–504, a server out of disk space):
+        // nothing the request could change; what was sent is not kept under the backup's name.
+        _ if (500..600).contains(&status) => format!(
+            "the server failed ({answer}): it may be out of storage or unwell; nothing was stored under the final name, so sending again later is safe"
+        ),
         _ => format!("the server answered {answer}"),
     };
     Some(said)
@@ -135,6 +140,15 @@ mod tests {
         assert!(
             head.starts_with("the server refused the credentials or what they may do (HTTP 403); check AWS_ACCESS_KEY_ID"),
             "{head}"
+        );
+        // A server that failed on its own (moto out of disk space answers with an HTML page).
+        let failed = refusal(
+            "Error performing PUT http://127.0.0.1:5055/b/k?partNumber=1 in 9ms - Server returned non-2xx status code: 500 Internal Server Error: <!doctype html><title>500 Internal Server Error</title>",
+        )
+        .unwrap();
+        assert_eq!(
+            failed,
+            "the server failed (HTTP 500): it may be out of storage or unwell; nothing was stored under the final name, so sending again later is safe"
         );
         assert_eq!(
             refusal("error sending request: Connection refused (os error 111)"),
