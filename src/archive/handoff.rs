@@ -17,7 +17,7 @@ const DEPTH: usize = 4;
 /// The feeding side: gathers bytes into chunks and hands each full one to the writing thread.
 pub(crate) struct Handoff {
     buf: Vec<u8>,
-    full: Option<SyncSender<Vec<u8>>>,
+    full: SyncSender<Vec<u8>>,
     empty: Receiver<Vec<u8>>,
 }
 
@@ -44,7 +44,7 @@ impl Handoff {
         });
         let handoff = Handoff {
             buf: Vec::with_capacity(CHUNK),
-            full: Some(full_tx),
+            full: full_tx,
             empty: empty_rx,
         };
         (handoff, writing)
@@ -59,19 +59,15 @@ impl Handoff {
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         let chunk = std::mem::replace(&mut self.buf, next);
-        let stopped = || io::Error::new(io::ErrorKind::BrokenPipe, "the writing thread stopped");
         self.full
-            .as_ref()
-            .ok_or_else(stopped)?
             .send(chunk)
-            .map_err(|_| stopped())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writing thread stopped"))
     }
 
-    /// Hands over what is left and closes the channel: the writing thread ends once it has written it.
+    /// Hands over what is left and closes the channel (dropping it): the writing thread ends once it has
+    /// written it.
     pub(crate) fn finish(mut self) -> io::Result<()> {
-        let handed = self.hand_over();
-        self.full = None;
-        handed
+        self.hand_over()
     }
 }
 

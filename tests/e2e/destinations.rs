@@ -375,6 +375,17 @@ fn unreachable_endpoint_missing_credentials_and_missing_bucket_fail_clearly_and_
     env.persist(["backup", "--to", "nowhere"]).assert_code(2);
 }
 
+/// After a `backup --to … --json` whose one destination failed: the destination is reported as failed and
+/// the local file holds more than `more_than` bytes and verifies.
+fn assert_kept_locally(env: &TestEnv, ran: &Ran, more_than: u64) {
+    let doc = ran.json();
+    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
+    let local = PathBuf::from(doc["path"].as_str().unwrap());
+    assert!(std::fs::metadata(&local).unwrap().len() > more_than);
+    env.persist(["verify", local.to_str().unwrap()])
+        .assert_success();
+}
+
 /// The project up, with bucket `persist` of `s3` as its destination `offsite`.
 fn up_with_offsite(s3: &S3Server) -> TestEnv {
     s3.create_bucket("persist");
@@ -452,12 +463,7 @@ fn a_server_without_room_for_the_backup_leaves_nothing_in_the_bucket() {
         .assert_stderr_contains("is complete and kept");
     assert_no_secret(&ran);
     assert!(!ran.stderr().contains("<!doctype"), "{ran}");
-    let doc = ran.json();
-    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
-    let local = PathBuf::from(doc["path"].as_str().unwrap());
-    assert!(std::fs::metadata(&local).unwrap().len() > 12 << 20);
-    env.persist(["verify", local.to_str().unwrap()])
-        .assert_success();
+    assert_kept_locally(&env, &ran, 12 << 20);
     let keys = s3.keys("persist");
     assert!(
         keys.iter().all(|k| !k.ends_with(".tar")),
@@ -758,12 +764,7 @@ fn a_full_disk_at_an_sftp_destination_is_said_and_leaves_nothing_there() {
         .assert_stderr_contains("no space left on the server")
         .assert_stderr_contains(&url)
         .assert_stderr_contains("is complete and kept");
-    let doc = ran.json();
-    assert_eq!(doc["destinations"][0]["ok"], false, "{doc}");
-    let local = PathBuf::from(doc["path"].as_str().unwrap());
-    assert!(std::fs::metadata(&local).unwrap().len() > 4 << 20);
-    env.persist(["verify", local.to_str().unwrap()])
-        .assert_success();
+    assert_kept_locally(&env, &ran, 4 << 20);
     let left: Vec<_> = std::fs::read_dir(&disk.0)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -584,11 +584,7 @@ impl AbortOnDrop {
     async fn abort(&mut self) {
         if let Some(u) = self.0.take() {
             let (done, aborted) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(async move {
-                let _ = tokio::time::timeout(ABORT_TIMEOUT, u.abort()).await;
-                let _ = done.send(());
-            });
-            super::register_cleanup(task);
+            start_abort(&tokio::runtime::Handle::current(), u, Some(done));
             let _ = aborted.await;
         }
     }
@@ -597,15 +593,28 @@ impl AbortOnDrop {
 /// How long an abort may take when the command is stopping.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Aborts `upload` on a task of its own, registered as a cleanup that an interrupted command waits for;
+/// `done` is told once the abort has ended.
+fn start_abort(
+    runtime: &tokio::runtime::Handle,
+    upload: Upload,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    let task = runtime.spawn(async move {
+        let _ = tokio::time::timeout(ABORT_TIMEOUT, upload.abort()).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    });
+    super::register_cleanup(task);
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(u) = self.0.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let task = handle.spawn(async move {
-                let _ = tokio::time::timeout(ABORT_TIMEOUT, u.abort()).await;
-            });
-            super::register_cleanup(task);
+            start_abort(&runtime, u, None);
         }
     }
 }
